@@ -1,0 +1,137 @@
+//! The DeepDream algorithm: gradient ascent on the input pixels over an octave pyramid.
+//!
+//! For each octave, smallest first: add the detail dreamed so far (upscaled) to the octave's
+//! copy of the image, then repeat `iterations` times: roll the image by a random jitter,
+//! compute the gradient of `||activations||_2` with respect to the pixels, roll it back, smooth
+//! it with a Gaussian, and step along it with the step normalised by its mean magnitude; clamp
+//! to valid pixels. What the octave added becomes the detail passed to the next one.
+
+mod octave;
+pub mod resample;
+mod rng;
+
+use candle_core::{Result, Tensor};
+
+pub use octave::octave_sizes;
+pub use rng::Rng;
+
+use crate::nn::Network;
+
+/// Octaves whose shorter side would fall below this many pixels are skipped.
+pub const MIN_OCTAVE_SIDE: usize = 32;
+
+/// Parameters of one dream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DreamParams {
+    /// Index into the network's taps whose activations are amplified.
+    pub layer: usize,
+    /// Octaves in the pyramid (fewer for small images, see [`MIN_OCTAVE_SIDE`]).
+    pub octaves: usize,
+    /// Size ratio between consecutive octaves.
+    pub octave_scale: f64,
+    /// Gradient steps per octave.
+    pub iterations: usize,
+    /// Step size, in pixel units (`[0, 1]` range) per unit of mean gradient magnitude.
+    pub step: f64,
+    /// Largest random shift in pixels applied before each step.
+    pub jitter: usize,
+    /// Standard deviation in pixels of the Gaussian applied to each gradient (0 disables).
+    pub smoothing: f64,
+    /// Seed of the jitter sequence.
+    pub seed: u64,
+}
+
+impl Default for DreamParams {
+    fn default() -> Self {
+        Self {
+            layer: 0,
+            octaves: 4,
+            octave_scale: 1.4,
+            iterations: 10,
+            step: 0.01,
+            jitter: 16,
+            smoothing: 0.5,
+            seed: 0,
+        }
+    }
+}
+
+/// Progress of a running dream, reported after every gradient step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    /// Octave being dreamed, 0 = smallest.
+    pub octave: usize,
+    /// Octaves in this dream's pyramid.
+    pub octaves: usize,
+    /// Step within the octave, 0-based.
+    pub iteration: usize,
+    /// Objective before this step.
+    pub objective: f32,
+}
+
+/// Number of gradient steps [`dream`] takes for an image of `h x w` (for progress bars).
+pub fn total_steps(h: usize, w: usize, params: &DreamParams) -> usize {
+    octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE).len()
+        * params.iterations
+}
+
+/// Dreams on `image` (`[1, 3, H, W]`, RGB in `[0, 1]`) and returns the dreamed image.
+pub fn dream(
+    net: &Network,
+    image: &Tensor,
+    params: &DreamParams,
+    on_step: &mut dyn FnMut(StepReport),
+) -> Result<Tensor> {
+    let (_, _, h, w) = image.dims4()?;
+    let sizes = octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE);
+    let mut pyramid = vec![image.clone()];
+    for &(oh, ow) in &sizes[1..] {
+        let prev = pyramid.last().expect("pyramid starts with the image");
+        pyramid.push(resample::resize(prev, oh, ow)?);
+    }
+    let mut rng = Rng::new(params.seed);
+    let mut detail: Option<Tensor> = None;
+    let mut x = image.clone();
+    for (octave, base) in pyramid.iter().rev().enumerate() {
+        let (_, _, oh, ow) = base.dims4()?;
+        x = match &detail {
+            Some(d) => (base + resample::resize(d, oh, ow)?)?,
+            None => base.clone(),
+        };
+        for iteration in 0..params.iterations {
+            let objective;
+            (x, objective) = ascend(net, &x, params, &mut rng)?;
+            on_step(StepReport {
+                octave,
+                octaves: pyramid.len(),
+                iteration,
+                objective,
+            });
+        }
+        detail = Some((&x - base)?);
+    }
+    Ok(x)
+}
+
+/// One jittered, normalised gradient-ascent step; returns the new image and the objective.
+pub fn ascend(
+    net: &Network,
+    x: &Tensor,
+    params: &DreamParams,
+    rng: &mut Rng,
+) -> Result<(Tensor, f32)> {
+    let (dy, dx) = (rng.symmetric(params.jitter), rng.symmetric(params.jitter));
+    let shifted = x.roll(dy as i32, 2)?.roll(dx as i32, 3)?;
+    let (objective, grad) = net.objective_gradient(&shifted, params.layer)?;
+    let grad = resample::gaussian_blur(
+        &grad.roll(-dy as i32, 2)?.roll(-dx as i32, 3)?,
+        params.smoothing,
+    )?;
+    let mean_abs = grad
+        .abs()?
+        .mean_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?;
+    let stepped = (x + (grad * (params.step / (mean_abs + 1e-12)))?)?;
+    Ok((stepped.clamp(0.0, 1.0)?, objective))
+}

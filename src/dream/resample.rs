@@ -1,0 +1,157 @@
+//! Image resizing and Gaussian blur as tensor ops (device-agnostic, separable).
+
+use candle_core::{Device, Result, Tensor};
+
+/// Catmull-Rom cubic (a = -0.5), the kernel PIL calls BICUBIC.
+fn cubic(x: f64) -> f64 {
+    let x = x.abs();
+    let a = -0.5;
+    if x < 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    } else {
+        0.0
+    }
+}
+
+/// `dst x src` row-stochastic matrix that resamples one axis. When shrinking, the kernel is
+/// widened by the scale factor so that the result is antialiased (as PIL does).
+pub fn resample_matrix(src: usize, dst: usize) -> Vec<f32> {
+    let scale = src as f64 / dst as f64;
+    let widen = scale.max(1.0);
+    let support = 2.0 * widen;
+    let mut m = vec![0f32; dst * src];
+    for i in 0..dst {
+        let center = (i as f64 + 0.5) * scale;
+        let lo = ((center - support).floor().max(0.0)) as usize;
+        let hi = ((center + support).ceil() as usize).min(src);
+        let weights: Vec<f64> = (lo..hi)
+            .map(|j| cubic((j as f64 + 0.5 - center) / widen))
+            .collect();
+        let total: f64 = weights.iter().sum();
+        for (j, w) in (lo..hi).zip(weights) {
+            m[i * src + j] = (w / total) as f32;
+        }
+    }
+    m
+}
+
+/// Resizes `[N, C, H, W]` to `h x w` with antialiased bicubic resampling.
+pub fn resize(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (n, c, h0, w0) = x.dims4()?;
+    if (h0, w0) == (h, w) {
+        return Ok(x.clone());
+    }
+    let dev = x.device();
+    let dtype = x.dtype();
+    let cols = matrix_t(w0, w, dev)?.to_dtype(dtype)?; // [w0, w]
+    let rows = matrix_t(h0, h, dev)?.to_dtype(dtype)?; // [h0, h]
+    let x = x.reshape((n * c * h0, w0))?.matmul(&cols)?; // [n c h0, w]
+    let x = x
+        .reshape((n * c, h0, w))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((n * c * w, h0))?;
+    let x = x.matmul(&rows)?; // [n c w, h]
+    x.reshape((n * c, w, h))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((n, c, h, w))
+}
+
+fn matrix_t(src: usize, dst: usize, dev: &Device) -> Result<Tensor> {
+    Tensor::from_vec(resample_matrix(src, dst), (dst, src), dev)?
+        .t()?
+        .contiguous()
+}
+
+/// Normalised 1-D Gaussian of standard deviation `sigma`, radius `ceil(3 sigma)`.
+pub fn gaussian_kernel(sigma: f64) -> Vec<f32> {
+    let radius = (3.0 * sigma).ceil().max(1.0) as i64;
+    let raw: Vec<f64> = (-radius..=radius)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let total: f64 = raw.iter().sum();
+    raw.into_iter().map(|v| (v / total) as f32).collect()
+}
+
+/// Gaussian blur of `[N, C, H, W]` with edge pixels replicated; `sigma <= 0` returns `x`.
+pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
+    if sigma <= 0.0 {
+        return Ok(x.clone());
+    }
+    let (n, c, h, w) = x.dims4()?;
+    let k = gaussian_kernel(sigma);
+    let r = k.len() / 2;
+    let dev = x.device();
+    let kv = Tensor::from_slice(&k, (1, 1, k.len(), 1), dev)?.to_dtype(x.dtype())?;
+    let kh = kv.reshape((1, 1, 1, k.len()))?;
+    let planes = x.reshape((n * c, 1, h, w))?;
+    let v = pad_replicate(&planes, 2, r)?.conv2d(&kv, 0, 1, 1, 1)?;
+    let b = pad_replicate(&v, 3, r)?.conv2d(&kh, 0, 1, 1, 1)?;
+    b.reshape((n, c, h, w))
+}
+
+/// Pads `r` copies of the edge on both sides of `dim` (repeating the pattern for tiny images).
+fn pad_replicate(x: &Tensor, dim: usize, r: usize) -> Result<Tensor> {
+    x.pad_with_same(dim, r, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resample_rows_sum_to_one() {
+        for (s, d) in [(10, 7), (7, 10), (224, 160), (5, 5), (3, 1)] {
+            let m = resample_matrix(s, d);
+            for i in 0..d {
+                let total: f32 = m[i * s..(i + 1) * s].iter().sum();
+                assert!((total - 1.0).abs() < 1e-5, "{s}->{d} row {i}: {total}");
+            }
+        }
+    }
+
+    #[test]
+    fn resize_keeps_constant_images_and_shapes() -> Result<()> {
+        let x = Tensor::full(0.3f32, (1, 3, 17, 23), &Device::Cpu)?;
+        let y = resize(&x, 11, 31)?;
+        assert_eq!(y.dims(), &[1, 3, 11, 31]);
+        let max_err = (y - 0.3)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(max_err < 1e-5, "{max_err}");
+        Ok(())
+    }
+
+    #[test]
+    fn upsampling_interpolates_between_samples() -> Result<()> {
+        // A horizontal ramp stays a ramp (bicubic is exact on linear functions inside).
+        let ramp: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let x = Tensor::from_vec(ramp, (1, 1, 1, 8), &Device::Cpu)?;
+        let y = resize(&x, 1, 16)?.flatten_all()?.to_vec1::<f32>()?;
+        for (i, v) in y.iter().enumerate().take(13).skip(3) {
+            let expected = (i as f32 + 0.5) / 2.0 - 0.5;
+            assert!((v - expected).abs() < 1e-4, "{i}: {v} vs {expected}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn blur_preserves_mean_and_reduces_variance() -> Result<()> {
+        let data: Vec<f32> = (0..400)
+            .map(|i| if (i / 20 + i % 20) % 2 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let x = Tensor::from_vec(data, (1, 1, 20, 20), &Device::Cpu)?;
+        let y = gaussian_blur(&x, 1.0)?;
+        let mean = |t: &Tensor| t.mean_all()?.to_scalar::<f32>();
+        assert!((mean(&x)? - mean(&y)?).abs() < 0.02);
+        let var = |t: &Tensor| -> Result<f32> {
+            (t - mean(t)? as f64)?.sqr()?.mean_all()?.to_scalar::<f32>()
+        };
+        assert!(var(&y)? < 0.1 * var(&x)?);
+        let k = gaussian_kernel(1.0);
+        assert_eq!(k.len(), 7);
+        assert!((k.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! Network building blocks with a hand-written, input-only backward pass.
+//!
+//! DeepDream needs the gradient of an objective with respect to the *input image* and nothing
+//! else. candle's autograd would also compute every weight gradient, and its max-pool backward
+//! scales the gradient by the fraction of tied maxima instead of routing it, so the ops here
+//! record only what their input gradient needs (compact `u8` masks for activations and pools)
+//! and run their backward explicitly. Everything is written with candle tensor ops, so the same
+//! code runs on CPU and CUDA.
+
+mod conv;
+mod ops;
+mod padding;
+
+pub use conv::{Conv2d, DepthwiseConv2d};
+pub use ops::{Network, Op, Tap};
+pub use padding::Padding;

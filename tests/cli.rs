@@ -1,0 +1,204 @@
+//! The `dreamvid` binary as a user runs it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dreamvid(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dreamvid"))
+        .args(args)
+        .env_remove("DREAMVID_WEIGHTS_DIR")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fixture_weights(dir: &Path) -> String {
+    let p = dir.join("vgg19.safetensors");
+    dreamvid::fixture::write_tiny_vgg19(&p, common::FIXTURE_SEED).unwrap();
+    p.display().to_string()
+}
+
+fn write_input(dir: &Path, w: u32, h: u32) -> String {
+    let p = dir.join("in.png");
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
+    })
+    .save(&p)
+    .unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn image_command_writes_a_dream_of_the_input_size() {
+    let dir = common::scratch("cli-image");
+    let (weights, input) = (fixture_weights(&dir), write_input(&dir, 50, 37));
+    let out = dir.join("out.png");
+    let o = dreamvid(&[
+        "image",
+        &input,
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+        "--layer",
+        "20",
+        "--octaves",
+        "2",
+        "--iterations",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (50, 37));
+    assert_ne!(
+        img.to_rgb8().as_raw(),
+        image::open(&input).unwrap().to_rgb8().as_raw()
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        3,
+        "stray files left beside the output"
+    );
+}
+
+#[test]
+fn unreadable_input_fails_cleanly_and_writes_nothing() {
+    let dir = common::scratch("cli-bad-input");
+    let weights = fixture_weights(&dir);
+    let bad = dir.join("broken.png");
+    std::fs::write(&bad, b"\x89PNG garbage").unwrap();
+    let out = dir.join("out.png");
+    let o = dreamvid(&[
+        "image",
+        bad.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("broken.png"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_layer_and_output_extension_are_explained() {
+    let dir = common::scratch("cli-bad-args");
+    let (weights, input) = (fixture_weights(&dir), write_input(&dir, 40, 40));
+    let o = dreamvid(&[
+        "image",
+        &input,
+        "-o",
+        "x.png",
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+        "--layer",
+        "99",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no layer `99`") && stderr(&o).contains("features.36"),
+        "{}",
+        stderr(&o)
+    );
+    let out = dir.join("out.bmpx");
+    let o = dreamvid(&[
+        "image",
+        &input,
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown image extension"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn missing_weights_name_the_fetch_script() {
+    let dir = common::scratch("cli-no-weights");
+    let input = write_input(&dir, 40, 40);
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamvid"))
+        .args(["image", &input, "-o", "o.png", "--model", "vgg19"])
+        .current_dir(&dir)
+        .env("DREAMVID_WEIGHTS_DIR", dir.join("empty"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("vgg19.safetensors") && err.contains("scripts/fetch-weights vgg19"),
+        "{err}"
+    );
+}
+
+#[test]
+fn layers_lists_torchvision_indices_with_shapes() {
+    let dir = common::scratch("cli-layers");
+    let weights = fixture_weights(&dir);
+    let o = dreamvid(&[
+        "layers",
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+        "--size",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("features.")).count(),
+        37
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("features.30")
+            && l.contains("conv 3x3 8->8")
+            && l.contains("[8, 4, 4]")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("features.36")
+            && l.contains("maxpool")
+            && l.contains("[8, 2, 2]")),
+        "{text}"
+    );
+}
+
+#[test]
+fn cuda_without_the_feature_is_explained() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let dir = common::scratch("cli-cuda");
+    let weights = fixture_weights(&dir);
+    let o = dreamvid(&[
+        "layers",
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+        "--device",
+        "cuda",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+}

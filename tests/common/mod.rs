@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::Device;
+use dreamvid::models::ModelKind;
+use dreamvid::nn::Network;
+
+/// Seed of the fixture model used by every test and golden file.
+pub const FIXTURE_SEED: u64 = 42;
+
+/// A fresh scratch folder, unique to this call.
+pub fn scratch(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("dreamvid-test-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The fixture VGG19 written to disk and loaded through the real weights loader.
+pub fn fixture_vgg() -> Network {
+    let dir = scratch("fixture-vgg");
+    let path = dir.join("vgg19.safetensors");
+    dreamvid::fixture::write_tiny_vgg19(&path, FIXTURE_SEED).unwrap();
+    let net = ModelKind::Vgg19.load(&path, &Device::Cpu).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    net
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real EfficientNet-Lite0 weights: `weights/` (scripts/fetch-weights) or
+/// `../shared/weights`, when either is present.
+pub fn shared_lite0() -> Option<PathBuf> {
+    let candidates = ["weights", "../shared/weights"]
+        .map(|d| repo().join(d).join("efficientnet_lite0.safetensors"));
+    let found = candidates.iter().find(|p| p.is_file()).cloned();
+    if found.is_none() {
+        eprintln!("note: no EfficientNet-Lite0 weights in weights/ or ../shared/weights; skipping real-weights checks");
+    }
+    found
+}

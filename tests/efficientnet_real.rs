@@ -1,0 +1,76 @@
+//! Checks against the real EfficientNet-Lite0 ImageNet weights (in `../shared/weights`).
+
+mod common;
+
+use candle_core::{Device, Tensor, D};
+use dreamvid::dream::{self, resample, DreamParams};
+use dreamvid::image_io::load_image;
+use dreamvid::models::{ModelKind, WeightFile};
+
+/// ImageNet classes of domestic cats: tabby, tiger cat, Persian, Siamese, Egyptian cat.
+const CAT_CLASSES: [u32; 5] = [281, 282, 283, 284, 285];
+
+#[test]
+fn forward_pass_recognises_a_cat() {
+    let Some(path) = common::shared_lite0() else {
+        return;
+    };
+    let dev = Device::Cpu;
+    let net = ModelKind::EfficientNetLite0.load(&path, &dev).unwrap();
+    let cat = load_image(&common::repo().join("assets/chelsea.png"), &dev).unwrap();
+    let x = resample::resize(&cat, 224, 224).unwrap();
+    let head = net.find_tap("head").unwrap();
+    let features = net.activations(&x, head).unwrap().mean((2, 3)).unwrap(); // [1, 1280]
+    let file = WeightFile::open(&path, "efficientnet-lite0", "", &dev).unwrap();
+    let fc_w = file.get("_fc.weight", &[Some(1000), Some(1280)]).unwrap();
+    let fc_b = file.get("_fc.bias", &[Some(1000)]).unwrap();
+    let logits = features
+        .matmul(&fc_w.t().unwrap())
+        .unwrap()
+        .broadcast_add(&fc_b)
+        .unwrap();
+    let top = logits
+        .argmax(D::Minus1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap()[0];
+    assert!(CAT_CLASSES.contains(&top), "top-1 class {top} is not a cat");
+}
+
+#[test]
+fn dreaming_increases_the_objective() {
+    let Some(path) = common::shared_lite0() else {
+        return;
+    };
+    let dev = Device::Cpu;
+    let net = ModelKind::EfficientNetLite0.load(&path, &dev).unwrap();
+    let cat = load_image(&common::repo().join("assets/chelsea.png"), &dev).unwrap();
+    let x = resample::resize(&cat, 96, 144).unwrap();
+    let layer = net.find_tap("blocks.10").unwrap();
+    let before = objective(&net, &x, layer);
+    let params = DreamParams {
+        layer,
+        octaves: 1,
+        iterations: 6,
+        jitter: 0,
+        ..DreamParams::default()
+    };
+    let dreamed = dream::dream(&net, &x, &params, &mut |_| {}).unwrap();
+    let after = objective(&net, &dreamed, layer);
+    assert!(after > 1.2 * before, "objective {before} -> {after}");
+}
+
+fn objective(net: &dreamvid::nn::Network, x: &Tensor, layer: usize) -> f32 {
+    net.activations(x, layer)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}

@@ -1,0 +1,86 @@
+//! Golden-image regression of the whole dream with the fixture model, and determinism.
+//!
+//! Goldens change only through `scripts/regen-goldens` (which sets DREAMVID_REGEN_GOLDENS=1);
+//! a normal run compares against the stored PNG with a PSNR threshold, so tiny floating-point
+//! differences between CPUs pass while any change to the algorithm fails.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use dreamvid::dream::{self, DreamParams};
+use dreamvid::fixture::test_image;
+use dreamvid::image_io::{load_image, save_image, tensor_to_rgb};
+
+/// Below this PSNR (dB) a dream no longer matches its golden image.
+const MIN_PSNR: f64 = 40.0;
+
+fn fixture_dream(seed: u64) -> Tensor {
+    let net = common::fixture_vgg();
+    let image = test_image(72, 96, &Device::Cpu).unwrap();
+    let params = DreamParams {
+        layer: net.find_tap("features.20").unwrap(),
+        octaves: 3,
+        octave_scale: 1.4,
+        iterations: 4,
+        step: 0.02,
+        jitter: 4,
+        smoothing: 0.5,
+        seed,
+    };
+    dream::dream(&net, &image, &params, &mut |_| {}).unwrap()
+}
+
+/// PSNR in dB between two 8-bit RGB images of the same size.
+fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let mse = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.as_raw().len() as f64;
+    10.0 * (255.0f64.powi(2) / mse.max(1e-10)).log10()
+}
+
+#[test]
+fn fixture_dream_matches_golden() {
+    let golden_path = common::repo().join("tests/golden/fixture_dream.png");
+    let dreamed = fixture_dream(7);
+    if std::env::var_os("DREAMVID_REGEN_GOLDENS").is_some() {
+        save_image(&dreamed, &golden_path).unwrap();
+        eprintln!("regenerated {}", golden_path.display());
+        return;
+    }
+    let golden = tensor_to_rgb(&load_image(&golden_path, &Device::Cpu).unwrap()).unwrap();
+    let got = tensor_to_rgb(&dreamed).unwrap();
+    let p = psnr(&got, &golden);
+    assert!(
+        p >= MIN_PSNR,
+        "PSNR {p:.1} dB against {} (< {MIN_PSNR} dB)",
+        golden_path.display()
+    );
+    // The dream must have changed the picture, or the golden would guard nothing.
+    let input = tensor_to_rgb(&test_image(72, 96, &Device::Cpu).unwrap()).unwrap();
+    assert!(
+        psnr(&got, &input) < 30.0,
+        "the dream barely changed the input"
+    );
+}
+
+#[test]
+fn same_seed_same_dream_other_seed_other_dream() {
+    let (a, b, c) = (fixture_dream(7), fixture_dream(7), fixture_dream(8));
+    let diff = |x: &Tensor, y: &Tensor| {
+        (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(diff(&a, &b), 0.0);
+    assert!(diff(&a, &c) > 1e-3);
+}
