@@ -7,6 +7,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
+use dreamvid::compare::psnr;
 use dreamvid::dream::{self, DreamParams};
 use dreamvid::fixture::test_image;
 use dreamvid::image_io::{load_image, save_image, tensor_to_rgb};
@@ -28,19 +29,6 @@ fn fixture_dream(seed: u64) -> Tensor {
         seed,
     };
     dream::dream(&net, &image, &params, &mut |_| {}).unwrap()
-}
-
-/// PSNR in dB between two 8-bit RGB images of the same size.
-fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let mse = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        / a.as_raw().len() as f64;
-    10.0 * (255.0f64.powi(2) / mse.max(1e-10)).log10()
 }
 
 #[test]

@@ -1,0 +1,409 @@
+//! The video pipeline, top to bottom:
+//!
+//! ```text
+//! decode thread ──▶ flow thread ──▶ dream (this thread) ──▶ encode thread ──▶ temp file ──▶ rename
+//!   frames+audio      motion,         initial image from        H.264 + copied
+//!                     scene cuts      previous dream, dream,    audio packets
+//!                                     checkpoint
+//! ```
+//!
+//! Stages talk through bounded channels, so memory does not grow with the video's length.
+//! Every dreamed frame is checkpointed as a PNG; `resume` reuses them, and because each frame
+//! depends only on its source, the previous source and the previous (8-bit) dreamed frame,
+//! with a per-frame seed, a resumed render produces exactly the frames of an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
+use ffmpeg_next::Packet;
+use image::RgbImage;
+
+use crate::dream::{self, DreamParams};
+use crate::image_io::tensor_to_rgb;
+use crate::nn::Network;
+use crate::output::write_atomically;
+use crate::video::coherence::{self, Coherence, Motion};
+use crate::video::flow::Plane;
+use crate::video::{EncodeSettings, Item, SourceFrame, VideoReader, VideoWriter};
+
+/// Everything one video render needs.
+pub struct VideoJob<'a> {
+    /// Input video.
+    pub input: PathBuf,
+    /// Output video; appears only when complete.
+    pub output: PathBuf,
+    /// The network to dream with.
+    pub net: &'a Network,
+    /// Where the network lives.
+    pub device: Device,
+    /// Per-frame dream settings (`seed` is mixed with the frame index).
+    pub dream: DreamParams,
+    /// How frames build on the previous dreamed frame.
+    pub coherence: Coherence,
+    /// Weight of what is carried over from the previous frame, in `[0, 1]`.
+    pub blend: f32,
+    /// Mean luma difference above which a frame starts a new shot.
+    pub scene_cut: f32,
+    /// Encoder settings.
+    pub encode: EncodeSettings,
+    /// Reuse the checkpoints of an interrupted render with the same settings.
+    pub resume: bool,
+    /// The settings as text (TOML), stored beside the output and compared on resume.
+    pub record: String,
+}
+
+/// Progress after each frame.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameProgress {
+    /// Frames done.
+    pub done: usize,
+    /// Frames in the video, when the container says.
+    pub total: Option<usize>,
+    /// This frame came from a checkpoint.
+    pub resumed: bool,
+}
+
+/// What a render measured.
+#[derive(Debug, Clone)]
+pub struct VideoReport {
+    /// Frames written.
+    pub frames: usize,
+    /// Frames taken from checkpoints.
+    pub resumed: usize,
+    /// Wall time of the whole render.
+    pub wall: Duration,
+    /// Time spent in the dream step itself.
+    pub dreaming: Duration,
+    /// Peak resident memory of the process, when the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+enum Analysed {
+    Frame(SourceFrame, Option<Motion>),
+    Audio(Packet, usize),
+}
+
+enum Encodable {
+    Frame(i64, RgbImage),
+    Audio(Packet, usize),
+}
+
+/// Renders `job`, calling `progress` after every frame.
+pub fn render_video(
+    job: &VideoJob,
+    progress: &mut dyn FnMut(FrameProgress),
+) -> anyhow::Result<VideoReport> {
+    let start = Instant::now();
+    let reader = VideoReader::open(&job.input)?;
+    let info = reader.info().clone();
+    let checkpoints = Checkpoints::prepare(&job.output, &job.record, job.resume)?;
+    let mut encode = job.encode.clone();
+    encode.metadata.push((
+        "comment".into(),
+        format!(
+            "dreamvid {}: {}",
+            env!("CARGO_PKG_VERSION"),
+            one_line(&job.record)
+        ),
+    ));
+    let ticks_per_frame = (1.0 / (f64::from(info.frame_rate) * f64::from(info.time_base)))
+        .round()
+        .max(1.0) as i64;
+
+    let rendered = write_atomically(&job.output, |tmp| {
+        let writer = VideoWriter::create(tmp, &info, &encode)?;
+        std::thread::scope(|s| {
+            let (to_flow, from_decode) = sync_channel(8);
+            let (to_dream, from_flow) = sync_channel(4);
+            let (to_encode, from_dream) = sync_channel(8);
+            let decoder = s.spawn(move || decode_stage(reader, to_flow));
+            let (mode, cut) = (job.coherence, job.scene_cut);
+            let flow = s.spawn(move || flow_stage(from_decode, to_dream, mode, cut));
+            let encoder = s.spawn(move || encode_stage(writer, from_dream, ticks_per_frame));
+            let dreamed = dream_stage(
+                job,
+                &checkpoints,
+                info.frames,
+                from_flow,
+                to_encode,
+                progress,
+            );
+            // The first failure in pipeline order is the cause; later ones are its echoes.
+            let joined = |h: std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>, name: &str| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the {name} thread panicked")))
+            };
+            let (d, f, e) = (
+                joined(decoder, "decode"),
+                joined(flow, "flow"),
+                joined(encoder, "encode"),
+            );
+            d?;
+            f?;
+            let stats = dreamed?;
+            e?;
+            Ok(stats)
+        })
+    });
+    let (frames, resumed, dreaming) = match rendered {
+        Ok(stats) => stats,
+        Err(e) => {
+            return Err(match checkpoints.saved_frames() {
+                0 => {
+                    checkpoints.remove();
+                    e
+                }
+                n => e.context(format!(
+                    "{n} dreamed frames are kept in {}; rerun with --resume to continue",
+                    checkpoints.dir.display()
+                )),
+            });
+        }
+    };
+    std::fs::write(sidecar_path(&job.output), &job.record)
+        .with_context(|| format!("cannot write {}", sidecar_path(&job.output).display()))?;
+    checkpoints.remove();
+    Ok(VideoReport {
+        frames,
+        resumed,
+        wall: start.elapsed(),
+        dreaming,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// `out.mp4` -> `out.mp4.dreamvid.toml`, the settings a render used.
+pub fn sidecar_path(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".dreamvid.toml");
+    output.with_file_name(name)
+}
+
+fn one_line(toml: &str) -> String {
+    toml.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('['))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn decode_stage(mut reader: VideoReader, out: SyncSender<Item>) -> anyhow::Result<()> {
+    while let Some(item) = reader.next_item()? {
+        if out.send(item).is_err() {
+            break; // a later stage stopped; it reports why
+        }
+    }
+    Ok(())
+}
+
+fn flow_stage(
+    input: Receiver<Item>,
+    out: SyncSender<Analysed>,
+    mode: Coherence,
+    scene_cut: f32,
+) -> anyhow::Result<()> {
+    let mut previous: Option<Plane> = None;
+    for item in input {
+        let analysed = match item {
+            Item::Audio(p, s) => Analysed::Audio(p, s),
+            Item::Frame(frame) => {
+                let luma = Plane::luma(&frame.image);
+                let motion = previous
+                    .as_ref()
+                    .map(|prev| coherence::motion(prev, &luma, mode, scene_cut));
+                previous = Some(luma);
+                Analysed::Frame(frame, motion)
+            }
+        };
+        if out.send(analysed).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn encode_stage(
+    mut writer: VideoWriter,
+    input: Receiver<Encodable>,
+    ticks_per_frame: i64,
+) -> anyhow::Result<()> {
+    let mut last: Option<i64> = None;
+    let mut last_duration = ticks_per_frame;
+    for item in input {
+        match item {
+            Encodable::Audio(p, s) => writer.write_audio(p, s)?,
+            Encodable::Frame(pts, img) => {
+                if let Some(prev) = last {
+                    last_duration = pts - prev;
+                }
+                last = Some(pts);
+                writer.write_frame(pts, img)?;
+            }
+        }
+    }
+    if last.is_none() {
+        return Ok(()); // nothing decoded; the dream stage reports it
+    }
+    writer.finish(last_duration)
+}
+
+/// Returns (frames, frames from checkpoints, time dreaming).
+fn dream_stage(
+    job: &VideoJob,
+    checkpoints: &Checkpoints,
+    total: Option<usize>,
+    input: Receiver<Analysed>,
+    out: SyncSender<Encodable>,
+    progress: &mut dyn FnMut(FrameProgress),
+) -> anyhow::Result<(usize, usize, Duration)> {
+    let mut previous: Option<(RgbImage, RgbImage)> = None;
+    let (mut frames, mut resumed, mut dreaming) = (0, 0, Duration::ZERO);
+    let stopped = || anyhow::anyhow!("the encoder stopped early");
+    for item in input {
+        let frame = match item {
+            Analysed::Audio(p, s) => {
+                out.send(Encodable::Audio(p, s)).map_err(|_| stopped())?;
+                continue;
+            }
+            Analysed::Frame(frame, motion) => (frame, motion),
+        };
+        let (source, motion) = frame;
+        let from_checkpoint = if job.resume {
+            checkpoints.load(source.index)
+        } else {
+            None
+        };
+        let dreamed = match from_checkpoint {
+            Some(img) => {
+                resumed += 1;
+                img
+            }
+            None => {
+                let t = Instant::now();
+                let prev = previous.as_ref().map(|(s, d)| (s, d));
+                let init = coherence::initial_image(
+                    &source.image,
+                    prev,
+                    motion.as_ref(),
+                    job.coherence,
+                    job.blend,
+                );
+                let (w, h) = source.image.dimensions();
+                let x = Tensor::from_vec(init, (1, 3, h as usize, w as usize), &job.device)?;
+                let params = DreamParams {
+                    seed: frame_seed(job.dream.seed, source.index),
+                    ..job.dream.clone()
+                };
+                let img = tensor_to_rgb(&dream::dream(job.net, &x, &params, &mut |_| {})?)?;
+                dreaming += t.elapsed();
+                checkpoints.save(source.index, &img)?;
+                img
+            }
+        };
+        out.send(Encodable::Frame(source.pts, dreamed.clone()))
+            .map_err(|_| stopped())?;
+        previous = Some((source.image, dreamed));
+        frames += 1;
+        progress(FrameProgress {
+            done: frames,
+            total,
+            resumed: resumed > 0 && resumed == frames,
+        });
+    }
+    if frames == 0 {
+        bail!(
+            "no video frames could be decoded from {} (empty or corrupt video stream)",
+            job.input.display()
+        );
+    }
+    Ok((frames, resumed, dreaming))
+}
+
+/// Seed of frame `index`: independent of the frames before it, so resuming is exact.
+pub fn frame_seed(seed: u64, index: usize) -> u64 {
+    dream::Rng::new(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
+}
+
+/// Per-frame PNGs of a render in progress, beside the output.
+struct Checkpoints {
+    dir: PathBuf,
+}
+
+impl Checkpoints {
+    fn dir_for(output: &Path) -> PathBuf {
+        let name = output.file_name().unwrap_or_default().to_string_lossy();
+        output.with_file_name(format!(".{name}.dreamvid-frames"))
+    }
+
+    fn prepare(output: &Path, record: &str, resume: bool) -> anyhow::Result<Self> {
+        let dir = Self::dir_for(output);
+        let job = dir.join("job.toml");
+        if resume && dir.is_dir() {
+            let saved = std::fs::read_to_string(&job).unwrap_or_default();
+            if saved != record {
+                bail!(
+                    "the checkpoints in {} were made with other settings or input; \
+                     rerun with the same options, or without --resume to start over",
+                    dir.display()
+                );
+            }
+            return Ok(Self { dir });
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot clear old checkpoints in {}", dir.display()))?;
+        }
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                bail!(
+                    "cannot write {}: folder {} does not exist (create it first)",
+                    output.display(),
+                    parent.display()
+                );
+            }
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
+        std::fs::write(&job, record).with_context(|| format!("cannot write {}", job.display()))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("{index:06}.png"))
+    }
+
+    fn load(&self, index: usize) -> Option<RgbImage> {
+        image::open(self.path(index)).ok().map(|i| i.to_rgb8())
+    }
+
+    fn save(&self, index: usize, img: &RgbImage) -> anyhow::Result<()> {
+        let path = self.path(index);
+        write_atomically(&path, |tmp| Ok(img.save(tmp)?))
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))
+    }
+
+    /// Number of frames checkpointed so far.
+    fn saved_frames(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,268 @@
+//! Reading a video: frames as upright RGB images with their timestamps, and the audio packets
+//! to copy, in file order.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ffmpeg::codec::packet::side_data::Type as SideDataType;
+use ffmpeg::{format, media, software::scaling, util::frame, Packet, Rational};
+use ffmpeg_next as ffmpeg;
+use image::RgbImage;
+
+/// A decoded video frame.
+pub struct SourceFrame {
+    /// 0-based position in display order.
+    pub index: usize,
+    /// Presentation timestamp in the video stream's time base.
+    pub pts: i64,
+    /// Upright RGB pixels (rotation metadata already applied).
+    pub image: RgbImage,
+}
+
+/// What the reader yields, in file order.
+pub enum Item {
+    /// The next video frame.
+    Frame(SourceFrame),
+    /// A packet of a copied (audio) stream, with its input stream index.
+    Audio(Packet, usize),
+}
+
+/// Facts about an input needed before decoding starts.
+#[derive(Clone)]
+pub struct VideoInfo {
+    /// Input path.
+    pub path: PathBuf,
+    /// Upright frame width.
+    pub width: u32,
+    /// Upright frame height.
+    pub height: u32,
+    /// Time base of the video stream's timestamps.
+    pub time_base: Rational,
+    /// Average frame rate (for rate control and progress; timestamps stay exact).
+    pub frame_rate: Rational,
+    /// Frame count from the container, when it says.
+    pub frames: Option<usize>,
+    /// Clockwise rotation applied to the decoded pixels, in degrees (0, 90, 180, 270).
+    pub rotation: u32,
+    /// Audio stream indices and their parameters, to copy.
+    pub audio: Vec<(usize, ffmpeg::codec::Parameters, Rational)>,
+}
+
+/// Decodes the best video stream of a file.
+pub struct VideoReader {
+    input: format::context::Input,
+    info: VideoInfo,
+    stream: usize,
+    decoder: ffmpeg::decoder::Video,
+    scaler: Option<(super::Scaler, (ffmpeg::format::Pixel, u32, u32))>,
+    next_index: usize,
+    eof_sent: bool,
+    pending: std::collections::VecDeque<Item>,
+}
+
+/// Initialises FFmpeg once and keeps its log to errors only.
+pub fn init() -> anyhow::Result<()> {
+    ffmpeg::init().context("cannot initialise FFmpeg")?;
+    ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+    Ok(())
+}
+
+impl VideoReader {
+    /// Opens `path`, failing with a clear message if it is missing or has no decodable video.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        init()?;
+        if !path.is_file() {
+            bail!("input video {} does not exist", path.display());
+        }
+        let input = format::input(path).with_context(|| {
+            format!(
+                "cannot read {} as a video (unknown or corrupt container)",
+                path.display()
+            )
+        })?;
+        let stream = input
+            .streams()
+            .best(media::Type::Video)
+            .with_context(|| format!("{} has no video stream", path.display()))?;
+        let index = stream.index();
+        let time_base = stream.time_base();
+        let ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters())?;
+        let decoder = ctx.decoder().video().with_context(|| {
+            format!(
+                "{}: no decoder for video codec {:?} in this FFmpeg build",
+                path.display(),
+                stream.parameters().id()
+            )
+        })?;
+        let rotation = rotation_of(&stream);
+        let (w, h) = (decoder.width(), decoder.height());
+        if w == 0 || h == 0 {
+            bail!(
+                "{}: video stream has no frame size (corrupt header?)",
+                path.display()
+            );
+        }
+        let (width, height) = if rotation % 180 == 90 { (h, w) } else { (w, h) };
+        let rate = stream.avg_frame_rate();
+        let frame_rate = if rate.numerator() > 0 && rate.denominator() > 0 {
+            rate
+        } else {
+            stream.rate()
+        };
+        let frames = usize::try_from(stream.frames()).ok().filter(|&n| n > 0);
+        let audio = input
+            .streams()
+            .filter(|s| s.parameters().medium() == media::Type::Audio)
+            .map(|s| (s.index(), s.parameters(), s.time_base()))
+            .collect();
+        let info = VideoInfo {
+            path: path.into(),
+            width,
+            height,
+            time_base,
+            frame_rate,
+            frames,
+            rotation,
+            audio,
+        };
+        Ok(Self {
+            input,
+            info,
+            stream: index,
+            decoder,
+            scaler: None,
+            next_index: 0,
+            eof_sent: false,
+            pending: Default::default(),
+        })
+    }
+
+    /// What was learned when opening.
+    pub fn info(&self) -> &VideoInfo {
+        &self.info
+    }
+
+    /// The next frame or audio packet; `None` at the end.
+    pub fn next_item(&mut self) -> anyhow::Result<Option<Item>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Ok(Some(item));
+            }
+            if self.eof_sent {
+                return Ok(None);
+            }
+            let mut packet = Packet::empty();
+            match packet.read(&mut self.input) {
+                Ok(()) => {
+                    let s = packet.stream();
+                    if s == self.stream {
+                        // A damaged packet is skipped, as players do; a file of nothing but
+                        // damage ends with zero frames, which the caller reports.
+                        if self.decoder.send_packet(&packet).is_ok() {
+                            self.drain()?;
+                        }
+                    } else if self.info.audio.iter().any(|(i, _, _)| *i == s) {
+                        self.pending.push_back(Item::Audio(packet, s));
+                    }
+                }
+                Err(ffmpeg::Error::Eof) => {
+                    self.decoder.send_eof()?;
+                    self.eof_sent = true;
+                    self.drain()?;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "error reading {} (truncated or corrupt?)",
+                            self.info.path.display()
+                        )
+                    })
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) -> anyhow::Result<()> {
+        let mut decoded = frame::Video::empty();
+        while self.decoder.receive_frame(&mut decoded).is_ok() {
+            let pts = decoded
+                .timestamp()
+                .or(decoded.pts())
+                .unwrap_or(self.next_index as i64);
+            let image = self.convert_to_rgb(&decoded)?;
+            self.pending.push_back(Item::Frame(SourceFrame {
+                index: self.next_index,
+                pts,
+                image,
+            }));
+            self.next_index += 1;
+        }
+        Ok(())
+    }
+
+    fn convert_to_rgb(&mut self, decoded: &frame::Video) -> anyhow::Result<RgbImage> {
+        let key = (decoded.format(), decoded.width(), decoded.height());
+        if self.scaler.as_ref().is_none_or(|(_, k)| *k != key) {
+            let ctx = scaling::Context::get(
+                key.0,
+                key.1,
+                key.2,
+                format::Pixel::RGB24,
+                key.1,
+                key.2,
+                scaling::Flags::BICUBIC,
+            )
+            .context("cannot convert the video's pixel format to RGB")?;
+            self.scaler = Some((super::Scaler(ctx), key));
+        }
+        let mut rgb = frame::Video::empty();
+        self.scaler
+            .as_mut()
+            .expect("set above")
+            .0
+             .0
+            .run(decoded, &mut rgb)?;
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        let stride = rgb.stride(0);
+        let data = rgb.data(0);
+        let mut pixels = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            pixels.extend_from_slice(&data[y * stride..y * stride + w * 3]);
+        }
+        let img = RgbImage::from_raw(w as u32, h as u32, pixels).expect("w*h*3 bytes");
+        Ok(match self.info.rotation {
+            90 => image::imageops::rotate90(&img),
+            180 => image::imageops::rotate180(&img),
+            270 => image::imageops::rotate270(&img),
+            _ => img,
+        })
+    }
+}
+
+/// Clockwise rotation (0/90/180/270) that displays the stream upright, from its display
+/// matrix or, in older files, its `rotate` tag.
+fn rotation_of(stream: &format::stream::Stream) -> u32 {
+    let from_matrix = stream
+        .side_data()
+        .find(|sd| sd.kind() == SideDataType::DisplayMatrix)
+        .and_then(|sd| {
+            let d = sd.data();
+            (d.len() >= 36).then(|| {
+                let m = |i: usize| {
+                    i32::from_le_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]) as f64
+                };
+                // Players rotate by -av_display_rotation_get(m), which is this angle, clockwise.
+                (m(1) / m(1).hypot(m(4)))
+                    .atan2(m(0) / m(0).hypot(m(3)))
+                    .to_degrees()
+            })
+        });
+    let from_tag = || {
+        stream
+            .metadata()
+            .get("rotate")
+            .and_then(|r| r.parse::<f64>().ok())
+    };
+    let degrees = from_matrix.or_else(from_tag).unwrap_or(0.0);
+    ((degrees / 90.0).round() as i64).rem_euclid(4) as u32 * 90
+}

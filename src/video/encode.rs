@@ -1,0 +1,249 @@
+//! Writing a video: RGB frames at exact timestamps through an FFmpeg encoder (H.264 by
+//! default) and audio packets copied unchanged.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use ffmpeg::{
+    codec, encoder, format, software::scaling, util::frame, Dictionary, Packet, Rational,
+};
+use ffmpeg_next as ffmpeg;
+use image::RgbImage;
+
+use super::decode::VideoInfo;
+
+/// Encoder choice and quality.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodeSettings {
+    /// FFmpeg encoder name, e.g. `libx264`, `libx265`, `libvpx-vp9`, `mpeg4`.
+    pub codec: String,
+    /// Constant rate factor (lower is better quality, larger files) for encoders that have one.
+    pub crf: u32,
+    /// Container metadata to store (`comment` and the like).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Default for EncodeSettings {
+    fn default() -> Self {
+        Self {
+            codec: "libx264".into(),
+            crf: 18,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// An open output file.
+pub struct VideoWriter {
+    output: format::context::Output,
+    encoder: encoder::Video,
+    scaler: super::Scaler,
+    video_stream: usize,
+    time_base: Rational,
+    /// Input audio stream index -> (output stream index, input time base).
+    audio: HashMap<usize, (usize, Rational)>,
+    width: u32,
+    height: u32,
+    /// Duration of each submitted frame by pts, applied to its packet when it comes out.
+    durations: HashMap<i64, i64>,
+    last: Option<(i64, RgbImage)>,
+}
+
+/// Rounds a size up to even (4:2:0 chroma needs even sizes).
+pub fn even(v: u32) -> u32 {
+    v + (v & 1)
+}
+
+impl VideoWriter {
+    /// Creates `path` (its extension picks the container) for frames of `info`'s size and
+    /// timing, with `info`'s audio streams copied.
+    pub fn create(
+        path: &Path,
+        info: &VideoInfo,
+        settings: &EncodeSettings,
+    ) -> anyhow::Result<Self> {
+        super::decode::init()?;
+        let mut output = format::output(path).with_context(|| {
+            format!(
+                "cannot create {} (unknown container extension?)",
+                path.display()
+            )
+        })?;
+        let codec = encoder::find_by_name(&settings.codec).with_context(|| {
+            format!(
+                "FFmpeg has no encoder `{}` (try libx264, libx265, libvpx-vp9 or mpeg4)",
+                settings.codec
+            )
+        })?;
+        let global_header = output
+            .format()
+            .flags()
+            .contains(format::Flags::GLOBAL_HEADER);
+        let mut stream = output.add_stream(codec)?;
+        let video_stream = stream.index();
+        let mut enc = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()?;
+        let (width, height) = (even(info.width), even(info.height));
+        let pixel = codec
+            .video()
+            .ok()
+            .and_then(|v| {
+                v.formats()
+                    .map(|mut f| f.any(|p| p == format::Pixel::YUV420P))
+            })
+            .map_or(format::Pixel::YUV420P, |has| {
+                if has {
+                    format::Pixel::YUV420P
+                } else {
+                    format::Pixel::YUV444P
+                }
+            });
+        enc.set_width(width);
+        enc.set_height(height);
+        enc.set_format(pixel);
+        enc.set_time_base(info.time_base);
+        enc.set_frame_rate(Some(info.frame_rate));
+        if global_header {
+            enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+        let mut opts = Dictionary::new();
+        opts.set("crf", &settings.crf.to_string());
+        let encoder = enc.open_with(opts).with_context(|| {
+            format!(
+                "cannot open encoder {} for {width}x{height}",
+                settings.codec
+            )
+        })?;
+        stream.set_parameters(&encoder);
+        stream.set_time_base(info.time_base);
+        let mut audio = HashMap::new();
+        for (index, params, tb) in &info.audio {
+            let mut ost = output.add_stream(encoder::find(codec::Id::None))?;
+            ost.set_parameters(params.clone());
+            // SAFETY: the stream's parameters are owned by `output` and valid; a zero tag lets
+            // the muxer choose the tag for its container.
+            unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
+            audio.insert(*index, (ost.index(), *tb));
+        }
+        let mut meta = Dictionary::new();
+        for (k, v) in &settings.metadata {
+            meta.set(k, v);
+        }
+        output.set_metadata(meta);
+        output.write_header().with_context(|| {
+            format!("cannot write {}: the container does not accept these streams (audio codec not supported in it?)", path.display())
+        })?;
+        let scaler = super::Scaler(scaling::Context::get(
+            format::Pixel::RGB24,
+            width,
+            height,
+            pixel,
+            width,
+            height,
+            scaling::Flags::BICUBIC,
+        )?);
+        Ok(Self {
+            output,
+            encoder,
+            scaler,
+            video_stream,
+            time_base: info.time_base,
+            audio,
+            width,
+            height,
+            durations: HashMap::new(),
+            last: None,
+        })
+    }
+
+    /// Queues a frame shown from `pts` (video time base). Frames must come in display order;
+    /// each frame's duration is known when the next one arrives.
+    pub fn write_frame(&mut self, pts: i64, image: RgbImage) -> anyhow::Result<()> {
+        if let Some((prev_pts, prev)) = self.last.take() {
+            if pts <= prev_pts {
+                bail!("frame timestamps go backwards ({prev_pts} then {pts})");
+            }
+            self.encode(prev_pts, pts - prev_pts, &prev)?;
+        }
+        self.last = Some((pts, image));
+        Ok(())
+    }
+
+    /// Copies an audio packet from input stream `stream`; other streams are ignored.
+    pub fn write_audio(&mut self, mut packet: Packet, stream: usize) -> anyhow::Result<()> {
+        let Some(&(out, in_tb)) = self.audio.get(&stream) else {
+            return Ok(());
+        };
+        let out_tb = self.output.stream(out).expect("stream exists").time_base();
+        packet.rescale_ts(in_tb, out_tb);
+        packet.set_position(-1);
+        packet.set_stream(out);
+        packet
+            .write_interleaved(&mut self.output)
+            .context("cannot write audio packet")?;
+        Ok(())
+    }
+
+    /// Flushes the encoder (the last frame lasts `last_duration`) and finishes the file.
+    pub fn finish(mut self, last_duration: i64) -> anyhow::Result<()> {
+        if let Some((pts, img)) = self.last.take() {
+            self.encode(pts, last_duration.max(1), &img)?;
+        }
+        self.encoder.send_eof()?;
+        self.drain()?;
+        self.output
+            .write_trailer()
+            .context("cannot finish the output file")?;
+        Ok(())
+    }
+
+    fn encode(&mut self, pts: i64, duration: i64, img: &RgbImage) -> anyhow::Result<()> {
+        let padded = pad_to(img, self.width, self.height);
+        let mut rgb = frame::Video::new(format::Pixel::RGB24, self.width, self.height);
+        let stride = rgb.stride(0);
+        let row = self.width as usize * 3;
+        let data = rgb.data_mut(0);
+        for (y, src) in padded.as_raw().chunks_exact(row).enumerate() {
+            data[y * stride..y * stride + row].copy_from_slice(src);
+        }
+        let mut yuv = frame::Video::empty();
+        self.scaler.0.run(&rgb, &mut yuv)?;
+        yuv.set_pts(Some(pts));
+        self.durations.insert(pts, duration);
+        self.encoder.send_frame(&yuv)?;
+        self.drain()
+    }
+
+    fn drain(&mut self) -> anyhow::Result<()> {
+        let out_tb = self
+            .output
+            .stream(self.video_stream)
+            .expect("stream exists")
+            .time_base();
+        let mut packet = Packet::empty();
+        while self.encoder.receive_packet(&mut packet).is_ok() {
+            if let Some(d) = packet.pts().and_then(|p| self.durations.remove(&p)) {
+                packet.set_duration(d);
+            }
+            packet.set_stream(self.video_stream);
+            packet.rescale_ts(self.time_base, out_tb);
+            packet
+                .write_interleaved(&mut self.output)
+                .context("cannot write video packet")?;
+        }
+        Ok(())
+    }
+}
+
+/// `img` extended to `w x h` by repeating its last row and column.
+fn pad_to(img: &RgbImage, w: u32, h: u32) -> std::borrow::Cow<'_, RgbImage> {
+    if img.dimensions() == (w, h) {
+        return std::borrow::Cow::Borrowed(img);
+    }
+    let (iw, ih) = img.dimensions();
+    std::borrow::Cow::Owned(RgbImage::from_fn(w, h, |x, y| {
+        *img.get_pixel(x.min(iw - 1), y.min(ih - 1))
+    }))
+}

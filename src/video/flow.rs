@@ -1,0 +1,409 @@
+//! Dense optical flow (pyramidal, iterative Lucas-Kanade), warping and the forward/backward
+//! consistency check that marks occluded or unreliable pixels.
+
+use image::RgbImage;
+use rayon::prelude::*;
+
+/// A single-channel float image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plane {
+    /// Width in pixels.
+    pub w: usize,
+    /// Height in pixels.
+    pub h: usize,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+impl Plane {
+    /// Luma in `[0, 1]` of an RGB image.
+    pub fn luma(img: &RgbImage) -> Self {
+        let data = img
+            .pixels()
+            .map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0)
+            .collect();
+        Self {
+            w: img.width() as usize,
+            h: img.height() as usize,
+            data,
+        }
+    }
+
+    fn at(&self, x: usize, y: usize) -> f32 {
+        self.data[y * self.w + x]
+    }
+
+    /// Bilinear sample with clamped edges.
+    pub fn sample(&self, x: f32, y: f32) -> f32 {
+        let x = x.clamp(0.0, (self.w - 1) as f32);
+        let y = y.clamp(0.0, (self.h - 1) as f32);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(self.w - 1), (y0 + 1).min(self.h - 1));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let top = self.at(x0, y0) * (1.0 - fx) + self.at(x1, y0) * fx;
+        let bottom = self.at(x0, y1) * (1.0 - fx) + self.at(x1, y1) * fx;
+        top * (1.0 - fy) + bottom * fy
+    }
+
+    /// Half-size copy (2x2 means; a trailing odd row/column is dropped).
+    fn half(&self) -> Self {
+        let (w, h) = (self.w / 2, self.h / 2);
+        let data = (0..w * h)
+            .map(|i| {
+                let (x, y) = (2 * (i % w), 2 * (i / w));
+                0.25 * (self.at(x, y)
+                    + self.at(x + 1, y)
+                    + self.at(x, y + 1)
+                    + self.at(x + 1, y + 1))
+            })
+            .collect();
+        Self { w, h, data }
+    }
+
+    /// Mean over a `(2r+1)^2` window (clamped at the edges), separably.
+    fn box_mean(&self, r: usize) -> Self {
+        let pass = |src: &[f32], w: usize, h: usize| -> Vec<f32> {
+            // Along rows of a w x h row-major buffer.
+            let mut out = vec![0f32; w * h];
+            out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+                let line = &src[y * w..(y + 1) * w];
+                let mut prefix = vec![0f32; w + 1];
+                for x in 0..w {
+                    prefix[x + 1] = prefix[x] + line[x];
+                }
+                for (x, o) in row.iter_mut().enumerate() {
+                    let (lo, hi) = (x.saturating_sub(r), (x + r + 1).min(w));
+                    *o = (prefix[hi] - prefix[lo]) / (hi - lo) as f32;
+                }
+            });
+            out
+        };
+        let rows = pass(&self.data, self.w, self.h);
+        let cols = pass(&transpose(&rows, self.w, self.h), self.h, self.w);
+        Self {
+            w: self.w,
+            h: self.h,
+            data: transpose(&cols, self.h, self.w),
+        }
+    }
+}
+
+fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            out[x * h + y] = src[y * w + x];
+        }
+    }
+    out
+}
+
+/// Per-pixel displacement `(u, v)`: pixel `p` of the first image is seen at `p + (u, v)` in
+/// the second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    /// Width in pixels.
+    pub w: usize,
+    /// Height in pixels.
+    pub h: usize,
+    /// Horizontal displacement.
+    pub u: Vec<f32>,
+    /// Vertical displacement.
+    pub v: Vec<f32>,
+}
+
+impl Flow {
+    fn zero(w: usize, h: usize) -> Self {
+        Self {
+            w,
+            h,
+            u: vec![0.0; w * h],
+            v: vec![0.0; w * h],
+        }
+    }
+
+    /// Doubles the resolution and the displacements.
+    fn upscale(&self, w: usize, h: usize) -> Self {
+        let (su, sv) = (
+            Plane {
+                w: self.w,
+                h: self.h,
+                data: self.u.clone(),
+            },
+            Plane {
+                w: self.w,
+                h: self.h,
+                data: self.v.clone(),
+            },
+        );
+        let (fx, fy) = (self.w as f32 / w as f32, self.h as f32 / h as f32);
+        let sample = |p: &Plane, scale: f32| -> Vec<f32> {
+            (0..w * h)
+                .map(|i| {
+                    scale
+                        * p.sample(
+                            ((i % w) as f32 + 0.5) * fx - 0.5,
+                            ((i / w) as f32 + 0.5) * fy - 0.5,
+                        )
+                })
+                .collect()
+        };
+        Self {
+            w,
+            h,
+            u: sample(&su, 1.0 / fx),
+            v: sample(&sv, 1.0 / fy),
+        }
+    }
+
+    /// Bilinearly interpolated displacement at a real position.
+    pub fn at(&self, x: f32, y: f32) -> (f32, f32) {
+        let p = |d: &Vec<f32>| Plane {
+            w: self.w,
+            h: self.h,
+            data: d.clone(),
+        };
+        (p(&self.u).sample(x, y), p(&self.v).sample(x, y))
+    }
+}
+
+/// Tuning of [`estimate`].
+#[derive(Debug, Clone, Copy)]
+pub struct FlowParams {
+    /// Pyramid levels at most (each halves the size; stops above 16 pixels).
+    pub levels: usize,
+    /// Lucas-Kanade refinements per level.
+    pub iterations: usize,
+    /// Window radius in pixels.
+    pub radius: usize,
+}
+
+impl Default for FlowParams {
+    fn default() -> Self {
+        Self {
+            levels: 4,
+            iterations: 4,
+            radius: 4,
+        }
+    }
+}
+
+/// Dense flow from `a` to `b` (same size).
+pub fn estimate(a: &Plane, b: &Plane, params: FlowParams) -> Flow {
+    let mut pyramid = vec![(a.clone(), b.clone())];
+    while pyramid.len() < params.levels {
+        let (pa, pb) = pyramid.last().expect("non-empty");
+        if pa.w.min(pa.h) < 32 {
+            break;
+        }
+        pyramid.push((pa.half(), pb.half()));
+    }
+    let mut flow: Option<Flow> = None;
+    for (pa, pb) in pyramid.iter().rev() {
+        let mut f = match &flow {
+            Some(f) => f.upscale(pa.w, pa.h),
+            None => Flow::zero(pa.w, pa.h),
+        };
+        for _ in 0..params.iterations {
+            refine(pa, pb, &mut f, params.radius);
+        }
+        flow = Some(f);
+    }
+    flow.expect("at least one level")
+}
+
+/// One Lucas-Kanade step: linearise `b` around the current flow and solve the 2x2 normal
+/// equations over a window at every pixel.
+fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
+    let (w, h) = (a.w, a.h);
+    let warped: Vec<f32> = (0..w * h)
+        .into_par_iter()
+        .map(|i| b.sample((i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i]))
+        .collect();
+    let n = w * h;
+    let (mut xx, mut xy, mut yy, mut xt, mut yt) = (
+        vec![0f32; n],
+        vec![0f32; n],
+        vec![0f32; n],
+        vec![0f32; n],
+        vec![0f32; n],
+    );
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let (l, r) = (y * w + x.saturating_sub(1), y * w + (x + 1).min(w - 1));
+            let (t, d) = (x + y.saturating_sub(1) * w, x + (y + 1).min(h - 1) * w);
+            let gx = 0.25 * (a.data[r] - a.data[l] + warped[r] - warped[l]);
+            let gy = 0.25 * (a.data[d] - a.data[t] + warped[d] - warped[t]);
+            let it = warped[i] - a.data[i];
+            (xx[i], xy[i], yy[i], xt[i], yt[i]) = (gx * gx, gx * gy, gy * gy, gx * it, gy * it);
+        }
+    }
+    let m = |d: Vec<f32>| Plane { w, h, data: d }.box_mean(radius).data;
+    let (xx, xy, yy, xt, yt) = (m(xx), m(xy), m(yy), m(xt), m(yt));
+    let reg = 1e-4;
+    flow.u
+        .par_iter_mut()
+        .zip(flow.v.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, (u, v))| {
+            let (a11, a12, a22) = (xx[i] + reg, xy[i], yy[i] + reg);
+            let det = a11 * a22 - a12 * a12;
+            let du = -(a22 * xt[i] - a12 * yt[i]) / det;
+            let dv = -(a11 * yt[i] - a12 * xt[i]) / det;
+            // Bounded steps keep flat or aperture-limited windows from exploding.
+            *u += du.clamp(-2.0, 2.0);
+            *v += dv.clamp(-2.0, 2.0);
+        });
+    // Smoothing spreads the flow of textured windows into flat ones, where the equations
+    // above are nearly singular (as Horn-Schunck's smoothness term does).
+    flow.u = Plane {
+        w,
+        h,
+        data: std::mem::take(&mut flow.u),
+    }
+    .box_mean(2)
+    .data;
+    flow.v = Plane {
+        w,
+        h,
+        data: std::mem::take(&mut flow.v),
+    }
+    .box_mean(2)
+    .data;
+}
+
+/// Reliability in `{0, 1}` of each pixel of `forward` (a to b), given `backward` (b to a):
+/// pixels whose round trip does not come back (occlusions, flow errors) or that leave the
+/// frame get 0 (Sundaram et al. 2010).
+pub fn consistency(forward: &Flow, backward: &Flow) -> Vec<f32> {
+    let (w, h) = (forward.w, forward.h);
+    let (bu, bv) = (
+        Plane {
+            w,
+            h,
+            data: backward.u.clone(),
+        },
+        Plane {
+            w,
+            h,
+            data: backward.v.clone(),
+        },
+    );
+    (0..w * h)
+        .into_par_iter()
+        .map(|i| {
+            let (x, y) = ((i % w) as f32, (i / w) as f32);
+            let (u, v) = (forward.u[i], forward.v[i]);
+            let (qx, qy) = (x + u, y + v);
+            if qx < 0.0 || qy < 0.0 || qx > (w - 1) as f32 || qy > (h - 1) as f32 {
+                return 0.0;
+            }
+            let (bx, by) = (bu.sample(qx, qy), bv.sample(qx, qy));
+            let err = (u + bx).powi(2) + (v + by).powi(2);
+            let bound = 0.01 * (u * u + v * v + bx * bx + by * by) + 0.5;
+            if err <= bound {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// `channels` planes of `src` (CHW) sampled at `p + flow(p)`: the content of the image the
+/// flow points into, brought to the flow's own pixel grid.
+pub fn warp(src: &[f32], channels: usize, flow: &Flow) -> Vec<f32> {
+    let (w, h) = (flow.w, flow.h);
+    let mut out = vec![0f32; channels * w * h];
+    out.par_chunks_mut(w * h)
+        .enumerate()
+        .for_each(|(c, plane_out)| {
+            let plane = Plane {
+                w,
+                h,
+                data: src[c * w * h..(c + 1) * w * h].to_vec(),
+            };
+            for (i, o) in plane_out.iter_mut().enumerate() {
+                *o = plane.sample((i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i]);
+            }
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(w: usize, h: usize, dx: f32, dy: f32) -> Plane {
+        let data = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f32 - dx, (i / w) as f32 - dy);
+                0.5 + 0.25 * (x * 0.21).sin() * (y * 0.17).cos()
+                    + 0.2 * ((x + 2.0 * y) * 0.05).sin()
+            })
+            .collect();
+        Plane { w, h, data }
+    }
+
+    #[test]
+    fn recovers_a_translation() {
+        let (a, b) = (pattern(96, 64, 0.0, 0.0), pattern(96, 64, 3.0, -2.0));
+        let f = estimate(&a, &b, FlowParams::default());
+        // Interior pixels (edges see content entering the frame).
+        let mut err = 0.0;
+        let mut n = 0;
+        for y in 10..54 {
+            for x in 10..86 {
+                let i = y * 96 + x;
+                err += (f.u[i] - 3.0).abs() + (f.v[i] + 2.0).abs();
+                n += 1;
+            }
+        }
+        assert!(err / (n as f32) < 0.05, "mean error {}", err / n as f32);
+    }
+
+    #[test]
+    fn consistency_flags_contradicting_flows() {
+        let w = 8;
+        let fwd = Flow {
+            w,
+            h: w,
+            u: vec![1.0; 64],
+            v: vec![0.0; 64],
+        };
+        let good = Flow {
+            w,
+            h: w,
+            u: vec![-1.0; 64],
+            v: vec![0.0; 64],
+        };
+        let bad = Flow {
+            w,
+            h: w,
+            u: vec![3.0; 64],
+            v: vec![0.0; 64],
+        };
+        let ok = consistency(&fwd, &good);
+        assert_eq!(ok[3 * 8 + 2], 1.0);
+        assert_eq!(
+            ok[3 * 8 + 7],
+            0.0,
+            "pixels flowing out of the frame are unreliable"
+        );
+        assert!(consistency(&fwd, &bad).iter().all(|&m| m == 0.0));
+    }
+
+    #[test]
+    fn warp_follows_the_flow() {
+        let src: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let flow = Flow {
+            w: 4,
+            h: 4,
+            u: vec![1.0; 16],
+            v: vec![0.0; 16],
+        };
+        let out = warp(&src, 1, &flow);
+        assert_eq!(&out[0..4], &[1.0, 2.0, 3.0, 3.0]);
+    }
+}

@@ -1,0 +1,480 @@
+//! The video render end to end: timing and audio kept, golden frames, resume after a kill,
+//! temporal coherence, errors, and `dreamvid compare`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use dreamvid::compare::{frames, psnr};
+use dreamvid::dream::DreamParams;
+use dreamvid::fixture::clip::{moving_pattern, write_clip, ClipSpec};
+use dreamvid::pipeline::{render_video, sidecar_path, VideoJob};
+use dreamvid::video::coherence::Coherence;
+use dreamvid::video::{EncodeSettings, Item, VideoReader};
+
+fn dreamvid(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dreamvid"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fixture_weights(dir: &Path) -> String {
+    let p = dir.join("vgg19.safetensors");
+    dreamvid::fixture::write_tiny_vgg19(&p, common::FIXTURE_SEED).unwrap();
+    p.display().to_string()
+}
+
+/// Frame timestamps in seconds and audio packets (bytes, seconds) of a file.
+fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
+    let mut r = VideoReader::open(path).unwrap();
+    let vtb = f64::from(r.info().time_base);
+    let atb: Vec<(usize, f64)> = r
+        .info()
+        .audio
+        .iter()
+        .map(|(i, _, tb)| (*i, f64::from(*tb)))
+        .collect();
+    let (mut v, mut a) = (vec![], vec![]);
+    while let Some(item) = r.next_item().unwrap() {
+        match item {
+            Item::Frame(f) => v.push(f.pts as f64 * vtb),
+            Item::Audio(p, s) => {
+                let tb = atb.iter().find(|(i, _)| *i == s).unwrap().1;
+                a.push((
+                    p.data().unwrap_or(&[]).to_vec(),
+                    p.pts().unwrap_or(0) as f64 * tb,
+                ));
+            }
+        }
+    }
+    (v, a)
+}
+
+fn job<'a>(
+    net: &'a dreamvid::nn::Network,
+    input: PathBuf,
+    output: PathBuf,
+    coherence: Coherence,
+    params: DreamParams,
+) -> VideoJob<'a> {
+    VideoJob {
+        input,
+        output,
+        net,
+        device: Device::Cpu,
+        dream: params,
+        coherence,
+        blend: 0.6,
+        scene_cut: 0.25,
+        encode: EncodeSettings {
+            crf: 4,
+            ..EncodeSettings::default()
+        },
+        resume: false,
+        record: format!("coherence = \"{coherence:?}\"\n"),
+    }
+}
+
+#[test]
+fn render_keeps_frame_count_timestamps_and_audio() {
+    let dir = common::scratch("pipeline-timing");
+    let input = dir.join("in.mp4");
+    let pts: Vec<i64> = (0..16)
+        .scan(0, |t, i| {
+            let p = *t;
+            *t += 1 + (i % 3);
+            Some(p)
+        })
+        .collect();
+    write_clip(
+        &input,
+        &ClipSpec {
+            audio: true,
+            pts,
+            ..ClipSpec::constant(64, 48, 16, 24)
+        },
+        moving_pattern(64, 48, 2, 1),
+    )
+    .unwrap();
+    let output = dir.join("out.mp4");
+    let weights = fixture_weights(&dir);
+    let o = dreamvid(&[
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+        "--layer",
+        "20",
+        "--octaves",
+        "2",
+        "--iterations",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ((v_in, a_in), (v_out, a_out)) = (timeline(&input), timeline(&output));
+    assert_eq!(v_out.len(), 16, "frame count");
+    for (x, y) in v_in.iter().zip(&v_out) {
+        assert!((x - y).abs() < 1e-3, "timestamps {v_in:?} vs {v_out:?}");
+    }
+    assert!(!a_in.is_empty());
+    assert_eq!(a_in, a_out, "audio packets must be copied bit for bit");
+    let sidecar = std::fs::read_to_string(sidecar_path(&output)).unwrap();
+    assert!(
+        sidecar.contains("layer = \"features.20\"") && sidecar.contains("coherence = \"flow\""),
+        "{sidecar}"
+    );
+    let meta = ffmpeg_next::format::input(&output)
+        .unwrap()
+        .metadata()
+        .get("comment")
+        .map(str::to_owned);
+    assert!(meta.is_some_and(|c| c.contains("dreamvid") && c.contains("features.20")));
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+fn golden_params(net: &dreamvid::nn::Network) -> DreamParams {
+    DreamParams {
+        layer: net.find_tap("features.20").unwrap(),
+        octaves: 2,
+        iterations: 3,
+        step: 0.02,
+        jitter: 4,
+        seed: 3,
+        ..DreamParams::default()
+    }
+}
+
+#[test]
+fn dreamed_frames_match_goldens() {
+    let dir = common::scratch("pipeline-golden");
+    let input = dir.join("in.mp4");
+    write_clip(
+        &input,
+        &ClipSpec::constant(80, 56, 6, 25),
+        moving_pattern(80, 56, 2, 1),
+    )
+    .unwrap();
+    let net = common::fixture_vgg();
+    let output = dir.join("out.mp4");
+    render_video(
+        &job(
+            &net,
+            input.clone(),
+            output.clone(),
+            Coherence::Flow,
+            golden_params(&net),
+        ),
+        &mut |_| {},
+    )
+    .unwrap();
+    let got = frames(&output).unwrap();
+    assert_eq!(got.len(), 6);
+    let golden_dir = common::repo().join("tests/golden/video");
+    if std::env::var_os("DREAMVID_REGEN_GOLDENS").is_some() {
+        std::fs::create_dir_all(&golden_dir).unwrap();
+        for (i, f) in got.iter().enumerate() {
+            f.save(golden_dir.join(format!("frame_{i:02}.png")))
+                .unwrap();
+        }
+        return;
+    }
+    let source = frames(&input).unwrap();
+    for (i, f) in got.iter().enumerate() {
+        let golden = image::open(golden_dir.join(format!("frame_{i:02}.png")))
+            .unwrap()
+            .to_rgb8();
+        let p = psnr(f, &golden);
+        assert!(p >= 35.0, "frame {i}: PSNR {p:.1} dB against its golden");
+        assert!(psnr(f, &source[i]) < 30.0, "frame {i} is barely dreamed");
+    }
+}
+
+#[test]
+fn resume_after_kill_gives_the_uninterrupted_frames() {
+    let dir = common::scratch("pipeline-resume");
+    let input = dir.join("in.mp4");
+    write_clip(
+        &input,
+        &ClipSpec::constant(96, 64, 40, 25),
+        moving_pattern(96, 64, 2, 0),
+    )
+    .unwrap();
+    let weights = fixture_weights(&dir);
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            input.to_str().unwrap().to_string(),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+            "--model".into(),
+            "vgg19".into(),
+            "--weights".into(),
+            weights.clone(),
+            "--layer".into(),
+            "20".into(),
+            "--octaves".into(),
+            "1".into(),
+            "--iterations".into(),
+            "25".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_dreamvid"))
+            .args(&args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let full = dir.join("full.mp4");
+    assert!(run(&full, &[]).wait_with_output().unwrap().status.success());
+
+    let resumed = dir.join("resumed.mp4");
+    let checkpoints = dir.join(".resumed.mp4.dreamvid-frames");
+    let mut child = run(&resumed, &[]);
+    let start = Instant::now();
+    let count = || {
+        std::fs::read_dir(&checkpoints)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "png")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    while count() < 8 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "render finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !resumed.exists(),
+        "a killed render must not leave an output"
+    );
+    let out = run(&resumed, &["--resume"]).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from checkpoints"));
+    let (a, b) = (frames(&full).unwrap(), frames(&resumed).unwrap());
+    assert_eq!(a.len(), 40);
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            x == y,
+            "frame {i} differs after resume (PSNR {:.1} dB)",
+            psnr(x, y)
+        );
+    }
+    assert!(!checkpoints.exists());
+}
+
+/// Mean absolute difference between consecutive output frames after moving the earlier one
+/// by the clip's known motion (dx, 0), over the interior.
+fn warping_error(frames: &[image::RgbImage], dx: u32) -> f64 {
+    let (w, h) = frames[0].dimensions();
+    let margin = 8;
+    let (mut total, mut n) = (0.0, 0usize);
+    for pair in frames.windows(2) {
+        for y in margin..h - margin {
+            for x in margin + dx..w - margin {
+                let (a, b) = (pair[0].get_pixel(x - dx, y), pair[1].get_pixel(x, y));
+                total += (0..3)
+                    .map(|c| (a[c] as f64 - b[c] as f64).abs())
+                    .sum::<f64>();
+                n += 3;
+            }
+        }
+    }
+    total / n as f64
+}
+
+#[test]
+fn flow_coherence_follows_motion_better_than_blending_or_independent_frames() {
+    let dir = common::scratch("pipeline-temporal");
+    let input = dir.join("in.mp4");
+    let dx = 3;
+    write_clip(
+        &input,
+        &ClipSpec::constant(96, 64, 10, 25),
+        moving_pattern(96, 64, dx as i32, 0),
+    )
+    .unwrap();
+    let net = common::fixture_vgg();
+    let params = DreamParams {
+        layer: net.find_tap("features.20").unwrap(),
+        octaves: 2,
+        iterations: 4,
+        step: 0.02,
+        jitter: 6,
+        ..DreamParams::default()
+    };
+    let error = |mode: Coherence| {
+        let out = dir.join(format!("{mode:?}.mp4"));
+        render_video(
+            &job(&net, input.clone(), out.clone(), mode, params.clone()),
+            &mut |_| {},
+        )
+        .unwrap();
+        warping_error(&frames(&out).unwrap(), dx)
+    };
+    let (flow, blend, none) = (
+        error(Coherence::Flow),
+        error(Coherence::Blend),
+        error(Coherence::None),
+    );
+    eprintln!("warping error: flow {flow:.2}, blend {blend:.2}, none {none:.2}");
+    assert!(flow < blend, "flow {flow:.2} vs blend {blend:.2}");
+    assert!(flow < none, "flow {flow:.2} vs independent {none:.2}");
+}
+
+#[test]
+fn bad_inputs_and_outputs_fail_cleanly() {
+    let dir = common::scratch("pipeline-errors");
+    let weights = fixture_weights(&dir);
+    let good = dir.join("good.mp4");
+    write_clip(
+        &good,
+        &ClipSpec {
+            audio: true,
+            ..ClipSpec::constant(64, 48, 8, 25)
+        },
+        moving_pattern(64, 48, 1, 0),
+    )
+    .unwrap();
+    let garbage = dir.join("garbage.mp4");
+    std::fs::write(&garbage, vec![0x42u8; 5000]).unwrap();
+    let truncated = dir.join("truncated.mp4");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let zero = dir.join("zero.mkv");
+    write_clip(
+        &zero,
+        &ClipSpec {
+            audio: true,
+            pts: vec![],
+            ..ClipSpec::constant(64, 48, 0, 25)
+        },
+        moving_pattern(64, 48, 1, 0),
+    )
+    .unwrap();
+    let out = dir.join("out.mp4");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![dir.join("missing.mp4").display().to_string()],
+            "does not exist",
+        ),
+        (vec![garbage.display().to_string()], "garbage.mp4"),
+        (vec![truncated.display().to_string()], "truncated.mp4"),
+        (vec![zero.display().to_string()], "no video frames"),
+        (
+            vec![
+                good.display().to_string(),
+                "--codec".into(),
+                "no-such-codec".into(),
+            ],
+            "no-such-codec",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = args.clone();
+        full.extend(
+            [
+                "-o",
+                out.to_str().unwrap(),
+                "--model",
+                "vgg19",
+                "--weights",
+                &weights,
+            ]
+            .map(String::from),
+        );
+        let o = Command::new(env!("CARGO_BIN_EXE_dreamvid"))
+            .args(&full)
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "{args:?} left an output");
+    }
+    let unwritable = dir.join("no/such/dir/out.mp4");
+    let o = dreamvid(&[
+        good.to_str().unwrap(),
+        "-o",
+        unwritable.to_str().unwrap(),
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    let stray: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "left behind: {stray:?}");
+}
+
+#[test]
+fn compare_passes_identical_videos_and_fails_different_ones() {
+    let dir = common::scratch("pipeline-compare");
+    let (a, b) = (dir.join("a.mp4"), dir.join("b.mp4"));
+    write_clip(
+        &a,
+        &ClipSpec::constant(64, 48, 5, 25),
+        moving_pattern(64, 48, 1, 0),
+    )
+    .unwrap();
+    write_clip(
+        &b,
+        &ClipSpec::constant(64, 48, 5, 25),
+        moving_pattern(64, 48, 4, 2),
+    )
+    .unwrap();
+    let same = dreamvid(&["compare", a.to_str().unwrap(), a.to_str().unwrap()]);
+    assert!(same.status.success());
+    let text = String::from_utf8_lossy(&same.stdout);
+    assert_eq!(text.lines().filter(|l| l.starts_with("frame")).count(), 5);
+    assert!(text.contains("inf dB"), "{text}");
+    let diff = dreamvid(&[
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--min-psnr",
+        "30",
+    ]);
+    assert_eq!(diff.status.code(), Some(1));
+    assert!(stderr(&diff).contains("beyond the threshold"));
+}
