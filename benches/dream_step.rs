@@ -14,13 +14,11 @@ use dreamvid::dream::{ascend, DreamParams, Rng};
 use dreamvid::fixture::{test_image, write_vgg19, VGG19_WIDTHS};
 use dreamvid::models::ModelKind;
 use dreamvid::nn::Network;
+use dreamvid::nn::Objective;
 
 fn time_steps(name: &str, net: &Network, layer: &str, size: usize, runs: usize) {
     let x = test_image(size, size, &Device::Cpu).unwrap();
-    let params = DreamParams {
-        layer: net.find_tap(layer).unwrap(),
-        ..DreamParams::default()
-    };
+    let params = DreamParams { objective: Objective::layer(net.find_tap(layer).unwrap()), ..DreamParams::default() };
     let mut rng = Rng::new(0);
     ascend(net, &x, &params, &mut rng).unwrap(); // warm-up
     let mut times: Vec<f64> = (0..runs)
@@ -40,15 +38,11 @@ fn time_steps(name: &str, net: &Network, layer: &str, size: usize, runs: usize) 
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let size = args.first().and_then(|s| s.parse().ok()).unwrap_or(224);
     let runs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let lite0 = ["weights", "../shared/weights"]
-        .map(|d| repo.join(d).join("efficientnet_lite0.safetensors"));
+    let lite0 = ["weights", "../shared/weights"].map(|d| repo.join(d).join("efficientnet_lite0.safetensors"));
     match lite0.iter().find(|p| p.is_file()) {
         Some(p) => {
             let net = ModelKind::EfficientNetLite0.load(p, &Device::Cpu).unwrap();
@@ -56,10 +50,7 @@ fn main() {
         }
         None => println!("efficientnet-lite0: no weights (run scripts/fetch-weights)"),
     }
-    let vgg = std::env::temp_dir().join(format!(
-        "dreamvid-bench-vgg19-{}.safetensors",
-        std::process::id()
-    ));
+    let vgg = std::env::temp_dir().join(format!("dreamvid-bench-vgg19-{}.safetensors", std::process::id()));
     write_vgg19(&vgg, &VGG19_WIDTHS, 0).unwrap();
     let net = ModelKind::Vgg19.load(&vgg, &Device::Cpu).unwrap();
     std::fs::remove_file(&vgg).unwrap();

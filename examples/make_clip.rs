@@ -22,10 +22,7 @@ fn main() -> anyhow::Result<()> {
     );
     let frames = (secs * fps) as usize;
     let travel = (big.width() - w) as f32;
-    let spec = ClipSpec {
-        audio: true,
-        ..ClipSpec::constant(w, h, frames, fps as i32)
-    };
+    let spec = ClipSpec { audio: true, ..ClipSpec::constant(w, h, frames, fps as i32) };
     write_clip(out.as_ref(), &spec, |i| {
         let x = (travel * i as f32 / frames.max(2) as f32) as u32;
         let y = (big.height() - h) / 2;

@@ -9,12 +9,7 @@ use crate::video::{Item, VideoReader};
 
 /// PSNR in dB between two RGB images of the same size (infinite when identical).
 pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-    let mse = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
+    let mse = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>()
         / a.as_raw().len() as f64;
     if mse == 0.0 {
         f64::INFINITY
@@ -39,23 +34,11 @@ pub fn frames(path: &Path) -> anyhow::Result<Vec<RgbImage>> {
 pub fn compare_videos(a: &Path, b: &Path) -> anyhow::Result<Vec<f64>> {
     let (fa, fb) = (frames(a)?, frames(b)?);
     if fa.len() != fb.len() {
-        bail!(
-            "{} has {} frames but {} has {}",
-            a.display(),
-            fa.len(),
-            b.display(),
-            fb.len()
-        );
+        bail!("{} has {} frames but {} has {}", a.display(), fa.len(), b.display(), fb.len());
     }
     if let (Some(x), Some(y)) = (fa.first(), fb.first()) {
         if x.dimensions() != y.dimensions() {
-            bail!(
-                "{} is {:?} but {} is {:?}",
-                a.display(),
-                x.dimensions(),
-                b.display(),
-                y.dimensions()
-            );
+            bail!("{} is {:?} but {} is {:?}", a.display(), x.dimensions(), b.display(), y.dimensions());
         }
     }
     Ok(fa.iter().zip(&fb).map(|(x, y)| psnr(x, y)).collect())

@@ -23,7 +23,11 @@ impl DeviceKind {
 
 #[cfg(feature = "cuda")]
 fn open_cuda() -> anyhow::Result<Device> {
-    Device::new_cuda(0).map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {e}\n  fix: check the NVIDIA driver with `nvidia-smi`, or use --device cpu"))
+    Device::new_cuda(0).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open CUDA device 0: {e}\n  fix: check the NVIDIA driver with `nvidia-smi`, or use --device cpu"
+        )
+    })
 }
 
 #[cfg(not(feature = "cuda"))]

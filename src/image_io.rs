@@ -30,12 +30,7 @@ pub fn tensor_to_rgb(x: &Tensor) -> candle_core::Result<RgbImage> {
 /// Reads an image file (PNG, JPEG) as a tensor.
 pub fn load_image(path: &Path, device: &Device) -> anyhow::Result<Tensor> {
     let img = image::open(path)
-        .with_context(|| {
-            format!(
-                "cannot read image {} (is it a PNG or JPEG file?)",
-                path.display()
-            )
-        })?
+        .with_context(|| format!("cannot read image {} (is it a PNG or JPEG file?)", path.display()))?
         .to_rgb8();
     Ok(rgb_to_tensor(&img, device)?)
 }
@@ -44,10 +39,7 @@ pub fn load_image(path: &Path, device: &Device) -> anyhow::Result<Tensor> {
 pub fn check_image_path(path: &Path) -> anyhow::Result<()> {
     match image::ImageFormat::from_path(path) {
         Ok(image::ImageFormat::Png | image::ImageFormat::Jpeg) => Ok(()),
-        _ => anyhow::bail!(
-            "cannot write {}: unknown image extension (use .png or .jpg)",
-            path.display()
-        ),
+        _ => anyhow::bail!("cannot write {}: unknown image extension (use .png or .jpg)", path.display()),
     }
 }
 
@@ -56,8 +48,5 @@ pub fn check_image_path(path: &Path) -> anyhow::Result<()> {
 pub fn save_image(x: &Tensor, path: &Path) -> anyhow::Result<()> {
     check_image_path(path)?;
     let img = tensor_to_rgb(x)?;
-    write_atomically(path, |tmp| {
-        img.save(tmp)
-            .with_context(|| format!("cannot write image {}", path.display()))
-    })
+    write_atomically(path, |tmp| img.save(tmp).with_context(|| format!("cannot write image {}", path.display())))
 }

@@ -1,12 +1,14 @@
 //! dreamvid: DeepDream for images, videos and infinite-zoom animations.
 //!
-//! - [`pipeline`]: the video render, top to bottom.
+//! - [`pipeline`]: the video render, top to bottom; [`zoom`]: infinite-zoom animations.
+//! - [`preset`], [`plan`]: TOML presets with keyframed schedules, and per-frame parameters.
 //! - [`models`]: the pretrained CNNs (VGG19, EfficientNet-Lite0) and their weights files.
 //! - [`nn`]: network ops with an input-only backward pass.
 //! - [`dream`]: the octave gradient-ascent algorithm.
 //! - [`video`]: FFmpeg decode/encode, optical flow, temporal coherence.
-//! - [`image_io`], [`output`], [`compare`]: files in and out, and checking them.
+//! - [`image_io`], [`animation`], [`output`], [`compare`]: files in and out, and checking them.
 
+pub mod animation;
 pub mod compare;
 pub mod device;
 pub mod dream;
@@ -16,4 +18,7 @@ pub mod models;
 pub mod nn;
 pub mod output;
 pub mod pipeline;
+pub mod plan;
+pub mod preset;
 pub mod video;
+pub mod zoom;

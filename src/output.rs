@@ -6,51 +6,32 @@ use anyhow::{bail, Context};
 
 /// Temporary path beside `path` that keeps its extension (encoders pick formats from it).
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.dreamvid-partial.{}", extension(path)))
 }
 
 fn extension(path: &Path) -> String {
-    path.extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Runs `write` on a temporary file beside `path` and renames it to `path` only if `write`
 /// succeeds; on failure the temporary file is removed and `path` is left untouched.
-pub fn write_atomically<T>(
-    path: &Path,
-    write: impl FnOnce(&Path) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+pub fn write_atomically<T>(path: &Path, write: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        bail!(
-            "cannot write {}: folder {} does not exist (create it first)",
-            path.display(),
-            dir.display()
-        );
+        bail!("cannot write {}: folder {} does not exist (create it first)", path.display(), dir.display());
     }
     if path.is_dir() {
-        bail!(
-            "cannot write {}: it is a folder; give a file name",
-            path.display()
-        );
+        bail!("cannot write {}: it is a folder; give a file name", path.display());
     }
     let tmp = temp_path(path);
     match write(&tmp) {
         Ok(v) => {
-            std::fs::rename(&tmp, path).with_context(|| {
-                format!(
-                    "cannot move finished output into place at {}",
-                    path.display()
-                )
-            })?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot move finished output into place at {}", path.display()))?;
             Ok(v)
         }
         Err(e) => {

@@ -39,12 +39,11 @@ pub struct VideoJob<'a> {
     pub net: &'a Network,
     /// Where the network lives.
     pub device: Device,
-    /// Per-frame dream settings (`seed` is mixed with the frame index).
-    pub dream: DreamParams,
+    /// Dream settings of frame `i` and the weight in `[0, 1]` of what is carried over from
+    /// the previous frame (the seed is then mixed with the frame index).
+    pub frame_params: &'a (dyn Fn(usize) -> anyhow::Result<(DreamParams, f32)> + Sync),
     /// How frames build on the previous dreamed frame.
     pub coherence: Coherence,
-    /// Weight of what is carried over from the previous frame, in `[0, 1]`.
-    pub blend: f32,
     /// Mean luma difference above which a frame starts a new shot.
     pub scene_cut: f32,
     /// Encoder settings.
@@ -92,26 +91,16 @@ enum Encodable {
 }
 
 /// Renders `job`, calling `progress` after every frame.
-pub fn render_video(
-    job: &VideoJob,
-    progress: &mut dyn FnMut(FrameProgress),
-) -> anyhow::Result<VideoReport> {
+pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> anyhow::Result<VideoReport> {
     let start = Instant::now();
     let reader = VideoReader::open(&job.input)?;
     let info = reader.info().clone();
     let checkpoints = Checkpoints::prepare(&job.output, &job.record, job.resume)?;
     let mut encode = job.encode.clone();
-    encode.metadata.push((
-        "comment".into(),
-        format!(
-            "dreamvid {}: {}",
-            env!("CARGO_PKG_VERSION"),
-            one_line(&job.record)
-        ),
-    ));
-    let ticks_per_frame = (1.0 / (f64::from(info.frame_rate) * f64::from(info.time_base)))
-        .round()
-        .max(1.0) as i64;
+    encode
+        .metadata
+        .push(("comment".into(), format!("dreamvid {}: {}", env!("CARGO_PKG_VERSION"), one_line(&job.record))));
+    let ticks_per_frame = (1.0 / (f64::from(info.frame_rate) * f64::from(info.time_base))).round().max(1.0) as i64;
 
     let rendered = write_atomically(&job.output, |tmp| {
         let writer = VideoWriter::create(tmp, &info, &encode)?;
@@ -123,24 +112,12 @@ pub fn render_video(
             let (mode, cut) = (job.coherence, job.scene_cut);
             let flow = s.spawn(move || flow_stage(from_decode, to_dream, mode, cut));
             let encoder = s.spawn(move || encode_stage(writer, from_dream, ticks_per_frame));
-            let dreamed = dream_stage(
-                job,
-                &checkpoints,
-                info.frames,
-                from_flow,
-                to_encode,
-                progress,
-            );
+            let dreamed = dream_stage(job, &checkpoints, info.frames, from_flow, to_encode, progress);
             // The first failure in pipeline order is the cause; later ones are its echoes.
             let joined = |h: std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>, name: &str| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the {name} thread panicked")))
+                h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the {name} thread panicked")))
             };
-            let (d, f, e) = (
-                joined(decoder, "decode"),
-                joined(flow, "flow"),
-                joined(encoder, "encode"),
-            );
+            let (d, f, e) = (joined(decoder, "decode"), joined(flow, "flow"), joined(encoder, "encode"));
             d?;
             f?;
             let stats = dreamed?;
@@ -166,13 +143,7 @@ pub fn render_video(
     std::fs::write(sidecar_path(&job.output), &job.record)
         .with_context(|| format!("cannot write {}", sidecar_path(&job.output).display()))?;
     checkpoints.remove();
-    Ok(VideoReport {
-        frames,
-        resumed,
-        wall: start.elapsed(),
-        dreaming,
-        peak_rss_bytes: peak_rss_bytes(),
-    })
+    Ok(VideoReport { frames, resumed, wall: start.elapsed(), dreaming, peak_rss_bytes: peak_rss_bytes() })
 }
 
 /// `out.mp4` -> `out.mp4.dreamvid.toml`, the settings a render used.
@@ -183,10 +154,7 @@ pub fn sidecar_path(output: &Path) -> PathBuf {
 }
 
 fn one_line(toml: &str) -> String {
-    toml.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('['))
-        .collect::<Vec<_>>()
-        .join("; ")
+    toml.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('[')).collect::<Vec<_>>().join("; ")
 }
 
 fn decode_stage(mut reader: VideoReader, out: SyncSender<Item>) -> anyhow::Result<()> {
@@ -198,21 +166,14 @@ fn decode_stage(mut reader: VideoReader, out: SyncSender<Item>) -> anyhow::Resul
     Ok(())
 }
 
-fn flow_stage(
-    input: Receiver<Item>,
-    out: SyncSender<Analysed>,
-    mode: Coherence,
-    scene_cut: f32,
-) -> anyhow::Result<()> {
+fn flow_stage(input: Receiver<Item>, out: SyncSender<Analysed>, mode: Coherence, scene_cut: f32) -> anyhow::Result<()> {
     let mut previous: Option<Plane> = None;
     for item in input {
         let analysed = match item {
             Item::Audio(p, s) => Analysed::Audio(p, s),
             Item::Frame(frame) => {
                 let luma = Plane::luma(&frame.image);
-                let motion = previous
-                    .as_ref()
-                    .map(|prev| coherence::motion(prev, &luma, mode, scene_cut));
+                let motion = previous.as_ref().map(|prev| coherence::motion(prev, &luma, mode, scene_cut));
                 previous = Some(luma);
                 Analysed::Frame(frame, motion)
             }
@@ -224,11 +185,7 @@ fn flow_stage(
     Ok(())
 }
 
-fn encode_stage(
-    mut writer: VideoWriter,
-    input: Receiver<Encodable>,
-    ticks_per_frame: i64,
-) -> anyhow::Result<()> {
+fn encode_stage(mut writer: VideoWriter, input: Receiver<Encodable>, ticks_per_frame: i64) -> anyhow::Result<()> {
     let mut last: Option<i64> = None;
     let mut last_duration = ticks_per_frame;
     for item in input {
@@ -270,11 +227,7 @@ fn dream_stage(
             Analysed::Frame(frame, motion) => (frame, motion),
         };
         let (source, motion) = frame;
-        let from_checkpoint = if job.resume {
-            checkpoints.load(source.index)
-        } else {
-            None
-        };
+        let from_checkpoint = if job.resume { checkpoints.load(source.index) } else { None };
         let dreamed = match from_checkpoint {
             Some(img) => {
                 resumed += 1;
@@ -283,40 +236,24 @@ fn dream_stage(
             None => {
                 let t = Instant::now();
                 let prev = previous.as_ref().map(|(s, d)| (s, d));
-                let init = coherence::initial_image(
-                    &source.image,
-                    prev,
-                    motion.as_ref(),
-                    job.coherence,
-                    job.blend,
-                );
+                let (params, blend) = (job.frame_params)(source.index)?;
+                let init = coherence::initial_image(&source.image, prev, motion.as_ref(), job.coherence, blend);
                 let (w, h) = source.image.dimensions();
                 let x = Tensor::from_vec(init, (1, 3, h as usize, w as usize), &job.device)?;
-                let params = DreamParams {
-                    seed: frame_seed(job.dream.seed, source.index),
-                    ..job.dream.clone()
-                };
+                let params = DreamParams { seed: frame_seed(params.seed, source.index), ..params };
                 let img = tensor_to_rgb(&dream::dream(job.net, &x, &params, &mut |_| {})?)?;
                 dreaming += t.elapsed();
                 checkpoints.save(source.index, &img)?;
                 img
             }
         };
-        out.send(Encodable::Frame(source.pts, dreamed.clone()))
-            .map_err(|_| stopped())?;
+        out.send(Encodable::Frame(source.pts, dreamed.clone())).map_err(|_| stopped())?;
         previous = Some((source.image, dreamed));
         frames += 1;
-        progress(FrameProgress {
-            done: frames,
-            total,
-            resumed: resumed > 0 && resumed == frames,
-        });
+        progress(FrameProgress { done: frames, total, resumed: resumed > 0 && resumed == frames });
     }
     if frames == 0 {
-        bail!(
-            "no video frames could be decoded from {} (empty or corrupt video stream)",
-            job.input.display()
-        );
+        bail!("no video frames could be decoded from {} (empty or corrupt video stream)", job.input.display());
     }
     Ok((frames, resumed, dreaming))
 }
@@ -364,8 +301,7 @@ impl Checkpoints {
                 );
             }
         }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
         std::fs::write(&job, record).with_context(|| format!("cannot write {}", job.display()))?;
         Ok(Self { dir })
     }
@@ -387,11 +323,7 @@ impl Checkpoints {
     /// Number of frames checkpointed so far.
     fn saved_frames(&self) -> usize {
         std::fs::read_dir(&self.dir)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
-                    .count()
-            })
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "png")).count())
             .unwrap_or(0)
     }
 

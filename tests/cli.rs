@@ -6,11 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn dreamvid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dreamvid"))
-        .args(args)
-        .env_remove("DREAMVID_WEIGHTS_DIR")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(args).env_remove("DREAMVID_WEIGHTS_DIR").output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -25,11 +21,9 @@ fn fixture_weights(dir: &Path) -> String {
 
 fn write_input(dir: &Path, w: u32, h: u32) -> String {
     let p = dir.join("in.png");
-    image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
-    })
-    .save(&p)
-    .unwrap();
+    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8]))
+        .save(&p)
+        .unwrap();
     p.display().to_string()
 }
 
@@ -57,15 +51,8 @@ fn image_command_writes_a_dream_of_the_input_size() {
     assert!(o.status.success(), "{}", stderr(&o));
     let img = image::open(&out).unwrap();
     assert_eq!((img.width(), img.height()), (50, 37));
-    assert_ne!(
-        img.to_rgb8().as_raw(),
-        image::open(&input).unwrap().to_rgb8().as_raw()
-    );
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        3,
-        "stray files left beside the output"
-    );
+    assert_ne!(img.to_rgb8().as_raw(), image::open(&input).unwrap().to_rgb8().as_raw());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3, "stray files left beside the output");
 }
 
 #[test]
@@ -95,41 +82,13 @@ fn unreadable_input_fails_cleanly_and_writes_nothing() {
 fn bad_layer_and_output_extension_are_explained() {
     let dir = common::scratch("cli-bad-args");
     let (weights, input) = (fixture_weights(&dir), write_input(&dir, 40, 40));
-    let o = dreamvid(&[
-        "image",
-        &input,
-        "-o",
-        "x.png",
-        "--model",
-        "vgg19",
-        "--weights",
-        &weights,
-        "--layer",
-        "99",
-    ]);
+    let o = dreamvid(&["image", &input, "-o", "x.png", "--model", "vgg19", "--weights", &weights, "--layer", "99"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("no layer `99`") && stderr(&o).contains("features.36"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("no layer `99`") && stderr(&o).contains("features.36"), "{}", stderr(&o));
     let out = dir.join("out.bmpx");
-    let o = dreamvid(&[
-        "image",
-        &input,
-        "-o",
-        out.to_str().unwrap(),
-        "--model",
-        "vgg19",
-        "--weights",
-        &weights,
-    ]);
+    let o = dreamvid(&["image", &input, "-o", out.to_str().unwrap(), "--model", "vgg19", "--weights", &weights]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("unknown image extension"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("unknown image extension"), "{}", stderr(&o));
 }
 
 #[test]
@@ -144,41 +103,23 @@ fn missing_weights_name_the_fetch_script() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(
-        err.contains("vgg19.safetensors") && err.contains("scripts/fetch-weights vgg19"),
-        "{err}"
-    );
+    assert!(err.contains("vgg19.safetensors") && err.contains("scripts/fetch-weights vgg19"), "{err}");
 }
 
 #[test]
 fn layers_lists_torchvision_indices_with_shapes() {
     let dir = common::scratch("cli-layers");
     let weights = fixture_weights(&dir);
-    let o = dreamvid(&[
-        "layers",
-        "--model",
-        "vgg19",
-        "--weights",
-        &weights,
-        "--size",
-        "64",
-    ]);
+    let o = dreamvid(&["layers", "--model", "vgg19", "--weights", &weights, "--size", "64"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8(o.stdout).unwrap();
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("features.")).count(),
-        37
-    );
+    assert_eq!(text.lines().filter(|l| l.starts_with("features.")).count(), 37);
     assert!(
-        text.lines().any(|l| l.starts_with("features.30")
-            && l.contains("conv 3x3 8->8")
-            && l.contains("[8, 4, 4]")),
+        text.lines().any(|l| l.starts_with("features.30") && l.contains("conv 3x3 8->8") && l.contains("[8, 4, 4]")),
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l.starts_with("features.36")
-            && l.contains("maxpool")
-            && l.contains("[8, 2, 2]")),
+        text.lines().any(|l| l.starts_with("features.36") && l.contains("maxpool") && l.contains("[8, 2, 2]")),
         "{text}"
     );
 }
@@ -190,15 +131,7 @@ fn cuda_without_the_feature_is_explained() {
     }
     let dir = common::scratch("cli-cuda");
     let weights = fixture_weights(&dir);
-    let o = dreamvid(&[
-        "layers",
-        "--model",
-        "vgg19",
-        "--weights",
-        &weights,
-        "--device",
-        "cuda",
-    ]);
+    let o = dreamvid(&["layers", "--model", "vgg19", "--weights", &weights, "--device", "cuda"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
 }

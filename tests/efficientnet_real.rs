@@ -6,6 +6,7 @@ use candle_core::{Device, Tensor, D};
 use dreamvid::dream::{self, resample, DreamParams};
 use dreamvid::image_io::load_image;
 use dreamvid::models::{ModelKind, WeightFile};
+use dreamvid::nn::Objective;
 
 /// ImageNet classes of domestic cats: tabby, tiger cat, Persian, Siamese, Egyptian cat.
 const CAT_CLASSES: [u32; 5] = [281, 282, 283, 284, 285];
@@ -24,18 +25,8 @@ fn forward_pass_recognises_a_cat() {
     let file = WeightFile::open(&path, "efficientnet-lite0", "", &dev).unwrap();
     let fc_w = file.get("_fc.weight", &[Some(1000), Some(1280)]).unwrap();
     let fc_b = file.get("_fc.bias", &[Some(1000)]).unwrap();
-    let logits = features
-        .matmul(&fc_w.t().unwrap())
-        .unwrap()
-        .broadcast_add(&fc_b)
-        .unwrap();
-    let top = logits
-        .argmax(D::Minus1)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<u32>()
-        .unwrap()[0];
+    let logits = features.matmul(&fc_w.t().unwrap()).unwrap().broadcast_add(&fc_b).unwrap();
+    let top = logits.argmax(D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap()[0];
     assert!(CAT_CLASSES.contains(&top), "top-1 class {top} is not a cat");
 }
 
@@ -51,7 +42,7 @@ fn dreaming_increases_the_objective() {
     let layer = net.find_tap("blocks.10").unwrap();
     let before = objective(&net, &x, layer);
     let params = DreamParams {
-        layer,
+        objective: Objective::layer(layer),
         octaves: 1,
         iterations: 6,
         jitter: 0,
@@ -63,14 +54,5 @@ fn dreaming_increases_the_objective() {
 }
 
 fn objective(net: &dreamvid::nn::Network, x: &Tensor, layer: usize) -> f32 {
-    net.activations(x, layer)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .sqrt()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    net.activations(x, layer).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap()
 }

@@ -11,6 +11,7 @@ use dreamvid::compare::psnr;
 use dreamvid::dream::{self, DreamParams};
 use dreamvid::fixture::test_image;
 use dreamvid::image_io::{load_image, save_image, tensor_to_rgb};
+use dreamvid::nn::Objective;
 
 /// Below this PSNR (dB) a dream no longer matches its golden image.
 const MIN_PSNR: f64 = 40.0;
@@ -19,7 +20,7 @@ fn fixture_dream(seed: u64) -> Tensor {
     let net = common::fixture_vgg();
     let image = test_image(72, 96, &Device::Cpu).unwrap();
     let params = DreamParams {
-        layer: net.find_tap("features.20").unwrap(),
+        objective: Objective::layer(net.find_tap("features.20").unwrap()),
         octaves: 3,
         octave_scale: 1.4,
         iterations: 4,
@@ -43,32 +44,16 @@ fn fixture_dream_matches_golden() {
     let golden = tensor_to_rgb(&load_image(&golden_path, &Device::Cpu).unwrap()).unwrap();
     let got = tensor_to_rgb(&dreamed).unwrap();
     let p = psnr(&got, &golden);
-    assert!(
-        p >= MIN_PSNR,
-        "PSNR {p:.1} dB against {} (< {MIN_PSNR} dB)",
-        golden_path.display()
-    );
+    assert!(p >= MIN_PSNR, "PSNR {p:.1} dB against {} (< {MIN_PSNR} dB)", golden_path.display());
     // The dream must have changed the picture, or the golden would guard nothing.
     let input = tensor_to_rgb(&test_image(72, 96, &Device::Cpu).unwrap()).unwrap();
-    assert!(
-        psnr(&got, &input) < 30.0,
-        "the dream barely changed the input"
-    );
+    assert!(psnr(&got, &input) < 30.0, "the dream barely changed the input");
 }
 
 #[test]
 fn same_seed_same_dream_other_seed_other_dream() {
     let (a, b, c) = (fixture_dream(7), fixture_dream(7), fixture_dream(8));
-    let diff = |x: &Tensor, y: &Tensor| {
-        (x - y)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let diff = |x: &Tensor, y: &Tensor| (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(diff(&a, &b), 0.0);
     assert!(diff(&a, &c) > 1e-3);
 }

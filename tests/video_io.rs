@@ -16,17 +16,11 @@ struct Contents {
 
 fn read_all(path: &Path) -> Contents {
     let mut r = VideoReader::open(path).unwrap();
-    let mut c = Contents {
-        frames: vec![],
-        audio: vec![],
-    };
+    let mut c = Contents { frames: vec![], audio: vec![] };
     while let Some(item) = r.next_item().unwrap() {
         match item {
             Item::Frame(f) => c.frames.push((f.pts, f.image)),
-            Item::Audio(p, _) => {
-                c.audio
-                    .push((p.data().unwrap_or(&[]).to_vec(), p.pts(), p.duration()))
-            }
+            Item::Audio(p, _) => c.audio.push((p.data().unwrap_or(&[]).to_vec(), p.pts(), p.duration())),
         }
     }
     c
@@ -36,11 +30,7 @@ fn read_all(path: &Path) -> Contents {
 fn audio_packets(path: &Path) -> Vec<(Vec<u8>, f64)> {
     let r = VideoReader::open(path).unwrap();
     let tb = r.info().audio[0].2;
-    read_all(path)
-        .audio
-        .into_iter()
-        .map(|(d, pts, _)| (d, pts.unwrap_or(0) as f64 * f64::from(tb)))
-        .collect()
+    read_all(path).audio.into_iter().map(|(d, pts, _)| (d, pts.unwrap_or(0) as f64 * f64::from(tb))).collect()
 }
 
 fn copy_through(input: &Path, output: &Path) {
@@ -72,11 +62,7 @@ fn vfr_timestamps_frame_count_and_audio_survive_a_round_trip() {
             Some(p)
         })
         .collect();
-    let spec = ClipSpec {
-        audio: true,
-        pts: pts.clone(),
-        ..ClipSpec::constant(64, 48, 20, 30)
-    };
+    let spec = ClipSpec { audio: true, pts: pts.clone(), ..ClipSpec::constant(64, 48, 20, 30) };
     write_clip(&input, &spec, moving_pattern(64, 48, 2, 1)).unwrap();
     let src = read_all(&input);
     assert_eq!(src.frames.len(), 20);
@@ -88,30 +74,20 @@ fn vfr_timestamps_frame_count_and_audio_survive_a_round_trip() {
     let tb_in = VideoReader::open(&input).unwrap().info().time_base;
     let tb_out = VideoReader::open(&output).unwrap().info().time_base;
     let secs = |c: &Contents, tb: ffmpeg::Rational| {
-        c.frames
-            .iter()
-            .map(|(p, _)| *p as f64 * f64::from(tb))
-            .collect::<Vec<_>>()
+        c.frames.iter().map(|(p, _)| *p as f64 * f64::from(tb)).collect::<Vec<_>>()
     };
     let (a, b) = (secs(&src, tb_in), secs(&out, tb_out));
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-3, "timestamps {a:?} vs {b:?}");
     }
-    assert_eq!(
-        audio_packets(&input),
-        audio_packets(&output),
-        "audio packets differ"
-    );
+    assert_eq!(audio_packets(&input), audio_packets(&output), "audio packets differ");
 }
 
 #[test]
 fn odd_sizes_are_padded_to_even_and_rotation_is_applied() {
     let dir = common::scratch("video-odd-rot");
     let input = dir.join("rot.mp4");
-    let spec = ClipSpec {
-        rotate: Some(90),
-        ..ClipSpec::constant(64, 32, 3, 25)
-    };
+    let spec = ClipSpec { rotate: Some(90), ..ClipSpec::constant(64, 32, 3, 25) };
     // Top-left corner bright red, the rest dark.
     let frame = |_| {
         image::RgbImage::from_fn(64, 32, |x, y| {
@@ -138,28 +114,16 @@ fn odd_sizes_are_padded_to_even_and_rotation_is_applied() {
     );
 
     let odd = dir.join("odd.mp4");
-    write_clip(
-        &odd,
-        &ClipSpec::constant(63, 35, 4, 25),
-        moving_pattern(63, 35, 1, 0),
-    )
-    .unwrap();
+    write_clip(&odd, &ClipSpec::constant(63, 35, 4, 25), moving_pattern(63, 35, 1, 0)).unwrap();
     let c = read_all(&odd);
     assert_eq!(c.frames[0].1.dimensions(), (63, 35));
     let out = dir.join("odd-out.mp4");
     copy_through(&odd, &out);
     let o = read_all(&out);
     assert_eq!(o.frames.len(), 4);
-    assert_eq!(
-        o.frames[0].1.dimensions(),
-        (64, 36),
-        "4:2:0 output is padded to even sizes"
-    );
+    assert_eq!(o.frames[0].1.dimensions(), (64, 36), "4:2:0 output is padded to even sizes");
     // The padding repeats the edge: last column equals the one before it (up to coding noise).
     let px = |x, y| o.frames[0].1.get_pixel(x, y).0.map(i32::from);
     let (a, b) = (px(63, 10), px(62, 10));
-    assert!(
-        a.iter().zip(b).all(|(p, q)| (p - q).abs() < 24),
-        "{a:?} vs {b:?}"
-    );
+    assert!(a.iter().zip(b).all(|(p, q)| (p - q).abs() < 24), "{a:?} vs {b:?}");
 }

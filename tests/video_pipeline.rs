@@ -11,15 +11,13 @@ use candle_core::Device;
 use dreamvid::compare::{frames, psnr};
 use dreamvid::dream::DreamParams;
 use dreamvid::fixture::clip::{moving_pattern, write_clip, ClipSpec};
+use dreamvid::nn::Objective;
 use dreamvid::pipeline::{render_video, sidecar_path, VideoJob};
 use dreamvid::video::coherence::Coherence;
 use dreamvid::video::{EncodeSettings, Item, VideoReader};
 
 fn dreamvid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dreamvid"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -36,26 +34,25 @@ fn fixture_weights(dir: &Path) -> String {
 fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
     let mut r = VideoReader::open(path).unwrap();
     let vtb = f64::from(r.info().time_base);
-    let atb: Vec<(usize, f64)> = r
-        .info()
-        .audio
-        .iter()
-        .map(|(i, _, tb)| (*i, f64::from(*tb)))
-        .collect();
+    let atb: Vec<(usize, f64)> = r.info().audio.iter().map(|(i, _, tb)| (*i, f64::from(*tb))).collect();
     let (mut v, mut a) = (vec![], vec![]);
     while let Some(item) = r.next_item().unwrap() {
         match item {
             Item::Frame(f) => v.push(f.pts as f64 * vtb),
             Item::Audio(p, s) => {
                 let tb = atb.iter().find(|(i, _)| *i == s).unwrap().1;
-                a.push((
-                    p.data().unwrap_or(&[]).to_vec(),
-                    p.pts().unwrap_or(0) as f64 * tb,
-                ));
+                a.push((p.data().unwrap_or(&[]).to_vec(), p.pts().unwrap_or(0) as f64 * tb));
             }
         }
     }
     (v, a)
+}
+
+type FrameParams = dyn Fn(usize) -> anyhow::Result<(DreamParams, f32)> + Sync;
+
+/// The same settings for every frame, carrying over 60% of the previous dream.
+fn constant(params: DreamParams) -> impl Fn(usize) -> anyhow::Result<(DreamParams, f32)> + Sync {
+    move |_| Ok((params.clone(), 0.6))
 }
 
 fn job<'a>(
@@ -63,21 +60,17 @@ fn job<'a>(
     input: PathBuf,
     output: PathBuf,
     coherence: Coherence,
-    params: DreamParams,
+    frame_params: &'a FrameParams,
 ) -> VideoJob<'a> {
     VideoJob {
         input,
         output,
         net,
         device: Device::Cpu,
-        dream: params,
+        frame_params,
         coherence,
-        blend: 0.6,
         scene_cut: 0.25,
-        encode: EncodeSettings {
-            crf: 4,
-            ..EncodeSettings::default()
-        },
+        encode: EncodeSettings { crf: 4, ..EncodeSettings::default() },
         resume: false,
         record: format!("coherence = \"{coherence:?}\"\n"),
     }
@@ -96,11 +89,7 @@ fn render_keeps_frame_count_timestamps_and_audio() {
         .collect();
     write_clip(
         &input,
-        &ClipSpec {
-            audio: true,
-            pts,
-            ..ClipSpec::constant(64, 48, 16, 24)
-        },
+        &ClipSpec { audio: true, pts, ..ClipSpec::constant(64, 48, 16, 24) },
         moving_pattern(64, 48, 2, 1),
     )
     .unwrap();
@@ -130,15 +119,8 @@ fn render_keeps_frame_count_timestamps_and_audio() {
     assert!(!a_in.is_empty());
     assert_eq!(a_in, a_out, "audio packets must be copied bit for bit");
     let sidecar = std::fs::read_to_string(sidecar_path(&output)).unwrap();
-    assert!(
-        sidecar.contains("layer = \"features.20\"") && sidecar.contains("coherence = \"flow\""),
-        "{sidecar}"
-    );
-    let meta = ffmpeg_next::format::input(&output)
-        .unwrap()
-        .metadata()
-        .get("comment")
-        .map(str::to_owned);
+    assert!(sidecar.contains("[\"features.20\", 1.0]") && sidecar.contains("coherence = \"flow\""), "{sidecar}");
+    let meta = ffmpeg_next::format::input(&output).unwrap().metadata().get("comment").map(str::to_owned);
     assert!(meta.is_some_and(|c| c.contains("dreamvid") && c.contains("features.20")));
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -150,7 +132,7 @@ fn render_keeps_frame_count_timestamps_and_audio() {
 
 fn golden_params(net: &dreamvid::nn::Network) -> DreamParams {
     DreamParams {
-        layer: net.find_tap("features.20").unwrap(),
+        objective: Objective::layer(net.find_tap("features.20").unwrap()),
         octaves: 2,
         iterations: 3,
         step: 0.02,
@@ -164,41 +146,24 @@ fn golden_params(net: &dreamvid::nn::Network) -> DreamParams {
 fn dreamed_frames_match_goldens() {
     let dir = common::scratch("pipeline-golden");
     let input = dir.join("in.mp4");
-    write_clip(
-        &input,
-        &ClipSpec::constant(80, 56, 6, 25),
-        moving_pattern(80, 56, 2, 1),
-    )
-    .unwrap();
+    write_clip(&input, &ClipSpec::constant(80, 56, 6, 25), moving_pattern(80, 56, 2, 1)).unwrap();
     let net = common::fixture_vgg();
     let output = dir.join("out.mp4");
-    render_video(
-        &job(
-            &net,
-            input.clone(),
-            output.clone(),
-            Coherence::Flow,
-            golden_params(&net),
-        ),
-        &mut |_| {},
-    )
-    .unwrap();
+    let params = constant(golden_params(&net));
+    render_video(&job(&net, input.clone(), output.clone(), Coherence::Flow, &params), &mut |_| {}).unwrap();
     let got = frames(&output).unwrap();
     assert_eq!(got.len(), 6);
     let golden_dir = common::repo().join("tests/golden/video");
     if std::env::var_os("DREAMVID_REGEN_GOLDENS").is_some() {
         std::fs::create_dir_all(&golden_dir).unwrap();
         for (i, f) in got.iter().enumerate() {
-            f.save(golden_dir.join(format!("frame_{i:02}.png")))
-                .unwrap();
+            f.save(golden_dir.join(format!("frame_{i:02}.png"))).unwrap();
         }
         return;
     }
     let source = frames(&input).unwrap();
     for (i, f) in got.iter().enumerate() {
-        let golden = image::open(golden_dir.join(format!("frame_{i:02}.png")))
-            .unwrap()
-            .to_rgb8();
+        let golden = image::open(golden_dir.join(format!("frame_{i:02}.png"))).unwrap().to_rgb8();
         let p = psnr(f, &golden);
         assert!(p >= 35.0, "frame {i}: PSNR {p:.1} dB against its golden");
         assert!(psnr(f, &source[i]) < 30.0, "frame {i} is barely dreamed");
@@ -209,12 +174,7 @@ fn dreamed_frames_match_goldens() {
 fn resume_after_kill_gives_the_uninterrupted_frames() {
     let dir = common::scratch("pipeline-resume");
     let input = dir.join("in.mp4");
-    write_clip(
-        &input,
-        &ClipSpec::constant(96, 64, 40, 25),
-        moving_pattern(96, 64, 2, 0),
-    )
-    .unwrap();
+    write_clip(&input, &ClipSpec::constant(96, 64, 40, 25), moving_pattern(96, 64, 2, 0)).unwrap();
     let weights = fixture_weights(&dir);
     let run = |out: &Path, extra: &[&str]| {
         let mut args = vec![
@@ -233,11 +193,7 @@ fn resume_after_kill_gives_the_uninterrupted_frames() {
             "25".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Command::new(env!("CARGO_BIN_EXE_dreamvid"))
-            .args(&args)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap()
     };
     let full = dir.join("full.mp4");
     assert!(run(&full, &[]).wait_with_output().unwrap().status.success());
@@ -248,48 +204,25 @@ fn resume_after_kill_gives_the_uninterrupted_frames() {
     let start = Instant::now();
     let count = || {
         std::fs::read_dir(&checkpoints)
-            .map(|d| {
-                d.filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .path()
-                        .extension()
-                        .is_some_and(|x| x == "png")
-                })
-                .count()
-            })
+            .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png")).count())
             .unwrap_or(0)
     };
     while count() < 8 {
         assert!(start.elapsed() < Duration::from_secs(60), "no progress");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "render finished before it could be killed"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "render finished before it could be killed");
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        !resumed.exists(),
-        "a killed render must not leave an output"
-    );
+    assert!(!resumed.exists(), "a killed render must not leave an output");
     let out = run(&resumed, &["--resume"]).wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("from checkpoints"));
     let (a, b) = (frames(&full).unwrap(), frames(&resumed).unwrap());
     assert_eq!(a.len(), 40);
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(
-            x == y,
-            "frame {i} differs after resume (PSNR {:.1} dB)",
-            psnr(x, y)
-        );
+        assert!(x == y, "frame {i} differs after resume (PSNR {:.1} dB)", psnr(x, y));
     }
     assert!(!checkpoints.exists());
 }
@@ -304,9 +237,7 @@ fn warping_error(frames: &[image::RgbImage], dx: u32) -> f64 {
         for y in margin..h - margin {
             for x in margin + dx..w - margin {
                 let (a, b) = (pair[0].get_pixel(x - dx, y), pair[1].get_pixel(x, y));
-                total += (0..3)
-                    .map(|c| (a[c] as f64 - b[c] as f64).abs())
-                    .sum::<f64>();
+                total += (0..3).map(|c| (a[c] as f64 - b[c] as f64).abs()).sum::<f64>();
                 n += 3;
             }
         }
@@ -319,35 +250,23 @@ fn flow_coherence_follows_motion_better_than_blending_or_independent_frames() {
     let dir = common::scratch("pipeline-temporal");
     let input = dir.join("in.mp4");
     let dx = 3;
-    write_clip(
-        &input,
-        &ClipSpec::constant(96, 64, 10, 25),
-        moving_pattern(96, 64, dx as i32, 0),
-    )
-    .unwrap();
+    write_clip(&input, &ClipSpec::constant(96, 64, 10, 25), moving_pattern(96, 64, dx as i32, 0)).unwrap();
     let net = common::fixture_vgg();
     let params = DreamParams {
-        layer: net.find_tap("features.20").unwrap(),
+        objective: Objective::layer(net.find_tap("features.20").unwrap()),
         octaves: 2,
         iterations: 4,
         step: 0.02,
         jitter: 6,
         ..DreamParams::default()
     };
+    let params = constant(params);
     let error = |mode: Coherence| {
         let out = dir.join(format!("{mode:?}.mp4"));
-        render_video(
-            &job(&net, input.clone(), out.clone(), mode, params.clone()),
-            &mut |_| {},
-        )
-        .unwrap();
+        render_video(&job(&net, input.clone(), out.clone(), mode, &params), &mut |_| {}).unwrap();
         warping_error(&frames(&out).unwrap(), dx)
     };
-    let (flow, blend, none) = (
-        error(Coherence::Flow),
-        error(Coherence::Blend),
-        error(Coherence::None),
-    );
+    let (flow, blend, none) = (error(Coherence::Flow), error(Coherence::Blend), error(Coherence::None));
     eprintln!("warping error: flow {flow:.2}, blend {blend:.2}, none {none:.2}");
     assert!(flow < blend, "flow {flow:.2} vs blend {blend:.2}");
     assert!(flow < none, "flow {flow:.2} vs independent {none:.2}");
@@ -358,15 +277,8 @@ fn bad_inputs_and_outputs_fail_cleanly() {
     let dir = common::scratch("pipeline-errors");
     let weights = fixture_weights(&dir);
     let good = dir.join("good.mp4");
-    write_clip(
-        &good,
-        &ClipSpec {
-            audio: true,
-            ..ClipSpec::constant(64, 48, 8, 25)
-        },
-        moving_pattern(64, 48, 1, 0),
-    )
-    .unwrap();
+    write_clip(&good, &ClipSpec { audio: true, ..ClipSpec::constant(64, 48, 8, 25) }, moving_pattern(64, 48, 1, 0))
+        .unwrap();
     let garbage = dir.join("garbage.mp4");
     std::fs::write(&garbage, vec![0x42u8; 5000]).unwrap();
     let truncated = dir.join("truncated.mp4");
@@ -375,55 +287,25 @@ fn bad_inputs_and_outputs_fail_cleanly() {
     let zero = dir.join("zero.mkv");
     write_clip(
         &zero,
-        &ClipSpec {
-            audio: true,
-            pts: vec![],
-            ..ClipSpec::constant(64, 48, 0, 25)
-        },
+        &ClipSpec { audio: true, pts: vec![], ..ClipSpec::constant(64, 48, 0, 25) },
         moving_pattern(64, 48, 1, 0),
     )
     .unwrap();
     let out = dir.join("out.mp4");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec![dir.join("missing.mp4").display().to_string()],
-            "does not exist",
-        ),
+        (vec![dir.join("missing.mp4").display().to_string()], "does not exist"),
         (vec![garbage.display().to_string()], "garbage.mp4"),
         (vec![truncated.display().to_string()], "truncated.mp4"),
         (vec![zero.display().to_string()], "no video frames"),
-        (
-            vec![
-                good.display().to_string(),
-                "--codec".into(),
-                "no-such-codec".into(),
-            ],
-            "no-such-codec",
-        ),
+        (vec![good.display().to_string(), "--codec".into(), "no-such-codec".into()], "no-such-codec"),
     ];
     for (args, expected) in cases {
         let mut full = args.clone();
-        full.extend(
-            [
-                "-o",
-                out.to_str().unwrap(),
-                "--model",
-                "vgg19",
-                "--weights",
-                &weights,
-            ]
-            .map(String::from),
-        );
-        let o = Command::new(env!("CARGO_BIN_EXE_dreamvid"))
-            .args(&full)
-            .output()
-            .unwrap();
+        full.extend(["-o", out.to_str().unwrap(), "--model", "vgg19", "--weights", &weights].map(String::from));
+        let o = Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(&full).output().unwrap();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-        assert!(
-            err.contains(expected),
-            "{args:?}: expected `{expected}` in: {err}"
-        );
+        assert!(err.contains(expected), "{args:?}: expected `{expected}` in: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(!out.exists(), "{args:?} left an output");
     }
@@ -451,30 +333,14 @@ fn bad_inputs_and_outputs_fail_cleanly() {
 fn compare_passes_identical_videos_and_fails_different_ones() {
     let dir = common::scratch("pipeline-compare");
     let (a, b) = (dir.join("a.mp4"), dir.join("b.mp4"));
-    write_clip(
-        &a,
-        &ClipSpec::constant(64, 48, 5, 25),
-        moving_pattern(64, 48, 1, 0),
-    )
-    .unwrap();
-    write_clip(
-        &b,
-        &ClipSpec::constant(64, 48, 5, 25),
-        moving_pattern(64, 48, 4, 2),
-    )
-    .unwrap();
+    write_clip(&a, &ClipSpec::constant(64, 48, 5, 25), moving_pattern(64, 48, 1, 0)).unwrap();
+    write_clip(&b, &ClipSpec::constant(64, 48, 5, 25), moving_pattern(64, 48, 4, 2)).unwrap();
     let same = dreamvid(&["compare", a.to_str().unwrap(), a.to_str().unwrap()]);
     assert!(same.status.success());
     let text = String::from_utf8_lossy(&same.stdout);
     assert_eq!(text.lines().filter(|l| l.starts_with("frame")).count(), 5);
     assert!(text.contains("inf dB"), "{text}");
-    let diff = dreamvid(&[
-        "compare",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        "--min-psnr",
-        "30",
-    ]);
+    let diff = dreamvid(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--min-psnr", "30"]);
     assert_eq!(diff.status.code(), Some(1));
     assert!(stderr(&diff).contains("beyond the threshold"));
 }

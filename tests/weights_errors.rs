@@ -14,10 +14,7 @@ fn load_err(kind: ModelKind, tensors: &HashMap<String, Tensor>) -> (WeightsError
     candle_core::safetensors::save(tensors, &path).unwrap();
     let err = kind.load(&path, &Device::Cpu).unwrap_err();
     let text = format!("{err:#}");
-    assert!(
-        text.contains(&path.display().to_string()),
-        "error does not name the file: {text}"
-    );
+    assert!(text.contains(&path.display().to_string()), "error does not name the file: {text}");
     assert!(text.contains("fix:"), "error gives no fix: {text}");
     (err.downcast::<WeightsError>().unwrap(), text)
 }
@@ -28,22 +25,10 @@ fn fixture() -> HashMap<String, Tensor> {
 
 #[test]
 fn missing_file_says_how_to_get_it() {
-    let err = ModelKind::Vgg19
-        .load(
-            std::path::Path::new("/nonexistent/vgg19.safetensors"),
-            &Device::Cpu,
-        )
-        .unwrap_err();
+    let err = ModelKind::Vgg19.load(std::path::Path::new("/nonexistent/vgg19.safetensors"), &Device::Cpu).unwrap_err();
     let text = format!("{err:#}");
-    assert!(matches!(
-        err.downcast_ref::<WeightsError>(),
-        Some(WeightsError::Missing { .. })
-    ));
-    assert!(
-        text.contains("/nonexistent/vgg19.safetensors")
-            && text.contains("scripts/fetch-weights vgg19"),
-        "{text}"
-    );
+    assert!(matches!(err.downcast_ref::<WeightsError>(), Some(WeightsError::Missing { .. })));
+    assert!(text.contains("/nonexistent/vgg19.safetensors") && text.contains("scripts/fetch-weights vgg19"), "{text}");
 }
 
 #[test]
@@ -59,16 +44,11 @@ fn missing_tensor_is_named() {
 fn wrong_shape_is_named_with_expectation() {
     let mut t = fixture();
     // features.2 expects 4 input channels (features.0 has 4 outputs).
-    t.insert(
-        "features.2.weight".into(),
-        Tensor::zeros((4, 5, 3, 3), DType::F32, &Device::Cpu).unwrap(),
-    );
+    t.insert("features.2.weight".into(), Tensor::zeros((4, 5, 3, 3), DType::F32, &Device::Cpu).unwrap());
     let (err, text) = load_err(ModelKind::Vgg19, &t);
     assert!(matches!(err, WeightsError::WrongShape { .. }));
     assert!(
-        text.contains("features.2.weight")
-            && text.contains("[4, 5, 3, 3]")
-            && text.contains("[*, 4, 3, 3]"),
+        text.contains("features.2.weight") && text.contains("[4, 5, 3, 3]") && text.contains("[*, 4, 3, 3]"),
         "{text}"
     );
 }
@@ -76,26 +56,17 @@ fn wrong_shape_is_named_with_expectation() {
 #[test]
 fn wrong_dtype_is_named() {
     let mut t = fixture();
-    t.insert(
-        "features.0.bias".into(),
-        Tensor::zeros(4, DType::I64, &Device::Cpu).unwrap(),
-    );
+    t.insert("features.0.bias".into(), Tensor::zeros(4, DType::I64, &Device::Cpu).unwrap());
     let (err, text) = load_err(ModelKind::Vgg19, &t);
     assert!(matches!(err, WeightsError::WrongDtype { .. }));
-    assert!(
-        text.contains("features.0.bias") && text.contains("I64"),
-        "{text}"
-    );
+    assert!(text.contains("features.0.bias") && text.contains("I64"), "{text}");
 }
 
 #[test]
 fn vgg_file_is_not_mistaken_for_efficientnet() {
     let (err, text) = load_err(ModelKind::EfficientNetLite0, &fixture());
     assert!(matches!(err, WeightsError::MissingTensor { .. }));
-    assert!(
-        text.contains("_conv_stem.weight") && text.contains("efficientnet-lite0"),
-        "{text}"
-    );
+    assert!(text.contains("_conv_stem.weight") && text.contains("efficientnet-lite0"), "{text}");
 }
 
 #[test]
@@ -104,19 +75,13 @@ fn garbage_file_is_reported_unreadable() {
     let path = dir.join("w.safetensors");
     std::fs::write(&path, b"this is not a safetensors file").unwrap();
     let err = ModelKind::Vgg19.load(&path, &Device::Cpu).unwrap_err();
-    assert!(matches!(
-        err.downcast_ref::<WeightsError>(),
-        Some(WeightsError::Unreadable { .. })
-    ));
+    assert!(matches!(err.downcast_ref::<WeightsError>(), Some(WeightsError::Unreadable { .. })));
     assert!(format!("{err:#}").contains(&path.display().to_string()));
 }
 
 #[test]
 fn half_precision_weights_load_as_f32() {
-    let t: HashMap<String, Tensor> = fixture()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_dtype(DType::F16).unwrap()))
-        .collect();
+    let t: HashMap<String, Tensor> = fixture().into_iter().map(|(k, v)| (k, v.to_dtype(DType::F16).unwrap())).collect();
     let dir = common::scratch("weights-f16");
     let path = dir.join("w.safetensors");
     candle_core::safetensors::save(&t, &path).unwrap();

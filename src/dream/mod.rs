@@ -15,7 +15,7 @@ use candle_core::{Result, Tensor};
 pub use octave::octave_sizes;
 pub use rng::Rng;
 
-use crate::nn::Network;
+use crate::nn::{Network, Objective};
 
 /// Octaves whose shorter side would fall below this many pixels are skipped.
 pub const MIN_OCTAVE_SIDE: usize = 32;
@@ -23,8 +23,8 @@ pub const MIN_OCTAVE_SIDE: usize = 32;
 /// Parameters of one dream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DreamParams {
-    /// Index into the network's taps whose activations are amplified.
-    pub layer: usize,
+    /// What is amplified: which layers (taps), with which weights and channels.
+    pub objective: Objective,
     /// Octaves in the pyramid (fewer for small images, see [`MIN_OCTAVE_SIDE`]).
     pub octaves: usize,
     /// Size ratio between consecutive octaves.
@@ -44,7 +44,7 @@ pub struct DreamParams {
 impl Default for DreamParams {
     fn default() -> Self {
         Self {
-            layer: 0,
+            objective: Objective::layer(0),
             octaves: 4,
             octave_scale: 1.4,
             iterations: 10,
@@ -71,8 +71,7 @@ pub struct StepReport {
 
 /// Number of gradient steps [`dream`] takes for an image of `h x w` (for progress bars).
 pub fn total_steps(h: usize, w: usize, params: &DreamParams) -> usize {
-    octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE).len()
-        * params.iterations
+    octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE).len() * params.iterations
 }
 
 /// Dreams on `image` (`[1, 3, H, W]`, RGB in `[0, 1]`) and returns the dreamed image.
@@ -101,12 +100,7 @@ pub fn dream(
         for iteration in 0..params.iterations {
             let objective;
             (x, objective) = ascend(net, &x, params, &mut rng)?;
-            on_step(StepReport {
-                octave,
-                octaves: pyramid.len(),
-                iteration,
-                objective,
-            });
+            on_step(StepReport { octave, octaves: pyramid.len(), iteration, objective });
         }
         detail = Some((&x - base)?);
     }
@@ -114,24 +108,12 @@ pub fn dream(
 }
 
 /// One jittered, normalised gradient-ascent step; returns the new image and the objective.
-pub fn ascend(
-    net: &Network,
-    x: &Tensor,
-    params: &DreamParams,
-    rng: &mut Rng,
-) -> Result<(Tensor, f32)> {
+pub fn ascend(net: &Network, x: &Tensor, params: &DreamParams, rng: &mut Rng) -> Result<(Tensor, f32)> {
     let (dy, dx) = (rng.symmetric(params.jitter), rng.symmetric(params.jitter));
     let shifted = x.roll(dy as i32, 2)?.roll(dx as i32, 3)?;
-    let (objective, grad) = net.objective_gradient(&shifted, params.layer)?;
-    let grad = resample::gaussian_blur(
-        &grad.roll(-dy as i32, 2)?.roll(-dx as i32, 3)?,
-        params.smoothing,
-    )?;
-    let mean_abs = grad
-        .abs()?
-        .mean_all()?
-        .to_dtype(candle_core::DType::F64)?
-        .to_scalar::<f64>()?;
+    let (objective, grad) = net.objective_gradient(&shifted, &params.objective)?;
+    let grad = resample::gaussian_blur(&grad.roll(-dy as i32, 2)?.roll(-dx as i32, 3)?, params.smoothing)?;
+    let mean_abs = grad.abs()?.mean_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     let stepped = (x + (grad * (params.step / (mean_abs + 1e-12)))?)?;
     Ok((stepped.clamp(0.0, 1.0)?, objective))
 }

@@ -26,9 +26,7 @@ pub fn resample_matrix(src: usize, dst: usize) -> Vec<f32> {
         let center = (i as f64 + 0.5) * scale;
         let lo = ((center - support).floor().max(0.0)) as usize;
         let hi = ((center + support).ceil() as usize).min(src);
-        let weights: Vec<f64> = (lo..hi)
-            .map(|j| cubic((j as f64 + 0.5 - center) / widen))
-            .collect();
+        let weights: Vec<f64> = (lo..hi).map(|j| cubic((j as f64 + 0.5 - center) / widen)).collect();
         let total: f64 = weights.iter().sum();
         for (j, w) in (lo..hi).zip(weights) {
             m[i * src + j] = (w / total) as f32;
@@ -48,30 +46,19 @@ pub fn resize(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     let cols = matrix_t(w0, w, dev)?.to_dtype(dtype)?; // [w0, w]
     let rows = matrix_t(h0, h, dev)?.to_dtype(dtype)?; // [h0, h]
     let x = x.reshape((n * c * h0, w0))?.matmul(&cols)?; // [n c h0, w]
-    let x = x
-        .reshape((n * c, h0, w))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((n * c * w, h0))?;
+    let x = x.reshape((n * c, h0, w))?.transpose(1, 2)?.contiguous()?.reshape((n * c * w, h0))?;
     let x = x.matmul(&rows)?; // [n c w, h]
-    x.reshape((n * c, w, h))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((n, c, h, w))
+    x.reshape((n * c, w, h))?.transpose(1, 2)?.contiguous()?.reshape((n, c, h, w))
 }
 
 fn matrix_t(src: usize, dst: usize, dev: &Device) -> Result<Tensor> {
-    Tensor::from_vec(resample_matrix(src, dst), (dst, src), dev)?
-        .t()?
-        .contiguous()
+    Tensor::from_vec(resample_matrix(src, dst), (dst, src), dev)?.t()?.contiguous()
 }
 
 /// Normalised 1-D Gaussian of standard deviation `sigma`, radius `ceil(3 sigma)`.
 pub fn gaussian_kernel(sigma: f64) -> Vec<f32> {
     let radius = (3.0 * sigma).ceil().max(1.0) as i64;
-    let raw: Vec<f64> = (-radius..=radius)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
-        .collect();
+    let raw: Vec<f64> = (-radius..=radius).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp()).collect();
     let total: f64 = raw.iter().sum();
     raw.into_iter().map(|v| (v / total) as f32).collect()
 }
@@ -138,16 +125,12 @@ mod tests {
 
     #[test]
     fn blur_preserves_mean_and_reduces_variance() -> Result<()> {
-        let data: Vec<f32> = (0..400)
-            .map(|i| if (i / 20 + i % 20) % 2 == 0 { 1.0 } else { 0.0 })
-            .collect();
+        let data: Vec<f32> = (0..400).map(|i| if (i / 20 + i % 20) % 2 == 0 { 1.0 } else { 0.0 }).collect();
         let x = Tensor::from_vec(data, (1, 1, 20, 20), &Device::Cpu)?;
         let y = gaussian_blur(&x, 1.0)?;
         let mean = |t: &Tensor| t.mean_all()?.to_scalar::<f32>();
         assert!((mean(&x)? - mean(&y)?).abs() < 0.02);
-        let var = |t: &Tensor| -> Result<f32> {
-            (t - mean(t)? as f64)?.sqr()?.mean_all()?.to_scalar::<f32>()
-        };
+        let var = |t: &Tensor| -> Result<f32> { (t - mean(t)? as f64)?.sqr()?.mean_all()?.to_scalar::<f32>() };
         assert!(var(&y)? < 0.1 * var(&x)?);
         let k = gaussian_kernel(1.0);
         assert_eq!(k.len(), 7);

@@ -12,8 +12,11 @@ use crate::nn::{Conv2d, DepthwiseConv2d, Network, Op, Padding, Tap};
 
 const BN_EPS: f64 = 1e-3;
 
-/// Stride of each of the 16 MBConv blocks (stages of 1, 2, 2, 3, 3, 4, 1 blocks).
-const BLOCK_STRIDES: [usize; 16] = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1];
+/// Number of MBConv blocks.
+pub const BLOCKS: usize = 16;
+
+/// Stride of each MBConv block (stages of 1, 2, 2, 3, 3, 4, 1 blocks).
+const BLOCK_STRIDES: [usize; BLOCKS] = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1];
 
 /// Builds the network: `stem`, `blocks.0` … `blocks.15`, `head`.
 pub fn build(file: &WeightFile) -> Result<Network, anyhow::Error> {
@@ -24,11 +27,7 @@ pub fn build(file: &WeightFile) -> Result<Network, anyhow::Error> {
     let scale = Tensor::full(255f32 / 128.0, (1, 3, 1, 1), &device)?;
     let mut channels = stem.weight().dim(0)?;
     let mut ops = vec![Op::Normalize { mean, scale }, Op::Conv(stem), Op::Relu6];
-    let mut taps = vec![Tap {
-        name: "stem".into(),
-        kind: format!("conv 3x3/2 3->{channels}"),
-        end: ops.len(),
-    }];
+    let mut taps = vec![Tap { name: "stem".into(), kind: format!("conv 3x3/2 3->{channels}"), end: ops.len() }];
     for (b, &stride) in BLOCK_STRIDES.iter().enumerate() {
         let (block, out, kind) = mbconv(file, b, channels, stride)?;
         if stride == 1 && out == channels {
@@ -37,11 +36,7 @@ pub fn build(file: &WeightFile) -> Result<Network, anyhow::Error> {
             ops.extend(block);
         }
         channels = out;
-        taps.push(Tap {
-            name: format!("blocks.{b}"),
-            kind,
-            end: ops.len(),
-        });
+        taps.push(Tap { name: format!("blocks.{b}"), kind, end: ops.len() });
     }
     let extra = format!("_blocks.{}._depthwise_conv.weight", BLOCK_STRIDES.len());
     if file.contains(&extra) {
@@ -54,32 +49,17 @@ pub fn build(file: &WeightFile) -> Result<Network, anyhow::Error> {
     let head = folded_conv(file, "_conv_head", "_bn1", channels, 1)?;
     let out = head.weight().dim(0)?;
     ops.extend([Op::Conv(head), Op::Relu6]);
-    taps.push(Tap {
-        name: "head".into(),
-        kind: format!("conv 1x1 {channels}->{out}"),
-        end: ops.len(),
-    });
+    taps.push(Tap { name: "head".into(), kind: format!("conv 1x1 {channels}->{out}"), end: ops.len() });
     Ok(Network::new(ops, taps))
 }
 
 /// One MBConv block: optional 1x1 expansion, depthwise kxk, 1x1 projection.
-fn mbconv(
-    file: &WeightFile,
-    b: usize,
-    channels: usize,
-    stride: usize,
-) -> anyhow::Result<(Vec<Op>, usize, String)> {
+fn mbconv(file: &WeightFile, b: usize, channels: usize, stride: usize) -> anyhow::Result<(Vec<Op>, usize, String)> {
     let p = format!("_blocks.{b}");
     let mut ops = Vec::new();
     let mut width = channels;
     if file.contains(&format!("{p}._expand_conv.weight")) {
-        let expand = folded_conv(
-            file,
-            &format!("{p}._expand_conv"),
-            &format!("{p}._bn0"),
-            channels,
-            1,
-        )?;
+        let expand = folded_conv(file, &format!("{p}._expand_conv"), &format!("{p}._bn0"), channels, 1)?;
         width = expand.weight().dim(0)?;
         ops.extend([Op::Conv(expand), Op::Relu6]);
     }
@@ -88,22 +68,8 @@ fn mbconv(
     let k = dw.dim(2)?;
     let (scale, shift) = batch_norm(file, &format!("{p}._bn1"), width)?;
     let dw = dw.broadcast_mul(&scale.reshape((width, 1, 1, 1))?)?;
-    ops.extend([
-        Op::Depthwise(DepthwiseConv2d::new(
-            &dw,
-            Some(shift),
-            stride,
-            Padding::Same,
-        )?),
-        Op::Relu6,
-    ]);
-    let project = folded_conv(
-        file,
-        &format!("{p}._project_conv"),
-        &format!("{p}._bn2"),
-        width,
-        1,
-    )?;
+    ops.extend([Op::Depthwise(DepthwiseConv2d::new(&dw, Some(shift), stride, Padding::Same)?), Op::Relu6]);
+    let project = folded_conv(file, &format!("{p}._project_conv"), &format!("{p}._bn2"), width, 1)?;
     let out = project.weight().dim(0)?;
     ops.push(Op::Conv(project));
     let kind = format!("mbconv {k}x{k}/{stride} {channels}->{width}->{out}");
@@ -111,17 +77,8 @@ fn mbconv(
 }
 
 /// A convolution followed by BatchNorm, folded into one convolution with bias.
-fn folded_conv(
-    file: &WeightFile,
-    conv: &str,
-    bn: &str,
-    in_channels: usize,
-    stride: usize,
-) -> anyhow::Result<Conv2d> {
-    let weight = file.get(
-        &format!("{conv}.weight"),
-        &[None, Some(in_channels), None, None],
-    )?;
+fn folded_conv(file: &WeightFile, conv: &str, bn: &str, in_channels: usize, stride: usize) -> anyhow::Result<Conv2d> {
+    let weight = file.get(&format!("{conv}.weight"), &[None, Some(in_channels), None, None])?;
     let out = weight.dim(0)?;
     let (scale, shift) = batch_norm(file, bn, out)?;
     let weight = weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?;
@@ -131,12 +88,7 @@ fn folded_conv(
 /// Per-channel `(scale, shift)` such that `bn(x) = x * scale + shift`.
 fn batch_norm(file: &WeightFile, bn: &str, channels: usize) -> anyhow::Result<(Tensor, Tensor)> {
     let get = |field: &str| file.get(&format!("{bn}.{field}"), &[Some(channels)]);
-    let (gamma, beta, mean, var) = (
-        get("weight")?,
-        get("bias")?,
-        get("running_mean")?,
-        get("running_var")?,
-    );
+    let (gamma, beta, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
     let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
     let shift = (beta - (mean * &scale)?)?;
     Ok((scale, shift))

@@ -16,13 +16,15 @@ use crate::nn::Network;
 pub const WEIGHTS_DIR_ENV: &str = "DREAMVID_WEIGHTS_DIR";
 
 /// A supported model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum ModelKind {
     /// EfficientNet-Lite0 (ImageNet, 4.7 M parameters): freely downloadable, the default.
     #[value(name = "efficientnet-lite0")]
+    #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
     /// VGG19 features in torchvision layout: the classic DeepDream look.
     #[value(name = "vgg19")]
+    #[serde(rename = "vgg19")]
     Vgg19,
 }
 
@@ -51,12 +53,26 @@ impl ModelKind {
         }
     }
 
+    /// The names of the model's dreamable layers, in forward order.
+    pub fn layer_names(self) -> Vec<String> {
+        match self {
+            ModelKind::EfficientNetLite0 => std::iter::once("stem".to_string())
+                .chain((0..efficientnet_lite0::BLOCKS).map(|b| format!("blocks.{b}")))
+                .chain(std::iter::once("head".to_string()))
+                .collect(),
+            ModelKind::Vgg19 => (0..vgg19::layout().len()).map(|i| format!("features.{i}")).collect(),
+        }
+    }
+
+    /// The layer name a user's `spec` (a name, or a number such as `30`) refers to.
+    pub fn resolve_layer(self, spec: &str) -> Option<String> {
+        let names = self.layer_names();
+        crate::nn::match_layer(names.iter().map(String::as_str), spec).map(|i| names[i].clone())
+    }
+
     /// How a user obtains a good weights file.
     pub fn fetch_hint(self) -> String {
-        let get = format!(
-            "run `scripts/fetch-weights {}` in the dreamvid repository",
-            self.name()
-        );
+        let get = format!("run `scripts/fetch-weights {}` in the dreamvid repository", self.name());
         match self {
             ModelKind::EfficientNetLite0 => format!("{get}, or pass --weights PATH"),
             ModelKind::Vgg19 => format!(
@@ -79,10 +95,7 @@ impl ModelKind {
     /// Finds this model's weights: `$DREAMVID_WEIGHTS_DIR`, then `./weights`, then the
     /// `weights` folder of the repository a development build runs from.
     pub fn locate_weights(self) -> Result<PathBuf, WeightsError> {
-        let mut dirs: Vec<PathBuf> = std::env::var_os(WEIGHTS_DIR_ENV)
-            .map(PathBuf::from)
-            .into_iter()
-            .collect();
+        let mut dirs: Vec<PathBuf> = std::env::var_os(WEIGHTS_DIR_ENV).map(PathBuf::from).into_iter().collect();
         dirs.push(PathBuf::from("weights"));
         if let Ok(exe) = std::env::current_exe() {
             // target/<profile>/dreamvid -> <repo>/weights
@@ -91,21 +104,13 @@ impl ModelKind {
             }
         }
         let candidates: Vec<PathBuf> = dirs.iter().map(|d| d.join(self.file_name())).collect();
-        candidates
-            .iter()
-            .find(|p| p.is_file())
-            .cloned()
-            .ok_or_else(|| WeightsError::Missing {
-                path: PathBuf::from("weights").join(self.file_name()),
-                fix: format!(
-                    "{} (looked in: {}; set {WEIGHTS_DIR_ENV} to use another folder)",
-                    self.fetch_hint(),
-                    candidates
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })
+        candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| WeightsError::Missing {
+            path: PathBuf::from("weights").join(self.file_name()),
+            fix: format!(
+                "{} (looked in: {}; set {WEIGHTS_DIR_ENV} to use another folder)",
+                self.fetch_hint(),
+                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        })
     }
 }

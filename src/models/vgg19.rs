@@ -25,14 +25,7 @@ pub enum Slot {
 
 /// The 37 `features` slots of torchvision's VGG19.
 pub fn layout() -> Vec<Slot> {
-    BLOCKS
-        .iter()
-        .flat_map(|&convs| {
-            (0..convs)
-                .flat_map(|_| [Slot::Conv, Slot::Relu])
-                .chain([Slot::Pool])
-        })
-        .collect()
+    BLOCKS.iter().flat_map(|&convs| (0..convs).flat_map(|_| [Slot::Conv, Slot::Relu]).chain([Slot::Pool])).collect()
 }
 
 /// Builds VGG19 features from torchvision-layout tensors (`features.N.weight` / `.bias`).
@@ -49,18 +42,11 @@ pub fn build(file: &WeightFile) -> Result<Network, anyhow::Error> {
     for (index, slot) in layout().into_iter().enumerate() {
         let kind = match slot {
             Slot::Conv => {
-                let weight = file.get(
-                    &format!("features.{index}.weight"),
-                    &[None, Some(channels), Some(3), Some(3)],
-                )?;
+                let weight =
+                    file.get(&format!("features.{index}.weight"), &[None, Some(channels), Some(3), Some(3)])?;
                 let out = weight.dim(0)?;
                 let bias = file.get(&format!("features.{index}.bias"), &[Some(out)])?;
-                ops.push(Op::Conv(Conv2d::new(
-                    weight,
-                    Some(bias),
-                    1,
-                    Padding::Symmetric(1),
-                )?));
+                ops.push(Op::Conv(Conv2d::new(weight, Some(bias), 1, Padding::Symmetric(1))?));
                 let kind = format!("conv 3x3 {channels}->{out}");
                 channels = out;
                 kind
@@ -74,11 +60,7 @@ pub fn build(file: &WeightFile) -> Result<Network, anyhow::Error> {
                 "maxpool 2x2".to_string()
             }
         };
-        taps.push(Tap {
-            name: format!("features.{index}"),
-            kind,
-            end: ops.len(),
-        });
+        taps.push(Tap { name: format!("features.{index}"), kind, end: ops.len() });
     }
     Ok(Network::new(ops, taps))
 }

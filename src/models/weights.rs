@@ -13,36 +13,18 @@ pub enum WeightsError {
     Missing { path: PathBuf, fix: String },
     /// The file exists but is not a readable safetensors file.
     #[error("{path} is not a readable safetensors file ({reason}).\n  fix: delete it and fetch it again: {fix}")]
-    Unreadable {
-        path: PathBuf,
-        reason: String,
-        fix: String,
-    },
+    Unreadable { path: PathBuf, reason: String, fix: String },
     /// A tensor the model needs is absent.
     #[error("{path} has no tensor `{tensor}`; this is not a {model} weights file.\n  fix: {fix}")]
-    MissingTensor {
-        path: PathBuf,
-        tensor: String,
-        model: String,
-        fix: String,
-    },
+    MissingTensor { path: PathBuf, tensor: String, model: String, fix: String },
     /// A tensor has the wrong shape.
     #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected}.\n  fix: {fix}")]
-    WrongShape {
-        path: PathBuf,
-        tensor: String,
-        found: Vec<usize>,
-        expected: String,
-        fix: String,
-    },
+    WrongShape { path: PathBuf, tensor: String, found: Vec<usize>, expected: String, fix: String },
     /// A tensor is not floating point.
-    #[error("{path}: tensor `{tensor}` has dtype {found:?}, expected a float type (F32, F16, BF16 or F64).\n  fix: {fix}")]
-    WrongDtype {
-        path: PathBuf,
-        tensor: String,
-        found: DType,
-        fix: String,
-    },
+    #[error(
+        "{path}: tensor `{tensor}` has dtype {found:?}, expected a float type (F32, F16, BF16 or F64).\n  fix: {fix}"
+    )]
+    WrongDtype { path: PathBuf, tensor: String, found: DType, fix: String },
 }
 
 /// An open safetensors file from which a model pulls its tensors, converted to `F32` on a device.
@@ -56,33 +38,18 @@ pub struct WeightFile {
 
 impl WeightFile {
     /// Opens `path` as the weights of `model`; `fix` tells the user how to obtain a good file.
-    pub fn open(
-        path: &Path,
-        model: &str,
-        fix: &str,
-        device: &Device,
-    ) -> Result<Self, WeightsError> {
+    pub fn open(path: &Path, model: &str, fix: &str, device: &Device) -> Result<Self, WeightsError> {
         if !path.is_file() {
-            return Err(WeightsError::Missing {
-                path: path.into(),
-                fix: fix.into(),
-            });
+            return Err(WeightsError::Missing { path: path.into(), fix: fix.into() });
         }
         // SAFETY: the mapping is read-only and lives as long as `file`; a weights file being
         // rewritten while we read it is the only hazard, as for any reader.
-        let file =
-            unsafe { MmapedSafetensors::new(path) }.map_err(|e| WeightsError::Unreadable {
-                path: path.into(),
-                reason: e.to_string(),
-                fix: fix.into(),
-            })?;
-        Ok(Self {
+        let file = unsafe { MmapedSafetensors::new(path) }.map_err(|e| WeightsError::Unreadable {
             path: path.into(),
-            model: model.into(),
+            reason: e.to_string(),
             fix: fix.into(),
-            file,
-            device: device.clone(),
-        })
+        })?;
+        Ok(Self { path: path.into(), model: model.into(), fix: fix.into(), file, device: device.clone() })
     }
 
     /// Path of the file.
@@ -103,26 +70,16 @@ impl WeightFile {
     /// The tensor `name` as `F32`, after checking its shape against `expected`, where `None`
     /// entries accept any size.
     pub fn get(&self, name: &str, expected: &[Option<usize>]) -> Result<Tensor, WeightsError> {
-        let view = self
-            .file
-            .get(name)
-            .map_err(|_| WeightsError::MissingTensor {
-                path: self.path.clone(),
-                tensor: name.into(),
-                model: self.model.clone(),
-                fix: self.fix.clone(),
-            })?;
+        let view = self.file.get(name).map_err(|_| WeightsError::MissingTensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+            model: self.model.clone(),
+            fix: self.fix.clone(),
+        })?;
         let shape = view.shape().to_vec();
-        let fits = shape.len() == expected.len()
-            && shape
-                .iter()
-                .zip(expected)
-                .all(|(s, e)| e.is_none_or(|e| e == *s));
+        let fits = shape.len() == expected.len() && shape.iter().zip(expected).all(|(s, e)| e.is_none_or(|e| e == *s));
         if !fits {
-            let expected = expected
-                .iter()
-                .map(|e| e.map_or("*".to_string(), |v| v.to_string()))
-                .collect::<Vec<_>>();
+            let expected = expected.iter().map(|e| e.map_or("*".to_string(), |v| v.to_string())).collect::<Vec<_>>();
             return Err(WeightsError::WrongShape {
                 path: self.path.clone(),
                 tensor: name.into(),
@@ -131,14 +88,11 @@ impl WeightFile {
                 fix: self.fix.clone(),
             });
         }
-        let tensor = self
-            .file
-            .load(name, &self.device)
-            .map_err(|e| WeightsError::Unreadable {
-                path: self.path.clone(),
-                reason: format!("tensor `{name}`: {e}"),
-                fix: self.fix.clone(),
-            })?;
+        let tensor = self.file.load(name, &self.device).map_err(|e| WeightsError::Unreadable {
+            path: self.path.clone(),
+            reason: format!("tensor `{name}`: {e}"),
+            fix: self.fix.clone(),
+        })?;
         if !tensor.dtype().is_float() {
             return Err(WeightsError::WrongDtype {
                 path: self.path.clone(),
@@ -147,12 +101,10 @@ impl WeightFile {
                 fix: self.fix.clone(),
             });
         }
-        tensor
-            .to_dtype(DType::F32)
-            .map_err(|e| WeightsError::Unreadable {
-                path: self.path.clone(),
-                reason: format!("tensor `{name}`: {e}"),
-                fix: self.fix.clone(),
-            })
+        tensor.to_dtype(DType::F32).map_err(|e| WeightsError::Unreadable {
+            path: self.path.clone(),
+            reason: format!("tensor `{name}`: {e}"),
+            fix: self.fix.clone(),
+        })
     }
 }

@@ -18,21 +18,10 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Wraps a `[out, in, k, k]` weight and an optional `[out]` bias.
-    pub fn new(
-        weight: Tensor,
-        bias: Option<Tensor>,
-        stride: usize,
-        padding: Padding,
-    ) -> Result<Self> {
+    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
         let weight_bwd = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
         let bias = bias.map(|b| b.reshape((1, (), 1, 1))).transpose()?;
-        Ok(Self {
-            weight,
-            weight_bwd,
-            bias,
-            stride,
-            padding,
-        })
+        Ok(Self { weight, weight_bwd, bias, stride, padding })
     }
 
     /// `[out, in, k, k]` weight shape.
@@ -73,9 +62,7 @@ impl Conv2d {
         let (t, b) = self.padding.amounts(h, k, self.stride);
         let (l, r) = self.padding.amounts(w, k, self.stride);
         let full = transposed_padding(grad, h + t + b, w + l + r, k, self.stride)?;
-        full.conv2d(&self.weight_bwd, 0, 1, 1, 1)?
-            .narrow(2, t, h)?
-            .narrow(3, l, w)
+        full.conv2d(&self.weight_bwd, 0, 1, 1, 1)?.narrow(2, t, h)?.narrow(3, l, w)
     }
 
     /// Converts the parameters to `dtype`.
@@ -93,23 +80,11 @@ impl Conv2d {
 /// Dilates an output gradient by the stride and zero-pads it so that a stride-1 "valid"
 /// correlation with the flipped kernel yields the gradient of the padded input
 /// (`padded_h x padded_w`).
-fn transposed_padding(
-    grad: &Tensor,
-    padded_h: usize,
-    padded_w: usize,
-    k: usize,
-    stride: usize,
-) -> Result<Tensor> {
+fn transposed_padding(grad: &Tensor, padded_h: usize, padded_w: usize, k: usize, stride: usize) -> Result<Tensor> {
     let (_, _, ho, wo) = grad.dims4()?;
     let extra_h = padded_h - ((ho - 1) * stride + k);
     let extra_w = padded_w - ((wo - 1) * stride + k);
-    pad_spatial(
-        &dilate(grad, stride)?,
-        k - 1,
-        k - 1 + extra_h,
-        k - 1,
-        k - 1 + extra_w,
-    )
+    pad_spatial(&dilate(grad, stride)?, k - 1, k - 1 + extra_h, k - 1, k - 1 + extra_w)
 }
 
 /// A depthwise convolution (`groups == channels`, one `k x k` filter per channel).
@@ -129,25 +104,12 @@ pub struct DepthwiseConv2d {
 
 impl DepthwiseConv2d {
     /// Wraps a `[C, 1, k, k]` weight and an optional `[C]` bias.
-    pub fn new(
-        weight: &Tensor,
-        bias: Option<Tensor>,
-        stride: usize,
-        padding: Padding,
-    ) -> Result<Self> {
+    pub fn new(weight: &Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
         let (c, _, k, _) = weight.dims4()?;
         let flat = weight.reshape((c, k * k))?;
-        let taps = (0..k * k)
-            .map(|i| flat.narrow(1, i, 1)?.reshape((1, c, 1, 1)))
-            .collect::<Result<Vec<_>>>()?;
+        let taps = (0..k * k).map(|i| flat.narrow(1, i, 1)?.reshape((1, c, 1, 1))).collect::<Result<Vec<_>>>()?;
         let bias = bias.map(|b| b.reshape((1, (), 1, 1))).transpose()?;
-        Ok(Self {
-            taps,
-            bias,
-            kernel: k,
-            stride,
-            padding,
-        })
+        Ok(Self { taps, bias, kernel: k, stride, padding })
     }
 
     /// Kernel side length.
@@ -178,19 +140,13 @@ impl DepthwiseConv2d {
         let (l, r) = self.padding.amounts(w, k, s);
         let (hp, wp) = (h + t + b, w + l + r);
         let full = transposed_padding(grad, hp, wp, k, s)?;
-        correlate(&full, self.taps.iter().rev(), k, 1, hp, wp)?
-            .narrow(2, t, h)?
-            .narrow(3, l, w)
+        correlate(&full, self.taps.iter().rev(), k, 1, hp, wp)?.narrow(2, t, h)?.narrow(3, l, w)
     }
 
     /// Converts the parameters to `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
         Ok(Self {
-            taps: self
-                .taps
-                .iter()
-                .map(|t| t.to_dtype(dtype))
-                .collect::<Result<_>>()?,
+            taps: self.taps.iter().map(|t| t.to_dtype(dtype)).collect::<Result<_>>()?,
             bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
             kernel: self.kernel,
             stride: self.stride,

@@ -41,25 +41,15 @@ impl Op {
     fn forward(&self, x: &Tensor, record: bool) -> Result<(Tensor, Record)> {
         let (_, _, h, w) = x.dims4()?;
         Ok(match self {
-            Op::Normalize { mean, scale } => {
-                (x.broadcast_sub(mean)?.broadcast_mul(scale)?, Record::None)
-            }
+            Op::Normalize { mean, scale } => (x.broadcast_sub(mean)?.broadcast_mul(scale)?, Record::None),
             Op::Conv(c) => (c.forward(x)?, Record::Size(h, w)),
             Op::Depthwise(c) => (c.forward(x)?, Record::Size(h, w)),
             Op::Relu => {
-                let mask = if record {
-                    Record::Mask(x.gt(0.0)?)
-                } else {
-                    Record::None
-                };
+                let mask = if record { Record::Mask(x.gt(0.0)?) } else { Record::None };
                 (x.relu()?, mask)
             }
             Op::Relu6 => {
-                let mask = if record {
-                    Record::Mask((x.gt(0.0)? * x.lt(6.0)?)?)
-                } else {
-                    Record::None
-                };
+                let mask = if record { Record::Mask((x.gt(0.0)? * x.lt(6.0)?)?) } else { Record::None };
                 (x.clamp(0.0, 6.0)?, mask)
             }
             Op::MaxPool2 => {
@@ -90,33 +80,25 @@ impl Op {
                 // Ties only occur between zeros that the preceding ReLU blocks anyway, so every
                 // maximum receives the full gradient (candle's backward divides it instead).
                 let (_, _, ho, wo) = grad.dims4()?;
-                let routed =
-                    (grad.upsample_nearest2d(2 * ho, 2 * wo)? * mask.to_dtype(grad.dtype())?)?;
+                let routed = (grad.upsample_nearest2d(2 * ho, 2 * wo)? * mask.to_dtype(grad.dtype())?)?;
                 pad_spatial(&routed, 0, h - 2 * ho, 0, w - 2 * wo)
             }
             (Op::Residual(body), Record::Seq(recs)) => grad + run_backward(body, recs, grad)?,
-            _ => Err(candle_core::Error::Msg(
-                "backward called without a forward record".into(),
-            )),
+            _ => Err(candle_core::Error::Msg("backward called without a forward record".into())),
         }
     }
 
     fn to_dtype(&self, dtype: DType) -> Result<Op> {
         Ok(match self {
-            Op::Normalize { mean, scale } => Op::Normalize {
-                mean: mean.to_dtype(dtype)?,
-                scale: scale.to_dtype(dtype)?,
-            },
+            Op::Normalize { mean, scale } => {
+                Op::Normalize { mean: mean.to_dtype(dtype)?, scale: scale.to_dtype(dtype)? }
+            }
             Op::Conv(c) => Op::Conv(c.to_dtype(dtype)?),
             Op::Depthwise(c) => Op::Depthwise(c.to_dtype(dtype)?),
             Op::Relu => Op::Relu,
             Op::Relu6 => Op::Relu6,
             Op::MaxPool2 => Op::MaxPool2,
-            Op::Residual(body) => Op::Residual(
-                body.iter()
-                    .map(|o| o.to_dtype(dtype))
-                    .collect::<Result<_>>()?,
-            ),
+            Op::Residual(body) => Op::Residual(body.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>()?),
         })
     }
 }
@@ -138,6 +120,41 @@ fn run_backward(ops: &[Op], recs: &[Record], grad: &Tensor) -> Result<Tensor> {
         g = op.backward(&g, rec)?;
     }
     Ok(g)
+}
+
+/// What a dream maximises: `sum of weight * ||activations(tap)[channels]||_2` over its terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    /// `(tap index, weight)` pairs.
+    pub terms: Vec<(usize, f32)>,
+    /// Only these channels count (all when `None`); indices past a layer's width are ignored.
+    pub channels: Option<Vec<usize>>,
+}
+
+impl Objective {
+    /// The plain DeepDream objective on one tap.
+    pub fn layer(tap: usize) -> Self {
+        Self { terms: vec![(tap, 1.0)], channels: None }
+    }
+}
+
+/// `[1, width, 1, 1]` tensor with ones at `channels`.
+fn channel_mask(channels: &[usize], width: usize, device: &candle_core::Device, dtype: DType) -> Result<Tensor> {
+    let mut m = vec![0f32; width];
+    for &c in channels.iter().filter(|&&c| c < width) {
+        m[c] = 1.0;
+    }
+    Tensor::from_vec(m, (1, width, 1, 1), device)?.to_dtype(dtype)
+}
+
+/// Position of the layer `spec` among `names`: an exact name, or a number matching the last
+/// part of a name (`30` is `features.30`, `10` is `blocks.10`).
+pub fn match_layer<'a>(names: impl Iterator<Item = &'a str> + Clone, spec: &str) -> Option<usize> {
+    names.clone().position(|n| n == spec).or_else(|| {
+        let numeric = !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit());
+        let suffix = format!(".{spec}");
+        numeric.then(|| names.clone().position(|n| n.ends_with(&suffix))).flatten()
+    })
 }
 
 /// A named point of a network whose activations can be dreamed on.
@@ -175,14 +192,7 @@ impl Network {
     /// Index into [`Network::taps`] for a layer written as its name or its number in the
     /// model's own indexing (`30` and `features.30` are the same VGG layer).
     pub fn find_tap(&self, spec: &str) -> Option<usize> {
-        let exact = self.taps.iter().position(|t| t.name == spec);
-        exact.or_else(|| {
-            let numeric = !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit());
-            let suffix = format!(".{spec}");
-            numeric
-                .then(|| self.taps.iter().position(|t| t.name.ends_with(&suffix)))
-                .flatten()
-        })
+        match_layer(self.taps.iter().map(|t| t.name.as_str()), spec)
     }
 
     /// Shapes of every tap's activations for input `x`, from one forward pass.
@@ -203,28 +213,51 @@ impl Network {
         Ok(run_forward(&self.ops[..self.taps[tap].end], x, false)?.0)
     }
 
-    /// The DeepDream objective `||activations(x, tap)||_2` and its gradient with respect to `x`.
-    pub fn objective_gradient(&self, x: &Tensor, tap: usize) -> Result<(f32, Tensor)> {
-        let ops = &self.ops[..self.taps[tap].end];
-        let (act, recs) = run_forward(ops, x, true)?;
-        let norm = act.sqr()?.sum_all()?.sqrt()?;
-        let value = norm.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        if value == 0.0 {
-            return Ok((0.0, x.zeros_like()?));
+    /// The DeepDream objective (a weighted sum of the L2 norms of tap activations, see
+    /// [`Objective`]) and its gradient with respect to `x`.
+    pub fn objective_gradient(&self, x: &Tensor, objective: &Objective) -> Result<(f32, Tensor)> {
+        let deepest = objective.terms.iter().map(|(t, _)| self.taps[*t].end).max().unwrap_or(0);
+        let ops = &self.ops[..deepest];
+        let mut act = x.clone();
+        let mut recs = Vec::with_capacity(ops.len());
+        let mut seeds: Vec<(usize, Tensor)> = Vec::new();
+        let mut value = 0f32;
+        for (i, op) in ops.iter().enumerate() {
+            let (y, rec) = op.forward(&act, true)?;
+            recs.push(rec);
+            act = y;
+            for &(_, weight) in objective.terms.iter().filter(|(t, _)| self.taps[*t].end == i + 1) {
+                let selected = match &objective.channels {
+                    Some(channels) => {
+                        act.broadcast_mul(&channel_mask(channels, act.dim(1)?, act.device(), act.dtype())?)?
+                    }
+                    None => act.clone(),
+                };
+                let norm = selected.sqr()?.sum_all()?.sqrt()?;
+                let n = norm.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                if n > 0.0 {
+                    value += weight * n;
+                    seeds.push((i + 1, (selected.broadcast_div(&norm)? * weight as f64)?));
+                }
+            }
         }
-        let seed = act.broadcast_div(&norm)?;
-        Ok((value, run_backward(ops, &recs, &seed)?))
+        let mut grad: Option<Tensor> = None;
+        for i in (0..ops.len()).rev() {
+            for (_, seed) in seeds.iter().filter(|(end, _)| *end == i + 1) {
+                grad = Some(match grad {
+                    Some(g) => (g + seed)?,
+                    None => seed.clone(),
+                });
+            }
+            if let Some(g) = &grad {
+                grad = Some(ops[i].backward(g, &recs[i])?);
+            }
+        }
+        Ok((value, grad.map_or_else(|| x.zeros_like(), Ok)?))
     }
 
     /// The same network with every parameter converted to `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> Result<Network> {
-        Ok(Network {
-            ops: self
-                .ops
-                .iter()
-                .map(|o| o.to_dtype(dtype))
-                .collect::<Result<_>>()?,
-            taps: self.taps.clone(),
-        })
+        Ok(Network { ops: self.ops.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>()?, taps: self.taps.clone() })
     }
 }

@@ -32,15 +32,8 @@ pub fn output_len(padded: usize, kernel: usize, stride: usize) -> usize {
 }
 
 /// Zero-pads the two spatial dimensions of an NCHW tensor.
-pub fn pad_spatial(
-    x: &Tensor,
-    top: usize,
-    bottom: usize,
-    left: usize,
-    right: usize,
-) -> Result<Tensor> {
-    x.pad_with_zeros(2, top, bottom)?
-        .pad_with_zeros(3, left, right)
+pub fn pad_spatial(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize) -> Result<Tensor> {
+    x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)
 }
 
 /// Inserts `stride - 1` zeros between neighbouring pixels of an NCHW tensor (both spatial axes),
@@ -50,16 +43,17 @@ pub fn dilate(x: &Tensor, stride: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (n, c, h, w) = x.dims4()?;
-    let rows = x
-        .unsqueeze(3)?
-        .pad_with_zeros(3, 0, stride - 1)?
-        .reshape((n, c, h * stride, w))?
-        .narrow(2, 0, (h - 1) * stride + 1)?;
+    let rows = x.unsqueeze(3)?.pad_with_zeros(3, 0, stride - 1)?.reshape((n, c, h * stride, w))?.narrow(
+        2,
+        0,
+        (h - 1) * stride + 1,
+    )?;
     let h2 = (h - 1) * stride + 1;
-    rows.unsqueeze(4)?
-        .pad_with_zeros(4, 0, stride - 1)?
-        .reshape((n, c, h2, w * stride))?
-        .narrow(3, 0, (w - 1) * stride + 1)
+    rows.unsqueeze(4)?.pad_with_zeros(4, 0, stride - 1)?.reshape((n, c, h2, w * stride))?.narrow(
+        3,
+        0,
+        (w - 1) * stride + 1,
+    )
 }
 
 #[cfg(test)]

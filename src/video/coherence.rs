@@ -33,31 +33,17 @@ pub const DEFAULT_SCENE_CUT: f64 = 0.25;
 
 /// Analyses the step from `prev` to `cur` (luma planes) for `mode`.
 pub fn motion(prev: &Plane, cur: &Plane, mode: Coherence, scene_cut: f32) -> Motion {
-    let diff = prev
-        .data
-        .iter()
-        .zip(&cur.data)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f32>()
-        / cur.data.len() as f32;
+    let diff = prev.data.iter().zip(&cur.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / cur.data.len() as f32;
     let cut = diff > scene_cut;
     if mode != Coherence::Flow || cut {
-        return Motion {
-            back: None,
-            reliable: Vec::new(),
-            cut,
-        };
+        return Motion { back: None, reliable: Vec::new(), cut };
     }
     let (back, forward) = rayon::join(
         || flow::estimate(cur, prev, FlowParams::default()),
         || flow::estimate(prev, cur, FlowParams::default()),
     );
     let reliable = flow::consistency(&back, &forward);
-    Motion {
-        back: Some(back),
-        reliable,
-        cut,
-    }
+    Motion { back: Some(back), reliable, cut }
 }
 
 /// CHW floats in `[0, 1]` of an RGB image.
@@ -90,16 +76,9 @@ pub fn initial_image(
         return cur;
     }
     let dreamed = chw(prev_dream);
-    match (
-        mode,
-        motion.and_then(|m| m.back.as_ref().map(|b| (b, &m.reliable))),
-    ) {
+    match (mode, motion.and_then(|m| m.back.as_ref().map(|b| (b, &m.reliable)))) {
         (Coherence::Flow, Some((back, reliable))) => {
-            let residual: Vec<f32> = dreamed
-                .iter()
-                .zip(chw(prev_src))
-                .map(|(d, s)| d - s)
-                .collect();
+            let residual: Vec<f32> = dreamed.iter().zip(chw(prev_src)).map(|(d, s)| d - s).collect();
             let carried = flow::warp(&residual, 3, back);
             let n = reliable.len();
             cur.iter()
@@ -108,11 +87,7 @@ pub fn initial_image(
                 .map(|(i, (c, r))| (c + blend * reliable[i % n] * r).clamp(0.0, 1.0))
                 .collect()
         }
-        _ => cur
-            .iter()
-            .zip(dreamed)
-            .map(|(c, d)| (1.0 - blend) * c + blend * d)
-            .collect(),
+        _ => cur.iter().zip(dreamed).map(|(c, d)| (1.0 - blend) * c + blend * d).collect(),
     }
 }
 
@@ -139,30 +114,10 @@ mod tests {
         assert!(motion(&a, &b, Coherence::Flow, DEFAULT_SCENE_CUT as f32).cut);
         let m = motion(&a, &a, Coherence::Flow, DEFAULT_SCENE_CUT as f32);
         assert!(!m.cut);
-        let cut = Motion {
-            back: None,
-            reliable: vec![],
-            cut: true,
-        };
-        let x = initial_image(
-            &solid(100),
-            Some((&solid(100), &solid(200))),
-            Some(&cut),
-            Coherence::Blend,
-            0.5,
-        );
+        let cut = Motion { back: None, reliable: vec![], cut: true };
+        let x = initial_image(&solid(100), Some((&solid(100), &solid(200))), Some(&cut), Coherence::Blend, 0.5);
         assert!((x[0] - 100.0 / 255.0).abs() < 1e-6);
-        let carried = initial_image(
-            &solid(50),
-            Some((&solid(100), &solid(120))),
-            Some(&m),
-            Coherence::Flow,
-            0.5,
-        );
-        assert!(
-            (carried[0] - 60.0 / 255.0).abs() < 1e-5,
-            "{}",
-            carried[0] * 255.0
-        );
+        let carried = initial_image(&solid(50), Some((&solid(100), &solid(120))), Some(&m), Coherence::Flow, 0.5);
+        assert!((carried[0] - 60.0 / 255.0).abs() < 1e-5, "{}", carried[0] * 255.0);
     }
 }

@@ -74,12 +74,8 @@ impl VideoReader {
         if !path.is_file() {
             bail!("input video {} does not exist", path.display());
         }
-        let input = format::input(path).with_context(|| {
-            format!(
-                "cannot read {} as a video (unknown or corrupt container)",
-                path.display()
-            )
-        })?;
+        let input = format::input(path)
+            .with_context(|| format!("cannot read {} as a video (unknown or corrupt container)", path.display()))?;
         let stream = input
             .streams()
             .best(media::Type::Video)
@@ -97,34 +93,18 @@ impl VideoReader {
         let rotation = rotation_of(&stream);
         let (w, h) = (decoder.width(), decoder.height());
         if w == 0 || h == 0 {
-            bail!(
-                "{}: video stream has no frame size (corrupt header?)",
-                path.display()
-            );
+            bail!("{}: video stream has no frame size (corrupt header?)", path.display());
         }
         let (width, height) = if rotation % 180 == 90 { (h, w) } else { (w, h) };
         let rate = stream.avg_frame_rate();
-        let frame_rate = if rate.numerator() > 0 && rate.denominator() > 0 {
-            rate
-        } else {
-            stream.rate()
-        };
+        let frame_rate = if rate.numerator() > 0 && rate.denominator() > 0 { rate } else { stream.rate() };
         let frames = usize::try_from(stream.frames()).ok().filter(|&n| n > 0);
         let audio = input
             .streams()
             .filter(|s| s.parameters().medium() == media::Type::Audio)
             .map(|s| (s.index(), s.parameters(), s.time_base()))
             .collect();
-        let info = VideoInfo {
-            path: path.into(),
-            width,
-            height,
-            time_base,
-            frame_rate,
-            frames,
-            rotation,
-            audio,
-        };
+        let info = VideoInfo { path: path.into(), width, height, time_base, frame_rate, frames, rotation, audio };
         Ok(Self {
             input,
             info,
@@ -171,12 +151,8 @@ impl VideoReader {
                     self.drain()?;
                 }
                 Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "error reading {} (truncated or corrupt?)",
-                            self.info.path.display()
-                        )
-                    })
+                    return Err(e)
+                        .with_context(|| format!("error reading {} (truncated or corrupt?)", self.info.path.display()))
                 }
             }
         }
@@ -185,16 +161,9 @@ impl VideoReader {
     fn drain(&mut self) -> anyhow::Result<()> {
         let mut decoded = frame::Video::empty();
         while self.decoder.receive_frame(&mut decoded).is_ok() {
-            let pts = decoded
-                .timestamp()
-                .or(decoded.pts())
-                .unwrap_or(self.next_index as i64);
+            let pts = decoded.timestamp().or(decoded.pts()).unwrap_or(self.next_index as i64);
             let image = self.convert_to_rgb(&decoded)?;
-            self.pending.push_back(Item::Frame(SourceFrame {
-                index: self.next_index,
-                pts,
-                image,
-            }));
+            self.pending.push_back(Item::Frame(SourceFrame { index: self.next_index, pts, image }));
             self.next_index += 1;
         }
         Ok(())
@@ -203,25 +172,13 @@ impl VideoReader {
     fn convert_to_rgb(&mut self, decoded: &frame::Video) -> anyhow::Result<RgbImage> {
         let key = (decoded.format(), decoded.width(), decoded.height());
         if self.scaler.as_ref().is_none_or(|(_, k)| *k != key) {
-            let ctx = scaling::Context::get(
-                key.0,
-                key.1,
-                key.2,
-                format::Pixel::RGB24,
-                key.1,
-                key.2,
-                scaling::Flags::BICUBIC,
-            )
-            .context("cannot convert the video's pixel format to RGB")?;
+            let ctx =
+                scaling::Context::get(key.0, key.1, key.2, format::Pixel::RGB24, key.1, key.2, scaling::Flags::BICUBIC)
+                    .context("cannot convert the video's pixel format to RGB")?;
             self.scaler = Some((super::Scaler(ctx), key));
         }
         let mut rgb = frame::Video::empty();
-        self.scaler
-            .as_mut()
-            .expect("set above")
-            .0
-             .0
-            .run(decoded, &mut rgb)?;
+        self.scaler.as_mut().expect("set above").0 .0.run(decoded, &mut rgb)?;
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
         let stride = rgb.stride(0);
         let data = rgb.data(0);
@@ -242,27 +199,15 @@ impl VideoReader {
 /// Clockwise rotation (0/90/180/270) that displays the stream upright, from its display
 /// matrix or, in older files, its `rotate` tag.
 fn rotation_of(stream: &format::stream::Stream) -> u32 {
-    let from_matrix = stream
-        .side_data()
-        .find(|sd| sd.kind() == SideDataType::DisplayMatrix)
-        .and_then(|sd| {
-            let d = sd.data();
-            (d.len() >= 36).then(|| {
-                let m = |i: usize| {
-                    i32::from_le_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]) as f64
-                };
-                // Players rotate by -av_display_rotation_get(m), which is this angle, clockwise.
-                (m(1) / m(1).hypot(m(4)))
-                    .atan2(m(0) / m(0).hypot(m(3)))
-                    .to_degrees()
-            })
-        });
-    let from_tag = || {
-        stream
-            .metadata()
-            .get("rotate")
-            .and_then(|r| r.parse::<f64>().ok())
-    };
+    let from_matrix = stream.side_data().find(|sd| sd.kind() == SideDataType::DisplayMatrix).and_then(|sd| {
+        let d = sd.data();
+        (d.len() >= 36).then(|| {
+            let m = |i: usize| i32::from_le_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]) as f64;
+            // Players rotate by -av_display_rotation_get(m), which is this angle, clockwise.
+            (m(1) / m(1).hypot(m(4))).atan2(m(0) / m(0).hypot(m(3))).to_degrees()
+        })
+    });
+    let from_tag = || stream.metadata().get("rotate").and_then(|r| r.parse::<f64>().ok());
     let degrees = from_matrix.or_else(from_tag).unwrap_or(0.0);
     ((degrees / 90.0).round() as i64).rem_euclid(4) as u32 * 90
 }

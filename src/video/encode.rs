@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use ffmpeg::{
-    codec, encoder, format, software::scaling, util::frame, Dictionary, Packet, Rational,
-};
+use ffmpeg::{codec, encoder, format, software::scaling, util::frame, Dictionary, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 use image::RgbImage;
 
@@ -26,11 +24,7 @@ pub struct EncodeSettings {
 
 impl Default for EncodeSettings {
     fn default() -> Self {
-        Self {
-            codec: "libx264".into(),
-            crf: 18,
-            metadata: Vec::new(),
-        }
+        Self { codec: "libx264".into(), crf: 18, metadata: Vec::new() }
     }
 }
 
@@ -58,48 +52,23 @@ pub fn even(v: u32) -> u32 {
 impl VideoWriter {
     /// Creates `path` (its extension picks the container) for frames of `info`'s size and
     /// timing, with `info`'s audio streams copied.
-    pub fn create(
-        path: &Path,
-        info: &VideoInfo,
-        settings: &EncodeSettings,
-    ) -> anyhow::Result<Self> {
+    pub fn create(path: &Path, info: &VideoInfo, settings: &EncodeSettings) -> anyhow::Result<Self> {
         super::decode::init()?;
-        let mut output = format::output(path).with_context(|| {
-            format!(
-                "cannot create {} (unknown container extension?)",
-                path.display()
-            )
-        })?;
+        let mut output = format::output(path)
+            .with_context(|| format!("cannot create {} (unknown container extension?)", path.display()))?;
         let codec = encoder::find_by_name(&settings.codec).with_context(|| {
-            format!(
-                "FFmpeg has no encoder `{}` (try libx264, libx265, libvpx-vp9 or mpeg4)",
-                settings.codec
-            )
+            format!("FFmpeg has no encoder `{}` (try libx264, libx265, libvpx-vp9 or mpeg4)", settings.codec)
         })?;
-        let global_header = output
-            .format()
-            .flags()
-            .contains(format::Flags::GLOBAL_HEADER);
+        let global_header = output.format().flags().contains(format::Flags::GLOBAL_HEADER);
         let mut stream = output.add_stream(codec)?;
         let video_stream = stream.index();
-        let mut enc = codec::context::Context::new_with_codec(codec)
-            .encoder()
-            .video()?;
+        let mut enc = codec::context::Context::new_with_codec(codec).encoder().video()?;
         let (width, height) = (even(info.width), even(info.height));
         let pixel = codec
             .video()
             .ok()
-            .and_then(|v| {
-                v.formats()
-                    .map(|mut f| f.any(|p| p == format::Pixel::YUV420P))
-            })
-            .map_or(format::Pixel::YUV420P, |has| {
-                if has {
-                    format::Pixel::YUV420P
-                } else {
-                    format::Pixel::YUV444P
-                }
-            });
+            .and_then(|v| v.formats().map(|mut f| f.any(|p| p == format::Pixel::YUV420P)))
+            .map_or(format::Pixel::YUV420P, |has| if has { format::Pixel::YUV420P } else { format::Pixel::YUV444P });
         enc.set_width(width);
         enc.set_height(height);
         enc.set_format(pixel);
@@ -110,12 +79,9 @@ impl VideoWriter {
         }
         let mut opts = Dictionary::new();
         opts.set("crf", &settings.crf.to_string());
-        let encoder = enc.open_with(opts).with_context(|| {
-            format!(
-                "cannot open encoder {} for {width}x{height}",
-                settings.codec
-            )
-        })?;
+        let encoder = enc
+            .open_with(opts)
+            .with_context(|| format!("cannot open encoder {} for {width}x{height}", settings.codec))?;
         stream.set_parameters(&encoder);
         stream.set_time_base(info.time_base);
         let mut audio = HashMap::new();
@@ -133,7 +99,10 @@ impl VideoWriter {
         }
         output.set_metadata(meta);
         output.write_header().with_context(|| {
-            format!("cannot write {}: the container does not accept these streams (audio codec not supported in it?)", path.display())
+            format!(
+                "cannot write {}: the container does not accept these streams (audio codec not supported in it?)",
+                path.display()
+            )
         })?;
         let scaler = super::Scaler(scaling::Context::get(
             format::Pixel::RGB24,
@@ -180,9 +149,7 @@ impl VideoWriter {
         packet.rescale_ts(in_tb, out_tb);
         packet.set_position(-1);
         packet.set_stream(out);
-        packet
-            .write_interleaved(&mut self.output)
-            .context("cannot write audio packet")?;
+        packet.write_interleaved(&mut self.output).context("cannot write audio packet")?;
         Ok(())
     }
 
@@ -193,9 +160,7 @@ impl VideoWriter {
         }
         self.encoder.send_eof()?;
         self.drain()?;
-        self.output
-            .write_trailer()
-            .context("cannot finish the output file")?;
+        self.output.write_trailer().context("cannot finish the output file")?;
         Ok(())
     }
 
@@ -217,11 +182,7 @@ impl VideoWriter {
     }
 
     fn drain(&mut self) -> anyhow::Result<()> {
-        let out_tb = self
-            .output
-            .stream(self.video_stream)
-            .expect("stream exists")
-            .time_base();
+        let out_tb = self.output.stream(self.video_stream).expect("stream exists").time_base();
         let mut packet = Packet::empty();
         while self.encoder.receive_packet(&mut packet).is_ok() {
             if let Some(d) = packet.pts().and_then(|p| self.durations.remove(&p)) {
@@ -229,9 +190,7 @@ impl VideoWriter {
             }
             packet.set_stream(self.video_stream);
             packet.rescale_ts(self.time_base, out_tb);
-            packet
-                .write_interleaved(&mut self.output)
-                .context("cannot write video packet")?;
+            packet.write_interleaved(&mut self.output).context("cannot write video packet")?;
         }
         Ok(())
     }
@@ -243,7 +202,5 @@ fn pad_to(img: &RgbImage, w: u32, h: u32) -> std::borrow::Cow<'_, RgbImage> {
         return std::borrow::Cow::Borrowed(img);
     }
     let (iw, ih) = img.dimensions();
-    std::borrow::Cow::Owned(RgbImage::from_fn(w, h, |x, y| {
-        *img.get_pixel(x.min(iw - 1), y.min(ih - 1))
-    }))
+    std::borrow::Cow::Owned(RgbImage::from_fn(w, h, |x, y| *img.get_pixel(x.min(iw - 1), y.min(ih - 1))))
 }

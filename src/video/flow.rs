@@ -18,15 +18,9 @@ pub struct Plane {
 impl Plane {
     /// Luma in `[0, 1]` of an RGB image.
     pub fn luma(img: &RgbImage) -> Self {
-        let data = img
-            .pixels()
-            .map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0)
-            .collect();
-        Self {
-            w: img.width() as usize,
-            h: img.height() as usize,
-            data,
-        }
+        let data =
+            img.pixels().map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0).collect();
+        Self { w: img.width() as usize, h: img.height() as usize, data }
     }
 
     fn at(&self, x: usize, y: usize) -> f32 {
@@ -51,10 +45,7 @@ impl Plane {
         let data = (0..w * h)
             .map(|i| {
                 let (x, y) = (2 * (i % w), 2 * (i / w));
-                0.25 * (self.at(x, y)
-                    + self.at(x + 1, y)
-                    + self.at(x, y + 1)
-                    + self.at(x + 1, y + 1))
+                0.25 * (self.at(x, y) + self.at(x + 1, y) + self.at(x, y + 1) + self.at(x + 1, y + 1))
             })
             .collect();
         Self { w, h, data }
@@ -80,11 +71,7 @@ impl Plane {
         };
         let rows = pass(&self.data, self.w, self.h);
         let cols = pass(&transpose(&rows, self.w, self.h), self.h, self.w);
-        Self {
-            w: self.w,
-            h: self.h,
-            data: transpose(&cols, self.h, self.w),
-        }
+        Self { w: self.w, h: self.h, data: transpose(&cols, self.h, self.w) }
     }
 }
 
@@ -114,55 +101,27 @@ pub struct Flow {
 
 impl Flow {
     fn zero(w: usize, h: usize) -> Self {
-        Self {
-            w,
-            h,
-            u: vec![0.0; w * h],
-            v: vec![0.0; w * h],
-        }
+        Self { w, h, u: vec![0.0; w * h], v: vec![0.0; w * h] }
     }
 
     /// Doubles the resolution and the displacements.
     fn upscale(&self, w: usize, h: usize) -> Self {
         let (su, sv) = (
-            Plane {
-                w: self.w,
-                h: self.h,
-                data: self.u.clone(),
-            },
-            Plane {
-                w: self.w,
-                h: self.h,
-                data: self.v.clone(),
-            },
+            Plane { w: self.w, h: self.h, data: self.u.clone() },
+            Plane { w: self.w, h: self.h, data: self.v.clone() },
         );
         let (fx, fy) = (self.w as f32 / w as f32, self.h as f32 / h as f32);
         let sample = |p: &Plane, scale: f32| -> Vec<f32> {
             (0..w * h)
-                .map(|i| {
-                    scale
-                        * p.sample(
-                            ((i % w) as f32 + 0.5) * fx - 0.5,
-                            ((i / w) as f32 + 0.5) * fy - 0.5,
-                        )
-                })
+                .map(|i| scale * p.sample(((i % w) as f32 + 0.5) * fx - 0.5, ((i / w) as f32 + 0.5) * fy - 0.5))
                 .collect()
         };
-        Self {
-            w,
-            h,
-            u: sample(&su, 1.0 / fx),
-            v: sample(&sv, 1.0 / fy),
-        }
+        Self { w, h, u: sample(&su, 1.0 / fx), v: sample(&sv, 1.0 / fy) }
     }
 
     /// Bilinearly interpolated displacement at a real position.
     pub fn at(&self, x: f32, y: f32) -> (f32, f32) {
-        let p = |d: &Vec<f32>| Plane {
-            w: self.w,
-            h: self.h,
-            data: d.clone(),
-        };
+        let p = |d: &Vec<f32>| Plane { w: self.w, h: self.h, data: d.clone() };
         (p(&self.u).sample(x, y), p(&self.v).sample(x, y))
     }
 }
@@ -180,11 +139,7 @@ pub struct FlowParams {
 
 impl Default for FlowParams {
     fn default() -> Self {
-        Self {
-            levels: 4,
-            iterations: 4,
-            radius: 4,
-        }
+        Self { levels: 4, iterations: 4, radius: 4 }
     }
 }
 
@@ -216,18 +171,11 @@ pub fn estimate(a: &Plane, b: &Plane, params: FlowParams) -> Flow {
 /// equations over a window at every pixel.
 fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
     let (w, h) = (a.w, a.h);
-    let warped: Vec<f32> = (0..w * h)
-        .into_par_iter()
-        .map(|i| b.sample((i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i]))
-        .collect();
+    let warped: Vec<f32> =
+        (0..w * h).into_par_iter().map(|i| b.sample((i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i])).collect();
     let n = w * h;
-    let (mut xx, mut xy, mut yy, mut xt, mut yt) = (
-        vec![0f32; n],
-        vec![0f32; n],
-        vec![0f32; n],
-        vec![0f32; n],
-        vec![0f32; n],
-    );
+    let (mut xx, mut xy, mut yy, mut xt, mut yt) =
+        (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
@@ -242,35 +190,19 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
     let m = |d: Vec<f32>| Plane { w, h, data: d }.box_mean(radius).data;
     let (xx, xy, yy, xt, yt) = (m(xx), m(xy), m(yy), m(xt), m(yt));
     let reg = 1e-4;
-    flow.u
-        .par_iter_mut()
-        .zip(flow.v.par_iter_mut())
-        .enumerate()
-        .for_each(|(i, (u, v))| {
-            let (a11, a12, a22) = (xx[i] + reg, xy[i], yy[i] + reg);
-            let det = a11 * a22 - a12 * a12;
-            let du = -(a22 * xt[i] - a12 * yt[i]) / det;
-            let dv = -(a11 * yt[i] - a12 * xt[i]) / det;
-            // Bounded steps keep flat or aperture-limited windows from exploding.
-            *u += du.clamp(-2.0, 2.0);
-            *v += dv.clamp(-2.0, 2.0);
-        });
+    flow.u.par_iter_mut().zip(flow.v.par_iter_mut()).enumerate().for_each(|(i, (u, v))| {
+        let (a11, a12, a22) = (xx[i] + reg, xy[i], yy[i] + reg);
+        let det = a11 * a22 - a12 * a12;
+        let du = -(a22 * xt[i] - a12 * yt[i]) / det;
+        let dv = -(a11 * yt[i] - a12 * xt[i]) / det;
+        // Bounded steps keep flat or aperture-limited windows from exploding.
+        *u += du.clamp(-2.0, 2.0);
+        *v += dv.clamp(-2.0, 2.0);
+    });
     // Smoothing spreads the flow of textured windows into flat ones, where the equations
     // above are nearly singular (as Horn-Schunck's smoothness term does).
-    flow.u = Plane {
-        w,
-        h,
-        data: std::mem::take(&mut flow.u),
-    }
-    .box_mean(2)
-    .data;
-    flow.v = Plane {
-        w,
-        h,
-        data: std::mem::take(&mut flow.v),
-    }
-    .box_mean(2)
-    .data;
+    flow.u = Plane { w, h, data: std::mem::take(&mut flow.u) }.box_mean(2).data;
+    flow.v = Plane { w, h, data: std::mem::take(&mut flow.v) }.box_mean(2).data;
 }
 
 /// Reliability in `{0, 1}` of each pixel of `forward` (a to b), given `backward` (b to a):
@@ -278,18 +210,7 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
 /// frame get 0 (Sundaram et al. 2010).
 pub fn consistency(forward: &Flow, backward: &Flow) -> Vec<f32> {
     let (w, h) = (forward.w, forward.h);
-    let (bu, bv) = (
-        Plane {
-            w,
-            h,
-            data: backward.u.clone(),
-        },
-        Plane {
-            w,
-            h,
-            data: backward.v.clone(),
-        },
-    );
+    let (bu, bv) = (Plane { w, h, data: backward.u.clone() }, Plane { w, h, data: backward.v.clone() });
     (0..w * h)
         .into_par_iter()
         .map(|i| {
@@ -316,18 +237,12 @@ pub fn consistency(forward: &Flow, backward: &Flow) -> Vec<f32> {
 pub fn warp(src: &[f32], channels: usize, flow: &Flow) -> Vec<f32> {
     let (w, h) = (flow.w, flow.h);
     let mut out = vec![0f32; channels * w * h];
-    out.par_chunks_mut(w * h)
-        .enumerate()
-        .for_each(|(c, plane_out)| {
-            let plane = Plane {
-                w,
-                h,
-                data: src[c * w * h..(c + 1) * w * h].to_vec(),
-            };
-            for (i, o) in plane_out.iter_mut().enumerate() {
-                *o = plane.sample((i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i]);
-            }
-        });
+    out.par_chunks_mut(w * h).enumerate().for_each(|(c, plane_out)| {
+        let plane = Plane { w, h, data: src[c * w * h..(c + 1) * w * h].to_vec() };
+        for (i, o) in plane_out.iter_mut().enumerate() {
+            *o = plane.sample((i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i]);
+        }
+    });
     out
 }
 
@@ -339,8 +254,7 @@ mod tests {
         let data = (0..w * h)
             .map(|i| {
                 let (x, y) = ((i % w) as f32 - dx, (i / w) as f32 - dy);
-                0.5 + 0.25 * (x * 0.21).sin() * (y * 0.17).cos()
-                    + 0.2 * ((x + 2.0 * y) * 0.05).sin()
+                0.5 + 0.25 * (x * 0.21).sin() * (y * 0.17).cos() + 0.2 * ((x + 2.0 * y) * 0.05).sin()
             })
             .collect();
         Plane { w, h, data }
@@ -366,43 +280,19 @@ mod tests {
     #[test]
     fn consistency_flags_contradicting_flows() {
         let w = 8;
-        let fwd = Flow {
-            w,
-            h: w,
-            u: vec![1.0; 64],
-            v: vec![0.0; 64],
-        };
-        let good = Flow {
-            w,
-            h: w,
-            u: vec![-1.0; 64],
-            v: vec![0.0; 64],
-        };
-        let bad = Flow {
-            w,
-            h: w,
-            u: vec![3.0; 64],
-            v: vec![0.0; 64],
-        };
+        let fwd = Flow { w, h: w, u: vec![1.0; 64], v: vec![0.0; 64] };
+        let good = Flow { w, h: w, u: vec![-1.0; 64], v: vec![0.0; 64] };
+        let bad = Flow { w, h: w, u: vec![3.0; 64], v: vec![0.0; 64] };
         let ok = consistency(&fwd, &good);
         assert_eq!(ok[3 * 8 + 2], 1.0);
-        assert_eq!(
-            ok[3 * 8 + 7],
-            0.0,
-            "pixels flowing out of the frame are unreliable"
-        );
+        assert_eq!(ok[3 * 8 + 7], 0.0, "pixels flowing out of the frame are unreliable");
         assert!(consistency(&fwd, &bad).iter().all(|&m| m == 0.0));
     }
 
     #[test]
     fn warp_follows_the_flow() {
         let src: Vec<f32> = (0..16).map(|i| i as f32).collect();
-        let flow = Flow {
-            w: 4,
-            h: 4,
-            u: vec![1.0; 16],
-            v: vec![0.0; 16],
-        };
+        let flow = Flow { w: 4, h: 4, u: vec![1.0; 16], v: vec![0.0; 16] };
         let out = warp(&src, 1, &flow);
         assert_eq!(&out[0..4], &[1.0, 2.0, 3.0, 3.0]);
     }

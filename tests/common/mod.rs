@@ -39,8 +39,7 @@ pub fn repo() -> PathBuf {
 /// The real EfficientNet-Lite0 weights: `weights/` (scripts/fetch-weights) or
 /// `../shared/weights`, when either is present.
 pub fn shared_lite0() -> Option<PathBuf> {
-    let candidates = ["weights", "../shared/weights"]
-        .map(|d| repo().join(d).join("efficientnet_lite0.safetensors"));
+    let candidates = ["weights", "../shared/weights"].map(|d| repo().join(d).join("efficientnet_lite0.safetensors"));
     let found = candidates.iter().find(|p| p.is_file()).cloned();
     if found.is_none() {
         eprintln!("note: no EfficientNet-Lite0 weights in weights/ or ../shared/weights; skipping real-weights checks");
