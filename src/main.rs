@@ -358,7 +358,6 @@ fn run_video(args: VideoArgs) -> anyhow::Result<()> {
         s.preset.fixed.scene_cut =
             check_range("scene_cut", c).map_err(|m| anyhow::anyhow!("--{}", m.replace('_', "-")))?;
     }
-    let fps = dreamvid::video::VideoReader::open(&input).map(|r| f64::from(r.info().frame_rate)).unwrap_or(25.0);
     let record = RenderRecord {
         dreamvid: env!("CARGO_PKG_VERSION").into(),
         input: input.display().to_string(),
@@ -372,10 +371,11 @@ fn run_video(args: VideoArgs) -> anyhow::Result<()> {
         scene_cut: s.preset.fixed.scene_cut,
         codec: args.encode.codec.clone(),
         crf: args.encode.crf,
-        first_frame: s.preset.at(0, fps),
+        // Frame 0 is at 0 s whatever the frame rate.
+        first_frame: s.preset.at(0, 25.0),
     };
     let (preset, net, seed) = (&s.preset, &s.net, s.preset.fixed.seed);
-    let frame_params = move |i: usize| -> anyhow::Result<(dream::DreamParams, f32)> {
+    let frame_params = move |i: usize, fps: f64| -> anyhow::Result<(dream::DreamParams, f32)> {
         let settings = preset.at(i, fps);
         Ok((dream_params(net, &settings, seed)?, settings.blend as f32))
     };

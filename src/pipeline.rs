@@ -27,7 +27,10 @@ use crate::nn::Network;
 use crate::output::write_atomically;
 use crate::video::coherence::{self, Coherence, Motion};
 use crate::video::flow::Plane;
-use crate::video::{EncodeSettings, Item, SourceFrame, VideoReader, VideoWriter};
+use crate::video::{EncodeSettings, Item, SourceFrame, VideoInfo, VideoReader, VideoWriter};
+
+/// Per-frame settings: `(frame index, frames per second) -> (dream parameters, blend)`.
+pub type FrameParams<'a> = dyn Fn(usize, f64) -> anyhow::Result<(DreamParams, f32)> + Sync + 'a;
 
 /// Everything one video render needs.
 pub struct VideoJob<'a> {
@@ -39,9 +42,10 @@ pub struct VideoJob<'a> {
     pub net: &'a Network,
     /// Where the network lives.
     pub device: Device,
-    /// Dream settings of frame `i` and the weight in `[0, 1]` of what is carried over from
-    /// the previous frame (the seed is then mixed with the frame index).
-    pub frame_params: &'a (dyn Fn(usize) -> anyhow::Result<(DreamParams, f32)> + Sync),
+    /// Dream settings of frame `i` of a video at `fps` frames per second, and the weight in
+    /// `[0, 1]` of what is carried over from the previous frame (the seed is then mixed with
+    /// the frame index).
+    pub frame_params: &'a FrameParams<'a>,
     /// How frames build on the previous dreamed frame.
     pub coherence: Coherence,
     /// Mean luma difference above which a frame starts a new shot.
@@ -112,7 +116,7 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
             let (mode, cut) = (job.coherence, job.scene_cut);
             let flow = s.spawn(move || flow_stage(from_decode, to_dream, mode, cut));
             let encoder = s.spawn(move || encode_stage(writer, from_dream, ticks_per_frame));
-            let dreamed = dream_stage(job, &checkpoints, info.frames, from_flow, to_encode, progress);
+            let dreamed = dream_stage(job, &checkpoints, &info, from_flow, to_encode, progress);
             // The first failure in pipeline order is the cause; later ones are its echoes.
             let joined = |h: std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>, name: &str| {
                 h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the {name} thread panicked")))
@@ -210,11 +214,12 @@ fn encode_stage(mut writer: VideoWriter, input: Receiver<Encodable>, ticks_per_f
 fn dream_stage(
     job: &VideoJob,
     checkpoints: &Checkpoints,
-    total: Option<usize>,
+    info: &VideoInfo,
     input: Receiver<Analysed>,
     out: SyncSender<Encodable>,
     progress: &mut dyn FnMut(FrameProgress),
 ) -> anyhow::Result<(usize, usize, Duration)> {
+    let (total, fps) = (info.frames, f64::from(info.frame_rate));
     let mut previous: Option<(RgbImage, RgbImage)> = None;
     let (mut frames, mut resumed, mut dreaming) = (0, 0, Duration::ZERO);
     let stopped = || anyhow::anyhow!("the encoder stopped early");
@@ -236,7 +241,7 @@ fn dream_stage(
             None => {
                 let t = Instant::now();
                 let prev = previous.as_ref().map(|(s, d)| (s, d));
-                let (params, blend) = (job.frame_params)(source.index)?;
+                let (params, blend) = (job.frame_params)(source.index, fps)?;
                 let init = coherence::initial_image(&source.image, prev, motion.as_ref(), job.coherence, blend);
                 let (w, h) = source.image.dimensions();
                 let x = Tensor::from_vec(init, (1, 3, h as usize, w as usize), &job.device)?;

@@ -12,7 +12,7 @@ use dreamvid::compare::{frames, psnr};
 use dreamvid::dream::DreamParams;
 use dreamvid::fixture::clip::{moving_pattern, write_clip, ClipSpec};
 use dreamvid::nn::Objective;
-use dreamvid::pipeline::{render_video, sidecar_path, VideoJob};
+use dreamvid::pipeline::{render_video, sidecar_path, FrameParams, VideoJob};
 use dreamvid::video::coherence::Coherence;
 use dreamvid::video::{EncodeSettings, Item, VideoReader};
 
@@ -48,11 +48,9 @@ fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
     (v, a)
 }
 
-type FrameParams = dyn Fn(usize) -> anyhow::Result<(DreamParams, f32)> + Sync;
-
 /// The same settings for every frame, carrying over 60% of the previous dream.
-fn constant(params: DreamParams) -> impl Fn(usize) -> anyhow::Result<(DreamParams, f32)> + Sync {
-    move |_| Ok((params.clone(), 0.6))
+fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<(DreamParams, f32)> + Sync {
+    move |_, _| Ok((params.clone(), 0.6))
 }
 
 fn job<'a>(
@@ -60,7 +58,7 @@ fn job<'a>(
     input: PathBuf,
     output: PathBuf,
     coherence: Coherence,
-    frame_params: &'a FrameParams,
+    frame_params: &'a FrameParams<'a>,
 ) -> VideoJob<'a> {
     VideoJob {
         input,

@@ -383,18 +383,22 @@ impl Preset {
             let here =
                 k.frame.as_ref().map(|f| f.span()).or(k.seconds.as_ref().map(|s| s.span())).unwrap_or(span.clone());
             match (previous, time) {
-                (Some(KeyTime::Frame(a)), KeyTime::Frame(b)) if b <= a => return Err(ctx.err(
-                    here,
-                    format!(
+                (Some(KeyTime::Frame(a)), KeyTime::Frame(b)) if b <= a => {
+                    return Err(ctx.err(
+                        here,
+                        format!(
                         "`frame` = {b} does not come after the previous keyframe (frame {a}); keyframes must increase"
                     ),
-                )),
-                (Some(KeyTime::Seconds(a)), KeyTime::Seconds(b)) if b <= a => return Err(ctx.err(
-                    here,
-                    format!(
+                    ))
+                }
+                (Some(KeyTime::Seconds(a)), KeyTime::Seconds(b)) if b <= a => {
+                    return Err(ctx.err(
+                        here,
+                        format!(
                         "`seconds` = {b} does not come after the previous keyframe ({a} s); keyframes must increase"
                     ),
-                )),
+                    ))
+                }
                 (Some(KeyTime::Frame(_)), KeyTime::Seconds(_)) | (Some(KeyTime::Seconds(_)), KeyTime::Frame(_)) => {
                     return Err(ctx.err(here, "keyframes mix `frame` and `seconds`; use one of them throughout".into()))
                 }
