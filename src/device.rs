@@ -32,5 +32,36 @@ fn open_cuda() -> anyhow::Result<Device> {
 
 #[cfg(not(feature = "cuda"))]
 fn open_cuda() -> anyhow::Result<Device> {
-    anyhow::bail!("this dreamvid was built without CUDA support.\n  fix: rebuild with `cargo build --release --features cuda` (see README), or use --device cpu")
+    anyhow::bail!(
+        "this dreamvid was built without CUDA support.\n  fix: build the CUDA version with scripts/cuda-build (see README), or use --device cpu"
+    )
+}
+
+/// Arithmetic precision of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats (everywhere).
+    F32,
+    /// 16-bit floats (CUDA only).
+    F16,
+    /// bfloat16 (CUDA only).
+    Bf16,
+}
+
+impl Precision {
+    /// The candle dtype, or why this precision cannot run on `device`.
+    pub fn dtype_on(self, device: &Device) -> anyhow::Result<candle_core::DType> {
+        let dtype = match self {
+            Precision::F32 => return Ok(candle_core::DType::F32),
+            Precision::F16 => candle_core::DType::F16,
+            Precision::Bf16 => candle_core::DType::BF16,
+        };
+        if device.is_cpu() {
+            anyhow::bail!(
+                "--precision {} needs --device cuda: candle's CPU backend has no half-precision matrix products; use f32 on the CPU",
+                format!("{self:?}").to_lowercase()
+            );
+        }
+        Ok(dtype)
+    }
 }

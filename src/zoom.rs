@@ -86,7 +86,7 @@ pub fn close_loop(generated: Vec<RgbImage>, frames: usize, extra: usize) -> Vec<
 /// `step` (bicubic resampling, edges extended).
 pub fn move_camera(x: &Tensor, step: CameraStep) -> anyhow::Result<Tensor> {
     let (_, c, h, w) = x.dims4()?;
-    let src = x.flatten_all()?.to_vec1::<f32>()?;
+    let src = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
     let (sin, cos) = (-step.rotate.to_radians()).sin_cos();
     let mut out = vec![0f32; c * h * w];
@@ -100,7 +100,7 @@ pub fn move_camera(x: &Tensor, step: CameraStep) -> anyhow::Result<Tensor> {
             }
         }
     }
-    Ok(Tensor::from_vec(out, (1, c, h, w), x.device())?.clamp(0.0, 1.0)?)
+    Ok(Tensor::from_vec(out, (1, c, h, w), x.device())?.clamp(0.0, 1.0)?.to_dtype(x.dtype())?)
 }
 
 fn catmull_rom(t: f64) -> [f64; 4] {

@@ -133,5 +133,27 @@ fn cuda_without_the_feature_is_explained() {
     let weights = fixture_weights(&dir);
     let o = dreamvid(&["layers", "--model", "vgg19", "--weights", &weights, "--device", "cuda"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("scripts/cuda-build"), "{}", stderr(&o));
+}
+
+#[test]
+fn half_precision_on_the_cpu_is_explained() {
+    let dir = common::scratch("cli-precision");
+    let (weights, input) = (fixture_weights(&dir), write_input(&dir, 40, 40));
+    let out = dir.join("o.png");
+    let o = dreamvid(&[
+        "image",
+        &input,
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "vgg19",
+        "--weights",
+        &weights,
+        "--precision",
+        "bf16",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--precision bf16 needs --device cuda"), "{}", stderr(&o));
+    assert!(!out.exists());
 }

@@ -74,13 +74,15 @@ pub fn total_steps(h: usize, w: usize, params: &DreamParams) -> usize {
     octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE).len() * params.iterations
 }
 
-/// Dreams on `image` (`[1, 3, H, W]`, RGB in `[0, 1]`) and returns the dreamed image.
+/// Dreams on `image` (`[1, 3, H, W]`, RGB in `[0, 1]`) and returns the dreamed image, in the
+/// network's precision.
 pub fn dream(
     net: &Network,
     image: &Tensor,
     params: &DreamParams,
     on_step: &mut dyn FnMut(StepReport),
 ) -> Result<Tensor> {
+    let image = &image.to_dtype(net.dtype())?;
     let (_, _, h, w) = image.dims4()?;
     let sizes = octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE);
     let mut pyramid = vec![image.clone()];

@@ -112,11 +112,6 @@ impl DepthwiseConv2d {
         Ok(Self { taps, bias, kernel: k, stride, padding })
     }
 
-    /// Kernel side length.
-    pub fn kernel(&self) -> usize {
-        self.kernel
-    }
-
     /// Convolves `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;

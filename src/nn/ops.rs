@@ -176,12 +176,18 @@ pub struct Tap {
 pub struct Network {
     ops: Vec<Op>,
     taps: Vec<Tap>,
+    dtype: DType,
 }
 
 impl Network {
     /// Builds a network from its ops and taps (taps in forward order).
     pub fn new(ops: Vec<Op>, taps: Vec<Tap>) -> Self {
-        Self { ops, taps }
+        Self { ops, taps, dtype: DType::F32 }
+    }
+
+    /// Precision of the parameters (inputs are converted to it).
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The dreamable layers, in forward order.
@@ -258,6 +264,10 @@ impl Network {
 
     /// The same network with every parameter converted to `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> Result<Network> {
-        Ok(Network { ops: self.ops.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>()?, taps: self.taps.clone() })
+        Ok(Network {
+            ops: self.ops.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>()?,
+            taps: self.taps.clone(),
+            dtype,
+        })
     }
 }
