@@ -1,0 +1,117 @@
+//! dreamvid side of `scripts/bench`: times the dream step or a whole octave dream of VGG19
+//! features[:31] on given weights, and measures the machine's sgemm peak.
+//!
+//!   dream_compare write-weights PATH                 random VGG19 (real widths) as safetensors
+//!   dream_compare WEIGHTS H W MODE RUNS [OCTAVES ITERATIONS]
+//!       MODE step | octaves; prints `RESULT dreamvid MODE WxH SECONDS` per run, `PEAK ...`
+//!       (peak RSS bytes) and `FLOPS ...` (convolution FLOPs of one step at this size)
+//!   dream_compare gemm-peak                          `GEMM GFLOPS` of a 2048^3 f32 matmul
+//!
+//! The input is the same colour ramp torch_reference.py builds.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use dreamvid::dream::{ascend, dream, DreamParams, Rng};
+use dreamvid::fixture::{write_vgg19, VGG19_WIDTHS};
+use dreamvid::models::vgg19::{layout, Slot};
+use dreamvid::models::ModelKind;
+use dreamvid::nn::Objective;
+
+fn ramp(h: usize, w: usize) -> candle_core::Result<Tensor> {
+    let mut data = vec![0f32; 3 * h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let (u, v) = (x as f32 / (w - 1) as f32, y as f32 / (h - 1) as f32);
+            data[y * w + x] = 0.2 + 0.6 * u;
+            data[h * w + y * w + x] = 0.15 + 0.7 * v;
+            data[2 * h * w + y * w + x] = 0.3 + 0.4 * (1.0 - u);
+        }
+    }
+    Tensor::from_vec(data, (1, 3, h, w), &Device::Cpu)
+}
+
+/// Multiply-add FLOPs of the convolutions in features[:31], forward plus input backward.
+fn step_flops(h: usize, w: usize) -> f64 {
+    let (mut h, mut w, mut c, mut flops) = (h, w, 3usize, 0.0);
+    let mut widths = VGG19_WIDTHS.iter();
+    for slot in layout().into_iter().take(31) {
+        match slot {
+            Slot::Conv => {
+                let out = *widths.next().expect("width");
+                flops += 2.0 * (h * w * c * out * 9) as f64;
+                c = out;
+            }
+            Slot::Pool => (h, w) = (h / 2, w / 2),
+            Slot::Relu => {}
+        }
+    }
+    2.0 * flops
+}
+
+fn peak_rss() -> u64 {
+    dreamvid::pipeline::peak_rss_bytes().unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    match args.first().map(String::as_str) {
+        Some("write-weights") => {
+            write_vgg19(args[1].as_ref(), &VGG19_WIDTHS, 0)?;
+            return Ok(());
+        }
+        Some("gemm-peak") => {
+            let n = 2048;
+            let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+            let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+            a.matmul(&b)?;
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = Instant::now();
+                a.matmul(&b)?;
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!("GEMM {:.1}", 2.0 * (n as f64).powi(3) / best / 1e9);
+            return Ok(());
+        }
+        _ => {}
+    }
+    let weights = &args[0];
+    let (h, w): (usize, usize) = (args[1].parse()?, args[2].parse()?);
+    let mode = args[3].as_str();
+    let runs: usize = args[4].parse()?;
+    let octaves: usize = args.get(5).map_or(Ok(3), |s| s.parse())?;
+    let iterations: usize = args.get(6).map_or(Ok(3), |s| s.parse())?;
+    let net = ModelKind::Vgg19.load(weights.as_ref(), &Device::Cpu)?;
+    let params = DreamParams {
+        objective: Objective::layer(net.find_tap("features.30").expect("layer")),
+        octaves,
+        iterations,
+        ..DreamParams::default()
+    };
+    let image = ramp(h, w)?;
+    let mut rng = Rng::new(0);
+    let mut work = || -> anyhow::Result<()> {
+        match mode {
+            "step" => {
+                ascend(&net, &image, &params, &mut rng)?.0.to_dtype(DType::F32)?;
+            }
+            "octaves" => {
+                dream(&net, &image, &params, &mut |_| {})?;
+            }
+            other => anyhow::bail!("unknown mode {other}"),
+        }
+        Ok(())
+    };
+    work()?;
+    for _ in 0..runs {
+        let t = Instant::now();
+        work()?;
+        println!("RESULT dreamvid {mode} {w}x{h} {:.5}", t.elapsed().as_secs_f64());
+    }
+    println!("PEAK dreamvid {mode} {w}x{h} {}", peak_rss());
+    if mode == "step" {
+        println!("FLOPS {mode} {w}x{h} {:.0}", step_flops(h, w));
+    }
+    Ok(())
+}
