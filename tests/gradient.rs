@@ -80,9 +80,8 @@ fn autograd_input_grad(x: &Tensor, probe: &Tensor, f: impl Fn(&Tensor) -> Tensor
 }
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap().max(1e-12);
-    diff / scale
+    let max = |t: Tensor| t.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+    max((a - b).unwrap()) / max(b.clone()).max(1e-12)
 }
 
 #[test]
@@ -144,4 +143,25 @@ fn max_pool_backward_routes_the_whole_gradient_unlike_candle_autograd() {
     let cropped = a.narrow(2, 0, 8).unwrap().contiguous().unwrap();
     let candle = autograd_input_grad(&cropped, &seed, |t| t.max_pool2d(2).unwrap());
     assert!((dot(&candle, &cropped) * 4.0 - norm).abs() < 1e-6 * norm);
+}
+
+#[test]
+fn fast_cpu_3x3_convolution_matches_candle() {
+    // F32 3x3 stride-1 convolutions on the CPU take the implicit-GEMM path; candle's own
+    // convolution and autograd are the reference.
+    for (n, cin, cout, h, w) in [(1, 3, 8, 17, 23), (2, 5, 7, 9, 6), (1, 16, 4, 1, 5), (1, 64, 32, 28, 28)] {
+        let x = random(&[n, cin, h, w], 11, DType::F32);
+        let weight = (random(&[cout, cin, 3, 3], 12, DType::F32) - 0.5).unwrap();
+        let bias = random(&[cout], 13, DType::F32);
+        let conv = Conv2d::new(weight.clone(), Some(bias.clone()), 1, Padding::Symmetric(1)).unwrap();
+        let reference = |t: &Tensor| t.conv2d(&weight, 1, 1, 1, 1).unwrap();
+        let expected = reference(&x).broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap()).unwrap();
+        let y = conv.forward(&x).unwrap();
+        assert_eq!(y.dims(), expected.dims());
+        assert!(max_rel_diff(&y, &expected) < 1e-5, "forward {n}x{cin}x{h}x{w} -> {cout}");
+        let probe = random(y.dims(), 14, DType::F32);
+        let expected = autograd_input_grad(&x, &probe, reference);
+        let got = conv.backward(&probe, (h, w)).unwrap();
+        assert!(max_rel_diff(&got, &expected) < 1e-5, "backward {n}x{cin}x{h}x{w} -> {cout}");
+    }
 }

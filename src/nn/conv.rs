@@ -2,6 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::conv3x3_cpu::Conv3x3Cpu;
 use super::padding::{dilate, output_len, pad_spatial, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.
@@ -14,14 +15,28 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     stride: usize,
     padding: Padding,
+    /// Implicit-GEMM kernels (forward, input gradient) for F32 3x3 stride-1 "same"
+    /// convolutions on the CPU; candle's own ops everywhere else.
+    cpu3x3: Option<(Conv3x3Cpu, Conv3x3Cpu)>,
 }
 
 impl Conv2d {
     /// Wraps a `[out, in, k, k]` weight and an optional `[out]` bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
         let weight_bwd = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
+        let (cout, cin, kh, kw) = weight.dims4()?;
+        let fast = weight.device().is_cpu()
+            && weight.dtype() == DType::F32
+            && (kh, kw, stride, padding) == (3, 3, 1, Padding::Symmetric(1));
+        let cpu3x3 = if fast {
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let b = bias.as_ref().map(flat).transpose()?;
+            Some((Conv3x3Cpu::new(flat(&weight)?, b, cout, cin), Conv3x3Cpu::new(flat(&weight_bwd)?, None, cin, cout)))
+        } else {
+            None
+        };
         let bias = bias.map(|b| b.reshape((1, (), 1, 1))).transpose()?;
-        Ok(Self { weight, weight_bwd, bias, stride, padding })
+        Ok(Self { weight, weight_bwd, bias, stride, padding, cpu3x3 })
     }
 
     /// `[out, in, k, k]` weight shape.
@@ -35,6 +50,9 @@ impl Conv2d {
 
     /// Convolves `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Some((fwd, _)), true) = (&self.cpu3x3, x.dtype() == DType::F32) {
+            return x.contiguous()?.apply_op1_no_bwd(fwd);
+        }
         let (_, _, h, w) = x.dims4()?;
         let k = self.kernel();
         let y = match self.padding {
@@ -53,6 +71,9 @@ impl Conv2d {
 
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
     pub fn backward(&self, grad: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
+        if let (Some((_, bwd)), true) = (&self.cpu3x3, grad.dtype() == DType::F32) {
+            return grad.contiguous()?.apply_op1_no_bwd(bwd);
+        }
         let k = self.kernel();
         if let (1, Padding::Symmetric(p)) = (self.stride, self.padding) {
             if p < k {
@@ -67,13 +88,8 @@ impl Conv2d {
 
     /// Converts the parameters to `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
-        Ok(Self {
-            weight: self.weight.to_dtype(dtype)?,
-            weight_bwd: self.weight_bwd.to_dtype(dtype)?,
-            bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
-            stride: self.stride,
-            padding: self.padding,
-        })
+        let bias = self.bias.as_ref().map(|b| b.flatten_all()?.to_dtype(dtype)).transpose()?;
+        Self::new(self.weight.to_dtype(dtype)?, bias, self.stride, self.padding)
     }
 }
 

@@ -8,6 +8,7 @@
 //! code runs on CPU and CUDA.
 
 mod conv;
+mod conv3x3_cpu;
 mod ops;
 mod padding;
 
