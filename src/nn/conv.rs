@@ -23,15 +23,15 @@ pub struct Conv2d {
 impl Conv2d {
     /// Wraps a `[out, in, k, k]` weight and an optional `[out]` bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
+        let weight = weight.contiguous()?;
         let weight_bwd = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
-        let (cout, cin, kh, kw) = weight.dims4()?;
+        let (_, _, kh, kw) = weight.dims4()?;
         let fast = weight.device().is_cpu()
             && weight.dtype() == DType::F32
             && (kh, kw, stride, padding) == (3, 3, 1, Padding::Symmetric(1));
         let cpu3x3 = if fast {
-            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-            let b = bias.as_ref().map(flat).transpose()?;
-            Some((Conv3x3Cpu::new(flat(&weight)?, b, cout, cin), Conv3x3Cpu::new(flat(&weight_bwd)?, None, cin, cout)))
+            let b = bias.as_ref().map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()?;
+            Some((Conv3x3Cpu::new(b), Conv3x3Cpu::new(None)))
         } else {
             None
         };
@@ -51,7 +51,7 @@ impl Conv2d {
     /// Convolves `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let (Some((fwd, _)), true) = (&self.cpu3x3, x.dtype() == DType::F32) {
-            return x.contiguous()?.apply_op1_no_bwd(fwd);
+            return x.contiguous()?.apply_op2_no_bwd(&self.weight, fwd);
         }
         let (_, _, h, w) = x.dims4()?;
         let k = self.kernel();
@@ -72,7 +72,7 @@ impl Conv2d {
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
     pub fn backward(&self, grad: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
         if let (Some((_, bwd)), true) = (&self.cpu3x3, grad.dtype() == DType::F32) {
-            return grad.contiguous()?.apply_op1_no_bwd(bwd);
+            return grad.contiguous()?.apply_op2_no_bwd(&self.weight_bwd, bwd);
         }
         let k = self.kernel();
         if let (1, Padding::Symmetric(p)) = (self.stride, self.padding) {

@@ -8,47 +8,50 @@
 //! computed on the padded width; the two extra columns per row are dropped at the end.
 //! The input gradient is the same operation with the flipped, transposed kernel.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
-/// A 3x3 "same" convolution on `F32` NCHW CPU tensors, as a candle op.
+/// A 3x3 "same" convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
+/// `[cout, cin, 3, 3]` weight (second operand), as a candle op; the weight stays in its tensor.
 #[derive(Debug, Clone)]
 pub struct Conv3x3Cpu {
-    /// `[cout, cin, 3, 3]` weights, row-major.
-    weight: Vec<f32>,
     bias: Option<Vec<f32>>,
-    cin: usize,
-    cout: usize,
 }
 
 impl Conv3x3Cpu {
-    /// From a `[cout, cin, 3, 3]` weight and an optional `[cout]` bias.
-    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, cout: usize, cin: usize) -> Self {
-        Self { weight, bias, cin, cout }
+    /// With an optional `[cout]` bias added to the output.
+    pub fn new(bias: Option<Vec<f32>>) -> Self {
+        Self { bias }
     }
 }
 
-impl CustomOp1 for Conv3x3Cpu {
+/// The contiguous `F32` data of a CPU operand.
+fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("conv3x3-cpu: F32 operands expected");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("conv3x3-cpu: contiguous operands expected");
+    };
+    Ok(&data[start..end])
+}
+
+impl CustomOp2 for Conv3x3Cpu {
     fn name(&self) -> &'static str {
         "conv3x3-cpu"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("conv3x3-cpu: F32 input expected");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("conv3x3-cpu: contiguous input expected");
-        };
-        let (n, c, h, w) = layout.shape().dims4()?;
-        if c != self.cin {
-            candle_core::bail!("conv3x3-cpu: {c} input channels, weight expects {}", self.cin);
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, weight) = (f32_data(s1, l1)?, f32_data(s2, l2)?);
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (cout, cin, _, _) = l2.shape().dims4()?;
+        if c != cin {
+            candle_core::bail!("conv3x3-cpu: {c} input channels, weight expects {cin}");
         }
-        let x = &data[start..end];
         let (pw, plane) = (w + 2, (h + 2) * (w + 2) + 2);
         let m = h * pw;
-        let mut out = vec![0f32; n * self.cout * h * w];
+        let mut out = vec![0f32; n * cout * h * w];
         let mut padded = vec![0f32; c * plane];
-        let mut full = vec![0f32; self.cout * m];
+        let mut full = vec![0f32; cout * m];
         let threads = rayon::current_num_threads();
         for b in 0..n {
             let xb = &x[b * c * h * w..(b + 1) * c * h * w];
@@ -69,16 +72,16 @@ impl CustomOp1 for Conv3x3Cpu {
                 // j < m, and offset + m <= 2*pw + 2 + h*pw = plane, all in bounds.
                 unsafe {
                     gemm::gemm(
-                        self.cout,
+                        cout,
                         m,
-                        self.cin,
+                        cin,
                         full.as_mut_ptr(),
                         1,
                         m as isize,
                         true,
-                        self.weight.as_ptr().add(tap),
+                        weight.as_ptr().add(tap),
                         9,
-                        (self.cin * 9) as isize,
+                        (cin * 9) as isize,
                         padded.as_ptr().add(offset),
                         1,
                         plane as isize,
@@ -91,13 +94,13 @@ impl CustomOp1 for Conv3x3Cpu {
                     );
                 }
             }
-            let ob = &mut out[b * self.cout * h * w..(b + 1) * self.cout * h * w];
+            let ob = &mut out[b * cout * h * w..(b + 1) * cout * h * w];
             for (co, plane_out) in ob.chunks_mut(h * w).enumerate() {
                 for y in 0..h {
                     plane_out[y * w..(y + 1) * w].copy_from_slice(&full[co * m + y * pw..co * m + y * pw + w]);
                 }
             }
         }
-        Ok((CpuStorage::F32(out), Shape::from((n, self.cout, h, w))))
+        Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
     }
 }
