@@ -2,22 +2,10 @@
 
 mod common;
 
+use common::{dreamvid, fixture_weights, stderr};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn dreamvid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(args).env_remove("DREAMVID_WEIGHTS_DIR").output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn fixture_weights(dir: &Path) -> String {
-    let p = dir.join("vgg19.safetensors");
-    dreamvid::fixture::write_tiny_vgg19(&p, common::FIXTURE_SEED).unwrap();
-    p.display().to_string()
-}
+use std::process::Command;
 
 fn write_input(dir: &Path, w: u32, h: u32) -> String {
     let p = dir.join("in.png");

@@ -162,8 +162,7 @@ fn the_parser_never_panics_on_mangled_input() {
 #[test]
 fn a_preset_file_and_flags_reach_the_render_record() {
     let dir = common::scratch("preset-render");
-    let weights = dir.join("vgg19.safetensors");
-    dreamvid::fixture::write_tiny_vgg19(&weights, common::FIXTURE_SEED).unwrap();
+    let weights = common::fixture_weights(&dir);
     let preset = dir.join("mine.toml");
     std::fs::write(
         &preset,
@@ -179,7 +178,7 @@ fn a_preset_file_and_flags_reach_the_render_record() {
     .unwrap();
     let out = dir.join("out.mp4");
     let o = Command::new(env!("CARGO_BIN_EXE_dreamvid"))
-        .args([input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--weights", weights.to_str().unwrap()])
+        .args([input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--weights", &weights])
         .args(["--preset", preset.to_str().unwrap(), "--iterations", "1"])
         .output()
         .unwrap();

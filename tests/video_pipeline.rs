@@ -3,8 +3,10 @@
 
 mod common;
 
+use common::{dreamvid, fixture_weights, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
@@ -15,20 +17,6 @@ use dreamvid::nn::Objective;
 use dreamvid::pipeline::{render_video, sidecar_path, FrameParams, VideoJob};
 use dreamvid::video::coherence::Coherence;
 use dreamvid::video::{EncodeSettings, Item, VideoReader};
-
-fn dreamvid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(args).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn fixture_weights(dir: &Path) -> String {
-    let p = dir.join("vgg19.safetensors");
-    dreamvid::fixture::write_tiny_vgg19(&p, common::FIXTURE_SEED).unwrap();
-    p.display().to_string()
-}
 
 /// Frame timestamps in seconds and audio packets (bytes, seconds) of a file.
 fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::fixture_weights;
+
 use std::process::Command;
 
 use candle_core::Device;
@@ -10,12 +12,6 @@ use dreamvid::dream::DreamParams;
 use dreamvid::nn::Objective;
 use dreamvid::zoom::{noise_image, render_zoom, CameraStep, ZoomJob};
 use image::RgbImage;
-
-fn fixture_weights(dir: &std::path::Path) -> String {
-    let p = dir.join("vgg19.safetensors");
-    dreamvid::fixture::write_tiny_vgg19(&p, common::FIXTURE_SEED).unwrap();
-    p.display().to_string()
-}
 
 fn zoom_cli(dir: &std::path::Path, out: &str, extra: &[&str]) -> std::process::Output {
     let weights = fixture_weights(dir);

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::Device;
@@ -45,4 +46,21 @@ pub fn shared_lite0() -> Option<PathBuf> {
         eprintln!("note: no EfficientNet-Lite0 weights in weights/ or ../shared/weights; skipping real-weights checks");
     }
     found
+}
+
+/// The fixture VGG19 written into `dir`, as a path for `--weights`.
+pub fn fixture_weights(dir: &Path) -> String {
+    let p = dir.join("vgg19.safetensors");
+    dreamvid::fixture::write_tiny_vgg19(&p, FIXTURE_SEED).unwrap();
+    p.display().to_string()
+}
+
+/// Runs the `dreamvid` binary (ignoring any weights folder of the environment).
+pub fn dreamvid(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(args).env_remove("DREAMVID_WEIGHTS_DIR").output().unwrap()
+}
+
+/// A finished command's standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
