@@ -166,15 +166,8 @@ impl VideoWriter {
 
     fn encode(&mut self, pts: i64, duration: i64, img: &RgbImage) -> anyhow::Result<()> {
         let padded = pad_to(img, self.width, self.height);
-        let mut rgb = frame::Video::new(format::Pixel::RGB24, self.width, self.height);
-        let stride = rgb.stride(0);
-        let row = self.width as usize * 3;
-        let data = rgb.data_mut(0);
-        for (y, src) in padded.as_raw().chunks_exact(row).enumerate() {
-            data[y * stride..y * stride + row].copy_from_slice(src);
-        }
         let mut yuv = frame::Video::empty();
-        self.scaler.0.run(&rgb, &mut yuv)?;
+        self.scaler.0.run(&rgb_frame(&padded), &mut yuv)?;
         yuv.set_pts(Some(pts));
         self.durations.insert(pts, duration);
         self.encoder.send_frame(&yuv)?;
@@ -194,6 +187,19 @@ impl VideoWriter {
         }
         Ok(())
     }
+}
+
+/// An RGB24 FFmpeg frame holding `img` (FFmpeg's rows may be padded past the pixels).
+pub(crate) fn rgb_frame(img: &RgbImage) -> frame::Video {
+    let (w, h) = img.dimensions();
+    let mut rgb = frame::Video::new(format::Pixel::RGB24, w, h);
+    let stride = rgb.stride(0);
+    let row = w as usize * 3;
+    let data = rgb.data_mut(0);
+    for (y, src) in img.as_raw().chunks_exact(row).enumerate() {
+        data[y * stride..y * stride + row].copy_from_slice(src);
+    }
+    rgb
 }
 
 /// `img` extended to `w x h` by repeating its last row and column.
