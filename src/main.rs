@@ -485,7 +485,7 @@ fn run_zoom(args: ZoomArgs) -> anyhow::Result<()> {
     };
     let job = ZoomJob { net: &s.net, seed_image, frames: args.frames, looped: args.looped, frame_settings: &settings };
     let bar = bar("frames");
-    bar.set_length((args.frames + if args.looped { dreamvid::zoom::loop_overlap(args.frames) } else { 0 }) as u64);
+    bar.set_length(dreamvid::zoom::generated_frames(args.frames, args.looped) as u64);
     let frames = render_zoom(&job, &mut |done| bar.set_position(done as u64))?;
     bar.finish();
     write_frames(&target, &frames, args.fps, args.gif_quality, &args.encode.settings())?;

@@ -33,8 +33,13 @@ pub struct ZoomJob<'a> {
 }
 
 /// Frames generated past the end and cross-faded into the start when looping.
-pub fn loop_overlap(frames: usize) -> usize {
-    (frames / 5).clamp(1, 16)
+fn loop_overlap(frames: usize) -> usize {
+    (frames / 5).clamp(1, 16).min(frames.saturating_sub(1))
+}
+
+/// How many frames [`render_zoom`] dreams for `frames` output frames (more when looping).
+pub fn generated_frames(frames: usize, looped: bool) -> usize {
+    frames + if looped { loop_overlap(frames) } else { 0 }
 }
 
 /// A `[1, 3, h, w]` grey image with seeded, slightly smoothed noise: a start with no content.
@@ -46,8 +51,8 @@ pub fn noise_image(h: usize, w: usize, seed: u64, device: &Device) -> candle_cor
 
 /// Renders the animation, calling `on_frame` with the number of frames done.
 pub fn render_zoom(job: &ZoomJob, on_frame: &mut dyn FnMut(usize)) -> anyhow::Result<Vec<RgbImage>> {
-    let extra = if job.looped { loop_overlap(job.frames).min(job.frames.saturating_sub(1)) } else { 0 };
-    let total = job.frames + extra;
+    let total = generated_frames(job.frames, job.looped);
+    let extra = total - job.frames;
     let mut x = job.seed_image.clone();
     let mut generated = Vec::with_capacity(total);
     for i in 0..total {
