@@ -165,3 +165,23 @@ fn fast_cpu_3x3_convolution_matches_candle() {
         assert!(max_rel_diff(&got, &expected) < 1e-5, "backward {n}x{cin}x{h}x{w} -> {cout}");
     }
 }
+
+#[test]
+fn fused_cpu_kernels_match_the_reference_path_through_the_network() {
+    // In F32 on the CPU, convolutions fuse with their ReLU (mask fused into the backward) and
+    // pools run their own kernels; in F64 every op is candle's. Tapping a convolution's own
+    // output (features.2, features.28) keeps it unfused; odd sizes exercise the pool crops.
+    let net = common::fixture_vgg();
+    let reference = net.to_dtype(DType::F64).unwrap();
+    for (n, h, w) in [(1, 37, 42), (2, 35, 40)] {
+        let x = random(&[n, 3, h, w], 21, DType::F64);
+        for layer in ["features.2", "features.9", "features.28", "features.30", "features.36"] {
+            let objective = Objective::layer(net.find_tap(layer).unwrap());
+            let (value, grad) = net.objective_gradient(&x.to_dtype(DType::F32).unwrap(), &objective).unwrap();
+            let (expected_value, expected) = reference.objective_gradient(&x, &objective).unwrap();
+            assert!((value - expected_value).abs() < 1e-5 * expected_value, "{layer}: {value} vs {expected_value}");
+            let diff = max_rel_diff(&grad.to_dtype(DType::F64).unwrap(), &expected);
+            assert!(diff < 1e-4, "{layer} {n}x{h}x{w}: gradient differs by {diff}");
+        }
+    }
+}

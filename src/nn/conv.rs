@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::conv3x3_cpu::Conv3x3Cpu;
+use super::cpu::Conv3x3Cpu;
 use super::padding::{dilate, output_len, pad_spatial, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.
@@ -15,9 +15,9 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     stride: usize,
     padding: Padding,
-    /// Implicit-GEMM kernels (forward, input gradient) for F32 3x3 stride-1 "same"
-    /// convolutions on the CPU; candle's own ops everywhere else.
-    cpu3x3: Option<(Conv3x3Cpu, Conv3x3Cpu)>,
+    /// Implicit-GEMM kernels for F32 3x3 stride-1 "same" convolutions on the CPU; candle's
+    /// own ops everywhere else.
+    cpu3x3: Option<Cpu3x3>,
 }
 
 impl Conv2d {
@@ -31,7 +31,11 @@ impl Conv2d {
             && (kh, kw, stride, padding) == (3, 3, 1, Padding::Symmetric(1));
         let cpu3x3 = if fast {
             let b = bias.as_ref().map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()?;
-            Some((Conv3x3Cpu::new(b), Conv3x3Cpu::new(None)))
+            Some(Cpu3x3 {
+                forward: Conv3x3Cpu::new(b.clone(), false),
+                forward_relu: Conv3x3Cpu::new(b, true),
+                backward: Conv3x3Cpu::new(None, false),
+            })
         } else {
             None
         };
@@ -48,10 +52,15 @@ impl Conv2d {
         self.weight.dim(3).unwrap_or(1)
     }
 
+    /// The CPU kernels, when they apply to an input of `dtype`.
+    fn cpu_kernels(&self, dtype: DType) -> Option<&Cpu3x3> {
+        self.cpu3x3.as_ref().filter(|_| dtype == DType::F32)
+    }
+
     /// Convolves `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let (Some((fwd, _)), true) = (&self.cpu3x3, x.dtype() == DType::F32) {
-            return x.contiguous()?.apply_op2_no_bwd(&self.weight, fwd);
+        if let Some(k) = self.cpu_kernels(x.dtype()) {
+            return x.contiguous()?.apply_op2_no_bwd(&self.weight, &k.forward);
         }
         let (_, _, h, w) = x.dims4()?;
         let k = self.kernel();
@@ -69,10 +78,18 @@ impl Conv2d {
         }
     }
 
+    /// `max(0, self.forward(x))`, in one pass on the CPU.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        match self.cpu_kernels(x.dtype()) {
+            Some(k) => x.contiguous()?.apply_op2_no_bwd(&self.weight, &k.forward_relu),
+            None => self.forward(x)?.relu(),
+        }
+    }
+
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
     pub fn backward(&self, grad: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
-        if let (Some((_, bwd)), true) = (&self.cpu3x3, grad.dtype() == DType::F32) {
-            return grad.contiguous()?.apply_op2_no_bwd(&self.weight_bwd, bwd);
+        if let Some(k) = self.cpu_kernels(grad.dtype()) {
+            return grad.contiguous()?.apply_op2_no_bwd(&self.weight_bwd, &k.backward);
         }
         let k = self.kernel();
         if let (1, Padding::Symmetric(p)) = (self.stride, self.padding) {
@@ -86,11 +103,30 @@ impl Conv2d {
         full.conv2d(&self.weight_bwd, 0, 1, 1, 1)?.narrow(2, t, h)?.narrow(3, l, w)
     }
 
+    /// [`Conv2d::backward`] of the output gradient masked by a `u8` `mask` (the backward of a
+    /// ReLU that followed this convolution), in one pass on the CPU.
+    pub fn backward_masked(&self, grad: &Tensor, mask: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        match self.cpu_kernels(grad.dtype()) {
+            Some(k) => grad.contiguous()?.apply_op3_no_bwd(&self.weight_bwd, &mask.contiguous()?, &k.backward),
+            None => self.backward(&(grad * mask.to_dtype(grad.dtype())?)?, size),
+        }
+    }
+
     /// Converts the parameters to `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
         let bias = self.bias.as_ref().map(|b| b.flatten_all()?.to_dtype(dtype)).transpose()?;
         Self::new(self.weight.to_dtype(dtype)?, bias, self.stride, self.padding)
     }
+}
+
+/// The CPU kernels of one convolution.
+#[derive(Debug, Clone)]
+struct Cpu3x3 {
+    forward: Conv3x3Cpu,
+    /// Forward with the following ReLU fused into it.
+    forward_relu: Conv3x3Cpu,
+    /// Input gradient (with the flipped, transposed weight), optionally masked.
+    backward: Conv3x3Cpu,
 }
 
 /// Dilates an output gradient by the stride and zero-pads it so that a stride-1 "valid"

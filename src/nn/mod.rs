@@ -5,10 +5,11 @@
 //! scales the gradient by the fraction of tied maxima instead of routing it, so the ops here
 //! record only what their input gradient needs (compact `u8` masks for activations and pools)
 //! and run their backward explicitly. Everything is written with candle tensor ops, so the same
-//! code runs on CPU and CUDA.
+//! code runs on CPU and CUDA; on the CPU, `F32` convolutions, ReLUs and pools take the fused
+//! kernels of [`cpu`] instead.
 
 mod conv;
-mod conv3x3_cpu;
+mod cpu;
 mod ops;
 mod padding;
 

@@ -4,6 +4,7 @@
 use candle_core::{DType, Result, Tensor};
 
 use super::conv::{Conv2d, DepthwiseConv2d};
+use super::cpu::{MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, PositiveMaskCpu};
 use super::padding::pad_spatial;
 
 /// One step of a network.
@@ -34,6 +35,8 @@ enum Record {
     Mask(Tensor),
     /// `u8` mask of the pooled maxima over the cropped input, and the input size.
     Pool(Tensor, usize, usize),
+    /// `u8` mask of the pooled maxima over the whole input (CPU kernels).
+    PoolCpu(Tensor),
     Seq(Vec<Record>),
 }
 
@@ -45,12 +48,17 @@ impl Op {
             Op::Conv(c) => (c.forward(x)?, Record::Size(h, w)),
             Op::Depthwise(c) => (c.forward(x)?, Record::Size(h, w)),
             Op::Relu => {
-                let mask = if record { Record::Mask(x.gt(0.0)?) } else { Record::None };
-                (x.relu()?, mask)
+                let y = x.relu()?;
+                (y.clone(), if record { Record::Mask(positive_mask(&y)?) } else { Record::None })
             }
             Op::Relu6 => {
                 let mask = if record { Record::Mask((x.gt(0.0)? * x.lt(6.0)?)?) } else { Record::None };
                 (x.clamp(0.0, 6.0)?, mask)
+            }
+            Op::MaxPool2 if cpu_f32(x) => {
+                let x = x.contiguous()?;
+                let rec = if record { Record::PoolCpu(x.apply_op1_no_bwd(&PoolMaskCpu)?) } else { Record::None };
+                (x.apply_op1_no_bwd(&MaxPool2Cpu)?, rec)
             }
             Op::MaxPool2 => {
                 let (ho, wo) = (h / 2, w / 2);
@@ -83,6 +91,7 @@ impl Op {
                 let routed = (grad.upsample_nearest2d(2 * ho, 2 * wo)? * mask.to_dtype(grad.dtype())?)?;
                 pad_spatial(&routed, 0, h - 2 * ho, 0, w - 2 * wo)
             }
+            (Op::MaxPool2, Record::PoolCpu(mask)) => grad.contiguous()?.apply_op2_no_bwd(mask, &PoolRouteCpu),
             (Op::Residual(body), Record::Seq(recs)) => grad + run_backward(body, recs, grad)?,
             _ => Err(candle_core::Error::Msg("backward called without a forward record".into())),
         }
@@ -103,23 +112,82 @@ impl Op {
     }
 }
 
+/// Whether `ops[i]` is a convolution followed by a ReLU that run as one fused op: always,
+/// unless the convolution's output itself is needed (`exposed(i + 1)`: an objective taps it).
+fn fuses(ops: &[Op], i: usize, exposed: impl Fn(usize) -> bool) -> bool {
+    matches!((ops.get(i), ops.get(i + 1)), (Some(Op::Conv(_)), Some(Op::Relu))) && !exposed(i + 1)
+}
+
+/// Runs `ops[i]` on `x`, or `ops[i]` and `ops[i + 1]` fused when `fused`; pushes one record per
+/// op and returns the output and the number of ops run.
+fn forward_at(
+    ops: &[Op],
+    i: usize,
+    fused: bool,
+    x: &Tensor,
+    record: bool,
+    recs: &mut Vec<Record>,
+) -> Result<(Tensor, usize)> {
+    if let (true, Op::Conv(conv)) = (fused, &ops[i]) {
+        let (_, _, h, w) = x.dims4()?;
+        let y = conv.forward_relu(x)?;
+        recs.push(Record::Size(h, w));
+        recs.push(if record { Record::Mask(positive_mask(&y)?) } else { Record::None });
+        return Ok((y, 2));
+    }
+    let (y, rec) = ops[i].forward(x, record)?;
+    recs.push(rec);
+    Ok((y, 1))
+}
+
+/// Gradient through `ops[..end]`'s last op, or its last two when they are a fused
+/// convolution and ReLU (`fused`); returns the gradient and the number of ops passed.
+fn backward_at(ops: &[Op], recs: &[Record], end: usize, fused: bool, grad: &Tensor) -> Result<(Tensor, usize)> {
+    if fused {
+        if let (Op::Conv(conv), Record::Size(h, w), Record::Mask(mask)) =
+            (&ops[end - 2], &recs[end - 2], &recs[end - 1])
+        {
+            return Ok((conv.backward_masked(grad, mask, (*h, *w))?, 2));
+        }
+    }
+    Ok((ops[end - 1].backward(grad, &recs[end - 1])?, 1))
+}
+
 fn run_forward(ops: &[Op], x: &Tensor, record: bool) -> Result<(Tensor, Vec<Record>)> {
     let mut x = x.clone();
     let mut recs = Vec::with_capacity(ops.len());
-    for op in ops {
-        let (y, rec) = op.forward(&x, record)?;
-        recs.push(rec);
+    let mut i = 0;
+    while i < ops.len() {
+        let (y, ran) = forward_at(ops, i, fuses(ops, i, |_| false), &x, record, &mut recs)?;
         x = y;
+        i += ran;
     }
     Ok((x, recs))
 }
 
 fn run_backward(ops: &[Op], recs: &[Record], grad: &Tensor) -> Result<Tensor> {
     let mut g = grad.clone();
-    for (op, rec) in ops.iter().zip(recs).rev() {
-        g = op.backward(&g, rec)?;
+    let mut end = ops.len();
+    while end > 0 {
+        let (next, passed) = backward_at(ops, recs, end, end >= 2 && fuses(ops, end - 2, |_| false), &g)?;
+        g = next;
+        end -= passed;
     }
     Ok(g)
+}
+
+/// Whether `t` is an `F32` CPU tensor, which the kernels of [`super::cpu`] handle.
+fn cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// `u8` mask of the positive elements of `y` (the backward of a ReLU with output `y`).
+fn positive_mask(y: &Tensor) -> Result<Tensor> {
+    if cpu_f32(y) {
+        y.contiguous()?.apply_op1_no_bwd(&PositiveMaskCpu)
+    } else {
+        y.gt(0.0)
+    }
 }
 
 /// What a dream maximises: `sum of weight * ||activations(tap)[channels]||_2` over its terms.
@@ -224,15 +292,17 @@ impl Network {
     pub fn objective_gradient(&self, x: &Tensor, objective: &Objective) -> Result<(f32, Tensor)> {
         let deepest = objective.terms.iter().map(|(t, _)| self.taps[*t].end).max().unwrap_or(0);
         let ops = &self.ops[..deepest];
+        let exposed = |end: usize| objective.terms.iter().any(|(t, _)| self.taps[*t].end == end);
         let mut act = x.clone();
         let mut recs = Vec::with_capacity(ops.len());
         let mut seeds: Vec<(usize, Tensor)> = Vec::new();
         let mut value = 0f32;
-        for (i, op) in ops.iter().enumerate() {
-            let (y, rec) = op.forward(&act, true)?;
-            recs.push(rec);
+        let mut done = 0;
+        while done < ops.len() {
+            let (y, ran) = forward_at(ops, done, fuses(ops, done, exposed), &act, true, &mut recs)?;
             act = y;
-            for &(_, weight) in objective.terms.iter().filter(|(t, _)| self.taps[*t].end == i + 1) {
+            done += ran;
+            for &(_, weight) in objective.terms.iter().filter(|(t, _)| self.taps[*t].end == done) {
                 let selected = match &objective.channels {
                     Some(channels) => {
                         act.broadcast_mul(&channel_mask(channels, act.dim(1)?, act.device(), act.dtype())?)?
@@ -243,21 +313,26 @@ impl Network {
                 let n = norm.to_dtype(DType::F32)?.to_scalar::<f32>()?;
                 if n > 0.0 {
                     value += weight * n;
-                    seeds.push((i + 1, (selected.broadcast_div(&norm)? * weight as f64)?));
+                    seeds.push((done, (selected.broadcast_div(&norm)? * weight as f64)?));
                 }
             }
         }
         let mut grad: Option<Tensor> = None;
-        for i in (0..ops.len()).rev() {
-            for (_, seed) in seeds.iter().filter(|(end, _)| *end == i + 1) {
+        let mut end = ops.len();
+        while end > 0 {
+            for (_, seed) in seeds.iter().filter(|(e, _)| *e == end) {
                 grad = Some(match grad {
                     Some(g) => (g + seed)?,
                     None => seed.clone(),
                 });
             }
-            if let Some(g) = &grad {
-                grad = Some(ops[i].backward(g, &recs[i])?);
-            }
+            let Some(g) = &grad else {
+                end -= 1;
+                continue;
+            };
+            let (next, passed) = backward_at(ops, &recs, end, end >= 2 && fuses(ops, end - 2, exposed), g)?;
+            grad = Some(next);
+            end -= passed;
         }
         Ok((value, grad.map_or_else(|| x.zeros_like(), Ok)?))
     }

@@ -1,0 +1,211 @@
+//! 3x3, stride-1, padding-1 convolution as a cache-blocked implicit GEMM with no im2col buffer.
+//!
+//! The input is zero-padded once into planes of `(H + 2) x (W + 2)` (channel-major, as candle's
+//! NCHW). For kernel tap `(dy, dx)`, the input pixels every output needs form one strided
+//! matrix: `Cin` rows (one per plane) starting `dy * (W + 2) + dx` into each plane. So the
+//! convolution is nine GEMMs `out[Cout, cols] += W_tap[Cout, Cin] * X_tap[Cin, cols]` computed on
+//! the padded width (the two extra columns per row are dropped). The output is produced a band
+//! of rows at a time, sized so that the band's output and input stay in the core's L2 cache
+//! across the nine taps; bands run in parallel, and the epilogue adds the bias, applies the
+//! optional ReLU and writes the band's rows to the NCHW output.
+//!
+//! The input gradient is the same operation with the flipped, transposed kernel; as a three-
+//! operand op it also multiplies its input by a `u8` mask while padding, which is the backward
+//! of the ReLU that followed the convolution.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{f32_data, u8_data, SharedMut};
+
+/// Bytes of output plus input a band may span (half of the L2 cache of the cores we target).
+const BAND_BYTES: usize = 1 << 20;
+
+/// A 3x3 "same" convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
+/// `[cout, cin, 3, 3]` weight (second operand), as a candle op; the weight stays in its tensor.
+/// A third `U8` operand shaped like the input masks it (zero where the mask is zero).
+#[derive(Debug, Clone)]
+pub struct Conv3x3Cpu {
+    bias: Option<Vec<f32>>,
+    relu: bool,
+}
+
+impl Conv3x3Cpu {
+    /// With an optional `[cout]` bias added to the output, and `max(0, ·)` applied after it
+    /// when `relu` is set.
+    pub fn new(bias: Option<Vec<f32>>, relu: bool) -> Self {
+        Self { bias, relu }
+    }
+
+    fn run(
+        &self,
+        x: &[f32],
+        mask: Option<&[u8]>,
+        (n, c, h, w): (usize, usize, usize, usize),
+        weight: &[f32],
+    ) -> Vec<f32> {
+        let cout = weight.len() / (9 * c);
+        let (pw, plane) = (w + 2, (h + 2) * (w + 2) + 2);
+        let rows = (BAND_BYTES / (4 * (c + cout) * pw)).clamp(1, h);
+        let bands = h.div_ceil(rows);
+        let threads = rayon::current_num_threads();
+        let mut out = vec![0f32; n * cout * h * w];
+        let mut padded = vec![0f32; c * plane];
+        for b in 0..n {
+            let image = b * c * h * w;
+            padded.par_chunks_mut(plane).enumerate().for_each(|(ci, p)| {
+                for y in 0..h {
+                    let at = image + (ci * h + y) * w;
+                    let dst = &mut p[(y + 1) * pw + 1..][..w];
+                    match mask {
+                        Some(m) => {
+                            for ((d, &s), &keep) in dst.iter_mut().zip(&x[at..at + w]).zip(&m[at..at + w]) {
+                                *d = if keep != 0 { s } else { 0.0 };
+                            }
+                        }
+                        None => dst.copy_from_slice(&x[at..at + w]),
+                    }
+                }
+            });
+            let band = Band {
+                padded: &padded,
+                weight,
+                c,
+                cout,
+                h,
+                w,
+                rows,
+                out: SharedMut(out[b * cout * h * w..].as_mut_ptr()),
+            };
+            if bands >= 2 * threads {
+                (0..bands)
+                    .into_par_iter()
+                    .for_each_init(Vec::new, |buf, k| self.band(&band, k, buf, Parallelism::None));
+            } else {
+                let mut buf = Vec::new();
+                for k in 0..bands {
+                    self.band(&band, k, &mut buf, Parallelism::Rayon(threads));
+                }
+            }
+        }
+        out
+    }
+
+    /// Computes output rows `k * rows ..` of one image into `buf`, then writes them out.
+    fn band(&self, band: &Band, k: usize, buf: &mut Vec<f32>, parallelism: Parallelism) {
+        let Band { padded, weight, c, cout, h, w, rows, out } = *band;
+        let pw = w + 2;
+        let plane = (h + 2) * pw + 2;
+        let y0 = k * rows;
+        let nr = rows.min(h - y0);
+        let len = nr * pw;
+        buf.resize(cout * len, 0.0);
+        if let Some(bias) = &self.bias {
+            buf.chunks_mut(len).zip(bias).for_each(|(row, &v)| row.fill(v));
+        }
+        for tap in 0..9 {
+            let offset = (y0 + tap / 3) * pw + tap % 3;
+            // SAFETY: dst is `cout x len` with row stride len (buf's size). lhs reads
+            // weight[co * c * 9 + ci * 9 + tap] for co < cout, ci < c. rhs reads
+            // padded[ci * plane + offset + j] for ci < c, j < len; the largest index is
+            // (y0 + nr + 2) * pw + 1 <= (h + 2) * pw + 1 < plane.
+            unsafe {
+                gemm::gemm(
+                    cout,
+                    len,
+                    c,
+                    buf.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    tap > 0 || self.bias.is_some(),
+                    weight.as_ptr().add(tap),
+                    9,
+                    (c * 9) as isize,
+                    padded.as_ptr().add(offset),
+                    1,
+                    plane as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        }
+        for co in 0..cout {
+            for r in 0..nr {
+                let src = &buf[co * len + r * pw..][..w];
+                // SAFETY: rows y0..y0 + nr of every output plane belong to this band alone, and
+                // (co * h + y0 + r) * w + w <= cout * h * w, the image's output size.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add((co * h + y0 + r) * w), w) };
+                if self.relu {
+                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s.max(0.0));
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+    }
+
+    fn check(&self, l1: &Layout, l2: &Layout) -> Result<(usize, usize, usize, usize, usize)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (cout, cin, kh, kw) = l2.shape().dims4()?;
+        if (c, kh, kw) != (cin, 3, 3) {
+            candle_core::bail!("conv3x3-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
+        }
+        Ok((n, c, h, w, cout))
+    }
+}
+
+/// What every band of one image shares.
+#[derive(Clone, Copy)]
+struct Band<'a> {
+    padded: &'a [f32],
+    weight: &'a [f32],
+    c: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    rows: usize,
+    out: SharedMut,
+}
+
+impl CustomOp2 for Conv3x3Cpu {
+    fn name(&self) -> &'static str {
+        "conv3x3-cpu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w, cout) = self.check(l1, l2)?;
+        let name = CustomOp2::name(self);
+        let out = self.run(f32_data(s1, l1, name)?, None, (n, c, h, w), f32_data(s2, l2, name)?);
+        Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
+    }
+}
+
+impl CustomOp3 for Conv3x3Cpu {
+    fn name(&self) -> &'static str {
+        "conv3x3-masked-cpu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w, cout) = self.check(l1, l2)?;
+        if l3.shape() != l1.shape() {
+            candle_core::bail!("conv3x3-masked-cpu: mask {:?} differs from input {:?}", l3.shape(), l1.shape());
+        }
+        let name = CustomOp3::name(self);
+        let mask = u8_data(s3, l3, name)?;
+        let out = self.run(f32_data(s1, l1, name)?, Some(mask), (n, c, h, w), f32_data(s2, l2, name)?);
+        Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
+    }
+}

@@ -1,0 +1,44 @@
+//! CPU kernels for the layers VGG is made of, as candle custom ops on contiguous `F32` NCHW
+//! tensors: 3x3 "same" convolutions as a cache-blocked implicit GEMM with bias and ReLU fused
+//! into the epilogue and the ReLU mask fused into the input-gradient pass, plus parallel
+//! max-pool and mask kernels. candle's own ops remain the path on every other device and
+//! precision.
+
+mod conv3x3;
+mod pool;
+
+use candle_core::{CpuStorage, Layout, Result};
+
+pub use conv3x3::Conv3x3Cpu;
+pub use pool::{MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, PositiveMaskCpu};
+
+/// The contiguous `F32` data of a CPU operand.
+fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: F32 operand expected");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous operand expected");
+    };
+    Ok(&data[start..end])
+}
+
+/// The contiguous `U8` data of a CPU operand (a mask).
+fn u8_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [u8]> {
+    let CpuStorage::U8(data) = storage else {
+        candle_core::bail!("{op}: U8 mask operand expected");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous mask expected");
+    };
+    Ok(&data[start..end])
+}
+
+/// A pointer that parallel workers write through, each to its own disjoint region.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+
+// SAFETY: only used to hand disjoint output regions to rayon workers (see each use).
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}

@@ -1,0 +1,132 @@
+//! 2x2 max-pool forward and backward and the ReLU mask, one parallel pass each over the planes
+//! of a contiguous NCHW tensor.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
+use rayon::prelude::*;
+
+use super::{f32_data, u8_data};
+
+/// 2x2 max-pool with stride 2, floor mode (odd trailing rows/columns are dropped), of an `F32`
+/// NCHW tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPool2Cpu;
+
+/// The `U8` mask, shaped like the input, of the elements a [`MaxPool2Cpu`] picks: every
+/// element equal to its window's maximum (dropped trailing rows/columns are zero).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolMaskCpu;
+
+/// Max-pool backward: an `[N, C, H/2, W/2]` gradient (first operand) routed in full to every
+/// element of the [`PoolMaskCpu`] mask (second operand), giving `[N, C, H, W]`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolRouteCpu;
+
+/// The `U8` mask of the positive elements of an `F32` tensor: the backward of a ReLU read off
+/// its output.
+#[derive(Debug, Clone, Copy)]
+pub struct PositiveMaskCpu;
+
+/// Window maxima of rows `2i, 2i + 1` of one plane, written to `out` (`w / 2` long).
+fn pool_row(plane: &[f32], w: usize, i: usize, out: &mut [f32]) {
+    let (top, bottom) = (&plane[2 * i * w..][..w], &plane[(2 * i + 1) * w..][..w]);
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = top[2 * j].max(top[2 * j + 1]).max(bottom[2 * j]).max(bottom[2 * j + 1]);
+    }
+}
+
+impl CustomOp1 for MaxPool2Cpu {
+    fn name(&self) -> &'static str {
+        "maxpool2-cpu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let (n, c, h, w) = l.shape().dims4()?;
+        let (ho, wo) = (h / 2, w / 2);
+        let mut y = vec![0f32; n * c * ho * wo];
+        if ho * wo > 0 {
+            y.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each(|(out, plane)| {
+                for (i, row) in out.chunks_mut(wo).enumerate() {
+                    pool_row(plane, w, i, row);
+                }
+            });
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, c, ho, wo))))
+    }
+}
+
+impl CustomOp1 for PoolMaskCpu {
+    fn name(&self) -> &'static str {
+        "maxpool2-mask-cpu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let (_, _, h, w) = l.shape().dims4()?;
+        let mut mask = vec![0u8; x.len()];
+        if h * w > 0 {
+            mask.par_chunks_mut(h * w).zip(x.par_chunks(h * w)).for_each_with(
+                vec![0f32; w / 2],
+                |row_max, (m, plane)| {
+                    for i in 0..h / 2 {
+                        pool_row(plane, w, i, row_max);
+                        for r in 2 * i..2 * i + 2 {
+                            for (j, &v) in row_max.iter().enumerate() {
+                                m[r * w + 2 * j] = u8::from(plane[r * w + 2 * j] == v);
+                                m[r * w + 2 * j + 1] = u8::from(plane[r * w + 2 * j + 1] == v);
+                            }
+                        }
+                    }
+                },
+            );
+        }
+        Ok((CpuStorage::U8(mask), l.shape().clone()))
+    }
+}
+
+impl CustomOp2 for PoolRouteCpu {
+    fn name(&self) -> &'static str {
+        "maxpool2-backward-cpu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let grad = f32_data(s1, l1, self.name())?;
+        let mask = u8_data(s2, l2, self.name())?;
+        let (n, c, ho, wo) = l1.shape().dims4()?;
+        let (_, _, h, w) = l2.shape().dims4()?;
+        if l2.shape().dims()[..2] != [n, c] || (h / 2, w / 2) != (ho, wo) {
+            candle_core::bail!("maxpool2-backward-cpu: gradient {:?} does not match mask {:?}", l1.shape(), l2.shape());
+        }
+        let mut out = vec![0f32; mask.len()];
+        if ho * wo > 0 {
+            out.par_chunks_mut(h * w).zip(mask.par_chunks(h * w)).zip(grad.par_chunks(ho * wo)).for_each(
+                |((o, m), g)| {
+                    for r in 0..2 * ho {
+                        let g_row = &g[(r / 2) * wo..][..wo];
+                        for j in 0..2 * wo {
+                            if m[r * w + j] != 0 {
+                                o[r * w + j] = g_row[j / 2];
+                            }
+                        }
+                    }
+                },
+            );
+        }
+        Ok((CpuStorage::F32(out), l2.shape().clone()))
+    }
+}
+
+impl CustomOp1 for PositiveMaskCpu {
+    fn name(&self) -> &'static str {
+        "positive-mask-cpu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let mut mask = vec![0u8; x.len()];
+        mask.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(m, v)| {
+            m.iter_mut().zip(v).for_each(|(m, &v)| *m = u8::from(v > 0.0));
+        });
+        Ok((CpuStorage::U8(mask), l.shape().clone()))
+    }
+}
