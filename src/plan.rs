@@ -49,7 +49,7 @@ pub fn load_preset(
 }
 
 /// The dream parameters of one frame's settings on `net`.
-pub fn dream_params(net: &Network, s: &FrameSettings, seed: u64) -> anyhow::Result<DreamParams> {
+pub fn dream_params(net: &Network, s: &FrameSettings, seed: u64, tile: usize) -> anyhow::Result<DreamParams> {
     let terms = s
         .layers
         .iter()
@@ -66,6 +66,7 @@ pub fn dream_params(net: &Network, s: &FrameSettings, seed: u64) -> anyhow::Resu
         jitter: s.jitter,
         smoothing: s.smooth,
         seed,
+        tile,
     })
 }
 

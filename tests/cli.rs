@@ -145,3 +145,20 @@ fn half_precision_on_the_cpu_is_explained() {
     assert!(stderr(&o).contains("--precision bf16 needs --device cuda"), "{}", stderr(&o));
     assert!(!out.exists());
 }
+
+#[test]
+fn tiled_dreams_keep_the_size_and_tiny_tiles_are_refused() {
+    let dir = common::scratch("cli-tile");
+    let (weights, input) = (fixture_weights(&dir), write_input(&dir, 300, 170));
+    let out = dir.join("out.png");
+    let args = ["image", &input, "-o", out.to_str().unwrap(), "--model", "vgg19", "--weights", &weights];
+    let o = dreamvid(&[&args[..], &["--layer", "20", "--octaves", "1", "--iterations", "2", "--tile", "128"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (300, 170));
+    std::fs::remove_file(&out).unwrap();
+    let o = dreamvid(&[&args[..], &["--tile", "5"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--tile 5 is too small"), "{}", stderr(&o));
+    assert!(!out.exists());
+}

@@ -28,6 +28,7 @@ fn fixture_dream(seed: u64) -> Tensor {
         jitter: 4,
         smoothing: 0.5,
         seed,
+        tile: 0,
     };
     dream::dream(&net, &image, &params, &mut |_| {}).unwrap()
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use dreamvid::dream::Rng;
+use dreamvid::dream::{tiles, Rng};
 use dreamvid::models::ModelKind;
 use dreamvid::nn::{Conv2d, DepthwiseConv2d, Network, Objective, Op, Padding, Tap};
 
@@ -184,4 +184,29 @@ fn fused_cpu_kernels_match_the_reference_path_through_the_network() {
             assert!(diff < 1e-4, "{layer} {n}x{h}x{w}: gradient differs by {diff}");
         }
     }
+}
+
+#[test]
+fn tiled_gradient_equals_the_whole_frame_gradient_where_the_halo_covers_the_receptive_field() {
+    // features.9 and features.20 see at most ~30 pixels around them, less than the 64-pixel
+    // halo, so tiles (at any offset) reproduce the untiled objective and gradient; the
+    // two-term objective takes the path that measures the norms first.
+    let net = common::fixture_vgg();
+    let x = random(&[1, 3, 300, 262], 31, DType::F32);
+    let (l9, l20) = (net.find_tap("features.9").unwrap(), net.find_tap("features.20").unwrap());
+    let objectives = [Objective::layer(l9), Objective { terms: vec![(l9, 0.7), (l20, 0.3)], channels: None }];
+    for objective in &objectives {
+        let (value, expected) = net.objective_gradient(&x, objective).unwrap();
+        for seed in 0..3 {
+            let mut rng = Rng::new(seed);
+            let (tiled_value, tiled) = tiles::objective_gradient(&net, &x, objective, 128, &mut rng).unwrap();
+            assert!((tiled_value - value).abs() < 1e-5 * value, "{tiled_value} vs {value}");
+            let diff = max_rel_diff(&tiled, &expected);
+            assert!(diff < 1e-4, "{:?} seed {seed}: tiled gradient differs by {diff}", objective.terms);
+        }
+    }
+    // Tiling only starts above the tile size: a frame that fits is one pass.
+    let mut rng = Rng::new(0);
+    let (_, whole) = tiles::objective_gradient(&net, &x, &objectives[0], 300, &mut rng).unwrap();
+    assert_eq!(max_rel_diff(&whole, &net.objective_gradient(&x, &objectives[0]).unwrap().1), 0.0);
 }

@@ -52,6 +52,11 @@ impl Conv2d {
         self.weight.dim(3).unwrap_or(1)
     }
 
+    /// Step between neighbouring windows.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// The CPU kernels, when they apply to an input of `dtype`.
     fn cpu_kernels(&self, dtype: DType) -> Option<&Cpu3x3> {
         self.cpu3x3.as_ref().filter(|_| dtype == DType::F32)
@@ -162,6 +167,11 @@ impl DepthwiseConv2d {
         let taps = (0..k * k).map(|i| flat.narrow(1, i, 1)?.reshape((1, c, 1, 1))).collect::<Result<Vec<_>>>()?;
         let bias = bias.map(|b| b.reshape((1, (), 1, 1))).transpose()?;
         Ok(Self { taps, bias, kernel: k, stride, padding })
+    }
+
+    /// Step between neighbouring windows.
+    pub fn stride(&self) -> usize {
+        self.stride
     }
 
     /// Convolves `x`.

@@ -14,5 +14,5 @@ mod ops;
 mod padding;
 
 pub use conv::{Conv2d, DepthwiseConv2d};
-pub use ops::{match_layer, Network, Objective, Op, Tap};
+pub use ops::{match_layer, Network, Objective, Op, Region, Tap};
 pub use padding::Padding;

@@ -97,6 +97,17 @@ impl Op {
         }
     }
 
+    /// How many input pixels one output pixel steps over (along each axis).
+    fn stride(&self) -> usize {
+        match self {
+            Op::Conv(c) => c.stride(),
+            Op::Depthwise(c) => c.stride(),
+            Op::MaxPool2 => 2,
+            Op::Residual(body) => body.iter().map(Op::stride).product(),
+            Op::Normalize { .. } | Op::Relu | Op::Relu6 => 1,
+        }
+    }
+
     fn to_dtype(&self, dtype: DType) -> Result<Op> {
         Ok(match self {
             Op::Normalize { mean, scale } => {
@@ -225,6 +236,32 @@ pub fn match_layer<'a>(names: impl Iterator<Item = &'a str> + Clone, spec: &str)
     })
 }
 
+/// Input rows and columns `[start, end)` of a crop whose activations count (one tile of a
+/// tiled gradient). Activation `(i, j)` of a tap with stride `s` counts when input pixel
+/// `(i * s, j * s)` lies inside, so tiles that partition an image partition every tap's
+/// activations, provided each crop starts at a multiple of the stride.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// Input rows `[start, end)`, relative to the crop.
+    pub rows: (usize, usize),
+    /// Input columns `[start, end)`, relative to the crop.
+    pub cols: (usize, usize),
+}
+
+impl Region {
+    /// `act` (`[N, C, H, W]`, stride `stride`) with the activations outside zeroed.
+    fn keep(&self, act: &Tensor, stride: usize) -> Result<Tensor> {
+        let (_, _, h, w) = act.dims4()?;
+        let span = |(a, b): (usize, usize), len: usize| (a.div_ceil(stride).min(len), b.div_ceil(stride).min(len));
+        let ((r0, r1), (c0, c1)) = (span(self.rows, h), span(self.cols, w));
+        if (r0, r1, c0, c1) == (0, h, 0, w) {
+            return Ok(act.clone());
+        }
+        let inside = act.narrow(2, r0, r1 - r0)?.narrow(3, c0, c1 - c0)?;
+        pad_spatial(&inside, r0, h - r1, c0, w - c1)
+    }
+}
+
 /// A named point of a network whose activations can be dreamed on.
 #[derive(Debug, Clone)]
 pub struct Tap {
@@ -287,33 +324,63 @@ impl Network {
         Ok(run_forward(&self.ops[..self.taps[tap].end], x, false)?.0)
     }
 
+    /// How many input pixels one activation of tap `tap` steps over (the product of the
+    /// strides before it): activation `(i, j)` sits at input pixel `(i * s, j * s)`.
+    pub fn tap_stride(&self, tap: usize) -> usize {
+        self.ops[..self.taps[tap].end].iter().map(Op::stride).product()
+    }
+
     /// The DeepDream objective (a weighted sum of the L2 norms of tap activations, see
     /// [`Objective`]) and its gradient with respect to `x`.
     pub fn objective_gradient(&self, x: &Tensor, objective: &Objective) -> Result<(f32, Tensor)> {
+        let (squares, grad) = self.seeded_gradient(x, objective, None, &|_, squares| squares.sqrt())?;
+        let value = objective.terms.iter().zip(&squares).map(|((_, w), s)| w * s.sqrt()).sum();
+        Ok((value, grad))
+    }
+
+    /// The building block of [`Network::objective_gradient`] and of tiled gradients.
+    ///
+    /// For each objective term, only the activations at input pixels inside `region` (all when
+    /// `None`) count; their sum of squares `S` is returned per term, and the backward pass is
+    /// seeded with `weight * activations / norm(term, S)`. `norm = sqrt(S)` gives the
+    /// gradient of the term's norm; a term whose norm is 0 or not finite is left out.
+    pub fn seeded_gradient(
+        &self,
+        x: &Tensor,
+        objective: &Objective,
+        region: Option<&Region>,
+        norm: &dyn Fn(usize, f32) -> f32,
+    ) -> Result<(Vec<f32>, Tensor)> {
         let deepest = objective.terms.iter().map(|(t, _)| self.taps[*t].end).max().unwrap_or(0);
         let ops = &self.ops[..deepest];
         let exposed = |end: usize| objective.terms.iter().any(|(t, _)| self.taps[*t].end == end);
         let mut act = x.clone();
         let mut recs = Vec::with_capacity(ops.len());
         let mut seeds: Vec<(usize, Tensor)> = Vec::new();
-        let mut value = 0f32;
+        let mut squares = vec![0f32; objective.terms.len()];
         let mut done = 0;
         while done < ops.len() {
             let (y, ran) = forward_at(ops, done, fuses(ops, done, exposed), &act, true, &mut recs)?;
             act = y;
             done += ran;
-            for &(_, weight) in objective.terms.iter().filter(|(t, _)| self.taps[*t].end == done) {
-                let selected = match &objective.channels {
+            for (term, &(tap, weight)) in objective.terms.iter().enumerate() {
+                if self.taps[tap].end != done {
+                    continue;
+                }
+                let mut selected = match &objective.channels {
                     Some(channels) => {
                         act.broadcast_mul(&channel_mask(channels, act.dim(1)?, act.device(), act.dtype())?)?
                     }
                     None => act.clone(),
                 };
-                let norm = selected.sqr()?.sum_all()?.sqrt()?;
-                let n = norm.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-                if n > 0.0 {
-                    value += weight * n;
-                    seeds.push((done, (selected.broadcast_div(&norm)? * weight as f64)?));
+                if let Some(region) = region {
+                    selected = region.keep(&selected, self.tap_stride(tap))?;
+                }
+                squares[term] = selected.sqr()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                let divisor = norm(term, squares[term]);
+                if divisor != 0.0 && divisor.is_finite() {
+                    let divisor = Tensor::new(divisor, act.device())?.to_dtype(act.dtype())?;
+                    seeds.push((done, (selected.broadcast_div(&divisor)? * weight as f64)?));
                 }
             }
         }
@@ -334,7 +401,7 @@ impl Network {
             grad = Some(next);
             end -= passed;
         }
-        Ok((value, grad.map_or_else(|| x.zeros_like(), Ok)?))
+        Ok((squares, grad.map_or_else(|| x.zeros_like(), Ok)?))
     }
 
     /// The same network with every parameter converted to `dtype`.

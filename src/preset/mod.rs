@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::dream::DEFAULT_TILE;
 use crate::models::ModelKind;
 use crate::video::coherence::{Coherence, DEFAULT_SCENE_CUT};
 use schedule::{crossfade, Interpolation, Track};
@@ -147,6 +148,9 @@ pub struct Fixed {
     pub coherence: Coherence,
     /// Scene-cut threshold (video).
     pub scene_cut: f64,
+    /// Longest side pushed through the network at once (`--tile`; a memory setting, not
+    /// part of the look, so presets do not set it).
+    pub tile: usize,
 }
 
 /// When a keyframe applies.
@@ -203,7 +207,7 @@ pub fn defaults() -> (FrameSettings, Fixed) {
             rotate: 0.0,
             translate: (0.0, 0.0),
         },
-        Fixed { model: None, seed: 0, coherence: Coherence::Flow, scene_cut: DEFAULT_SCENE_CUT },
+        Fixed { model: None, seed: 0, coherence: Coherence::Flow, scene_cut: DEFAULT_SCENE_CUT, tile: DEFAULT_TILE },
     )
 }
 
