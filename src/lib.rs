@@ -8,6 +8,7 @@
 //! - [`video`]: FFmpeg decode/encode, optical flow, temporal coherence.
 //! - [`image_io`], [`animation`], [`output`], [`compare`]: files in and out, and checking them.
 
+pub mod allocator;
 pub mod animation;
 pub mod compare;
 pub mod device;

@@ -334,6 +334,7 @@ struct CompareArgs {
 }
 
 fn main() {
+    dreamvid::allocator::keep_freed_buffers();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Image(args)) => run_image(args),

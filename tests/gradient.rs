@@ -147,9 +147,12 @@ fn max_pool_backward_routes_the_whole_gradient_unlike_candle_autograd() {
 
 #[test]
 fn fast_cpu_3x3_convolution_matches_candle() {
-    // F32 3x3 stride-1 convolutions on the CPU take the implicit-GEMM path; candle's own
+    // F32 3x3 stride-1 convolutions on the CPU take the CPU kernels; candle's own
     // convolution and autograd are the reference.
-    for (n, cin, cout, h, w) in [(1, 3, 8, 17, 23), (2, 5, 7, 9, 6), (1, 16, 4, 1, 5), (1, 64, 32, 28, 28)] {
+    // Up to 256x256 channel pairs run as Winograd F(4x4, 3x3), wider layers as implicit GEMM;
+    // sizes that are not multiples of the 4x4 tiles, single rows and batches included.
+    let shapes = [(1, 3, 8, 17, 23), (2, 5, 7, 9, 6), (1, 16, 4, 1, 5), (1, 64, 32, 28, 28), (1, 256, 256, 13, 11)];
+    for (n, cin, cout, h, w) in shapes.into_iter().chain([(2, 300, 260, 6, 9), (1, 520, 8, 3, 2)]) {
         let x = random(&[n, cin, h, w], 11, DType::F32);
         let weight = (random(&[cout, cin, 3, 3], 12, DType::F32) - 0.5).unwrap();
         let bias = random(&[cout], 13, DType::F32);
@@ -158,11 +161,11 @@ fn fast_cpu_3x3_convolution_matches_candle() {
         let expected = reference(&x).broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap()).unwrap();
         let y = conv.forward(&x).unwrap();
         assert_eq!(y.dims(), expected.dims());
-        assert!(max_rel_diff(&y, &expected) < 1e-5, "forward {n}x{cin}x{h}x{w} -> {cout}");
+        assert!(max_rel_diff(&y, &expected) < 1e-4, "forward {n}x{cin}x{h}x{w} -> {cout}");
         let probe = random(y.dims(), 14, DType::F32);
         let expected = autograd_input_grad(&x, &probe, reference);
         let got = conv.backward(&probe, (h, w)).unwrap();
-        assert!(max_rel_diff(&got, &expected) < 1e-5, "backward {n}x{cin}x{h}x{w} -> {cout}");
+        assert!(max_rel_diff(&got, &expected) < 1e-4, "backward {n}x{cin}x{h}x{w} -> {cout}");
     }
 }
 

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::cpu::Conv3x3Cpu;
+use super::cpu::{conv3x3_kernels, Conv3x3Cpu};
 use super::padding::{dilate, output_len, pad_spatial, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.
@@ -10,8 +10,9 @@ use super::padding::{dilate, output_len, pad_spatial, Padding};
 pub struct Conv2d {
     weight: Tensor,
     /// The weight flipped spatially with input/output channels swapped: the kernel of the
-    /// transposed convolution that computes the input gradient.
-    weight_bwd: Tensor,
+    /// transposed convolution that computes the input gradient (the CPU kernels read it from
+    /// `weight` instead).
+    weight_bwd: Option<Tensor>,
     bias: Option<Tensor>,
     stride: usize,
     padding: Padding,
@@ -24,20 +25,17 @@ impl Conv2d {
     /// Wraps a `[out, in, k, k]` weight and an optional `[out]` bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
         let weight = weight.contiguous()?;
-        let weight_bwd = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
-        let (_, _, kh, kw) = weight.dims4()?;
+        let (cout, cin, kh, kw) = weight.dims4()?;
         let fast = weight.device().is_cpu()
             && weight.dtype() == DType::F32
             && (kh, kw, stride, padding) == (3, 3, 1, Padding::Symmetric(1));
-        let cpu3x3 = if fast {
+        let (cpu3x3, weight_bwd) = if fast {
             let b = bias.as_ref().map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()?;
-            Some(Cpu3x3 {
-                forward: Conv3x3Cpu::new(b.clone(), false),
-                forward_relu: Conv3x3Cpu::new(b, true),
-                backward: Conv3x3Cpu::new(None, false),
-            })
+            let w = weight.flatten_all()?.to_vec1::<f32>()?;
+            let [forward, forward_relu, backward] = conv3x3_kernels(&w, (cout, cin), b);
+            (Some(Cpu3x3 { forward, forward_relu, backward }), None)
         } else {
-            None
+            (None, Some(weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?))
         };
         let bias = bias.map(|b| b.reshape((1, (), 1, 1))).transpose()?;
         Ok(Self { weight, weight_bwd, bias, stride, padding, cpu3x3 })
@@ -94,25 +92,26 @@ impl Conv2d {
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
     pub fn backward(&self, grad: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
         if let Some(k) = self.cpu_kernels(grad.dtype()) {
-            return grad.contiguous()?.apply_op2_no_bwd(&self.weight_bwd, &k.backward);
+            return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &k.backward);
         }
+        let weight_bwd = self.weight_bwd.as_ref().expect("kept for every layer without CPU kernels");
         let k = self.kernel();
         if let (1, Padding::Symmetric(p)) = (self.stride, self.padding) {
             if p < k {
-                return grad.conv2d(&self.weight_bwd, k - 1 - p, 1, 1, 1);
+                return grad.conv2d(weight_bwd, k - 1 - p, 1, 1, 1);
             }
         }
         let (t, b) = self.padding.amounts(h, k, self.stride);
         let (l, r) = self.padding.amounts(w, k, self.stride);
         let full = transposed_padding(grad, h + t + b, w + l + r, k, self.stride)?;
-        full.conv2d(&self.weight_bwd, 0, 1, 1, 1)?.narrow(2, t, h)?.narrow(3, l, w)
+        full.conv2d(weight_bwd, 0, 1, 1, 1)?.narrow(2, t, h)?.narrow(3, l, w)
     }
 
     /// [`Conv2d::backward`] of the output gradient masked by a `u8` `mask` (the backward of a
     /// ReLU that followed this convolution), in one pass on the CPU.
     pub fn backward_masked(&self, grad: &Tensor, mask: &Tensor, size: (usize, usize)) -> Result<Tensor> {
         match self.cpu_kernels(grad.dtype()) {
-            Some(k) => grad.contiguous()?.apply_op3_no_bwd(&self.weight_bwd, &mask.contiguous()?, &k.backward),
+            Some(k) => grad.contiguous()?.apply_op3_no_bwd(&self.weight, &mask.contiguous()?, &k.backward),
             None => self.backward(&(grad * mask.to_dtype(grad.dtype())?)?, size),
         }
     }

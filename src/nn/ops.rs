@@ -406,6 +406,9 @@ impl Network {
 
     /// The same network with every parameter converted to `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> Result<Network> {
+        if dtype == self.dtype {
+            return Ok(self.clone());
+        }
         Ok(Network {
             ops: self.ops.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>()?,
             taps: self.taps.clone(),

@@ -9,35 +9,59 @@
 //! across the nine taps; bands run in parallel, and the epilogue adds the bias, applies the
 //! optional ReLU and writes the band's rows to the NCHW output.
 //!
-//! The input gradient is the same operation with the flipped, transposed kernel; as a three-
-//! operand op it also multiplies its input by a `u8` mask while padding, which is the backward
-//! of the ReLU that followed the convolution.
+//! The input gradient is the same operation with the flipped, transposed kernel (read from the
+//! forward weight with swapped strides, so no second copy of the weight exists); as a
+//! three-operand op it also multiplies its input by a `u8` mask while padding, which is the
+//! backward of the ReLU that followed the convolution.
+//!
+//! Layers whose transformed kernels are small enough to keep run as Winograd F(4x4, 3x3)
+//! instead (see [`super::winograd`]).
+
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::winograd::{self, transform_weights};
 use super::{f32_data, u8_data, SharedMut};
 
 /// Bytes of output plus input a band may span (half of the L2 cache of the cores we target).
 const BAND_BYTES: usize = 1 << 20;
 
+/// Layers with at most this many (input, output) channel pairs run as Winograd F(4x4, 3x3);
+/// their transformed kernels take 4x the weight's memory, twice (forward and input gradient).
+const WINOGRAD_MAX_PAIRS: usize = 256 * 256;
+
 /// A 3x3 "same" convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
-/// `[cout, cin, 3, 3]` weight (second operand), as a candle op; the weight stays in its tensor.
-/// A third `U8` operand shaped like the input masks it (zero where the mask is zero).
+/// `[cout, cin, 3, 3]` weight (second operand), or its input gradient, as a candle op; the
+/// weight stays in its tensor. A third `U8` operand shaped like the input masks it (zero where
+/// the mask is zero).
 #[derive(Debug, Clone)]
 pub struct Conv3x3Cpu {
     bias: Option<Vec<f32>>,
     relu: bool,
+    /// Computes the input gradient: the flipped kernel with input and output swapped.
+    transposed: bool,
+    /// Winograd-transformed kernels, for layers that run as Winograd.
+    winograd: Option<Arc<Vec<f32>>>,
+}
+
+/// The kernels of one layer with weight `[cout, cin, 3, 3]`: forward, forward fused with the
+/// following ReLU, and input gradient.
+pub fn conv3x3_kernels(weight: &[f32], (cout, cin): (usize, usize), bias: Option<Vec<f32>>) -> [Conv3x3Cpu; 3] {
+    let winograd = |transposed| {
+        (cout * cin <= WINOGRAD_MAX_PAIRS).then(|| Arc::new(transform_weights(weight, cout, cin, transposed)))
+    };
+    let forward = winograd(false);
+    [
+        Conv3x3Cpu { bias: bias.clone(), relu: false, transposed: false, winograd: forward.clone() },
+        Conv3x3Cpu { bias, relu: true, transposed: false, winograd: forward },
+        Conv3x3Cpu { bias: None, relu: false, transposed: true, winograd: winograd(true) },
+    ]
 }
 
 impl Conv3x3Cpu {
-    /// With an optional `[cout]` bias added to the output, and `max(0, ·)` applied after it
-    /// when `relu` is set.
-    pub fn new(bias: Option<Vec<f32>>, relu: bool) -> Self {
-        Self { bias, relu }
-    }
-
     fn run(
         &self,
         x: &[f32],
@@ -46,6 +70,10 @@ impl Conv3x3Cpu {
         weight: &[f32],
     ) -> Vec<f32> {
         let cout = weight.len() / (9 * c);
+        if let Some(u) = &self.winograd {
+            let bias = self.bias.as_deref();
+            return winograd::convolve(&winograd::Job { x, mask, dims: (n, c, h, w), u, cout, bias, relu: self.relu });
+        }
         let (pw, plane) = (w + 2, (h + 2) * (w + 2) + 2);
         let rows = (BAND_BYTES / (4 * (c + cout) * pw)).clamp(1, h);
         let bands = h.div_ceil(rows);
@@ -104,12 +132,17 @@ impl Conv3x3Cpu {
         if let Some(bias) = &self.bias {
             buf.chunks_mut(len).zip(bias).for_each(|(row, &v)| row.fill(v));
         }
+        // Weight element (output o, input i) of tap t: weight[o][i][t], or for the input
+        // gradient weight[i][o][8 - t].
+        let (first, step, row_stride, col_stride) =
+            if self.transposed { (8, -1, 9, cout * 9) } else { (0, 1, c * 9, 9) };
         for tap in 0..9 {
             let offset = (y0 + tap / 3) * pw + tap % 3;
+            let lhs = (first + step * tap as isize) as usize;
             // SAFETY: dst is `cout x len` with row stride len (buf's size). lhs reads
-            // weight[co * c * 9 + ci * 9 + tap] for co < cout, ci < c. rhs reads
-            // padded[ci * plane + offset + j] for ci < c, j < len; the largest index is
-            // (y0 + nr + 2) * pw + 1 <= (h + 2) * pw + 1 < plane.
+            // weight[lhs + o * row_stride + i * col_stride] for o < cout, i < c, within the
+            // cout * c * 9 weight. rhs reads padded[ci * plane + offset + j] for ci < c,
+            // j < len; the largest index is (y0 + nr + 2) * pw + 1 <= (h + 2) * pw + 1 < plane.
             unsafe {
                 gemm::gemm(
                     cout,
@@ -119,9 +152,9 @@ impl Conv3x3Cpu {
                     1,
                     len as isize,
                     tap > 0 || self.bias.is_some(),
-                    weight.as_ptr().add(tap),
-                    9,
-                    (c * 9) as isize,
+                    weight.as_ptr().add(lhs),
+                    col_stride as isize,
+                    row_stride as isize,
                     padded.as_ptr().add(offset),
                     1,
                     plane as isize,
@@ -151,7 +184,8 @@ impl Conv3x3Cpu {
 
     fn check(&self, l1: &Layout, l2: &Layout) -> Result<(usize, usize, usize, usize, usize)> {
         let (n, c, h, w) = l1.shape().dims4()?;
-        let (cout, cin, kh, kw) = l2.shape().dims4()?;
+        let (wo, wi, kh, kw) = l2.shape().dims4()?;
+        let (cout, cin) = if self.transposed { (wi, wo) } else { (wo, wi) };
         if (c, kh, kw) != (cin, 3, 3) {
             candle_core::bail!("conv3x3-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
         }
