@@ -149,10 +149,14 @@ fn max_pool_backward_routes_the_whole_gradient_unlike_candle_autograd() {
 fn fast_cpu_3x3_convolution_matches_candle() {
     // F32 3x3 stride-1 convolutions on the CPU take the CPU kernels; candle's own
     // convolution and autograd are the reference.
-    // Up to 256x256 channel pairs run as Winograd F(4x4, 3x3), wider layers as implicit GEMM;
-    // sizes that are not multiples of the 4x4 tiles, single rows and batches included.
+    // Layers with 16+ channels each way run as Winograd F(4x4, 3x3), narrower ones as implicit
+    // GEMM; sizes that are not multiples of the 4x4 tiles, single rows and batches included.
+    // Wider layers transform their Winograd kernels per call on large images (260x256 at
+    // 40x40) and run as implicit GEMM on small ones.
     let shapes = [(1, 3, 8, 17, 23), (2, 5, 7, 9, 6), (1, 16, 4, 1, 5), (1, 64, 32, 28, 28), (1, 256, 256, 13, 11)];
-    for (n, cin, cout, h, w) in shapes.into_iter().chain([(2, 300, 260, 6, 9), (1, 520, 8, 3, 2)]) {
+    for (n, cin, cout, h, w) in
+        shapes.into_iter().chain([(2, 300, 260, 6, 9), (1, 520, 8, 3, 2), (1, 260, 256, 40, 39)])
+    {
         let x = random(&[n, cin, h, w], 11, DType::F32);
         let weight = (random(&[cout, cin, 3, 3], 12, DType::F32) - 0.5).unwrap();
         let bias = random(&[cout], 13, DType::F32);
@@ -174,7 +178,15 @@ fn fused_cpu_kernels_match_the_reference_path_through_the_network() {
     // In F32 on the CPU, convolutions fuse with their ReLU (mask fused into the backward) and
     // pools run their own kernels; in F64 every op is candle's. Tapping a convolution's own
     // output (features.2, features.28) keeps it unfused; odd sizes exercise the pool crops.
-    let net = common::fixture_vgg();
+    // The fixture's 4-8 channel layers run as implicit GEMM, the wider network's (16+) as
+    // Winograd.
+    let wide = common::vgg_with_widths(&[16, 16, 32, 32, 32, 32, 32, 32, 48, 48, 48, 48, 48, 48, 48, 48]);
+    for net in [common::fixture_vgg(), wide] {
+        check_against_reference(&net);
+    }
+}
+
+fn check_against_reference(net: &Network) {
     let reference = net.to_dtype(DType::F64).unwrap();
     for (n, h, w) in [(1, 37, 42), (2, 35, 40)] {
         let x = random(&[n, 3, h, w], 21, DType::F64);

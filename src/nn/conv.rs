@@ -25,14 +25,13 @@ impl Conv2d {
     /// Wraps a `[out, in, k, k]` weight and an optional `[out]` bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
         let weight = weight.contiguous()?;
-        let (cout, cin, kh, kw) = weight.dims4()?;
+        let (_, _, kh, kw) = weight.dims4()?;
         let fast = weight.device().is_cpu()
             && weight.dtype() == DType::F32
             && (kh, kw, stride, padding) == (3, 3, 1, Padding::Symmetric(1));
         let (cpu3x3, weight_bwd) = if fast {
             let b = bias.as_ref().map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()?;
-            let w = weight.flatten_all()?.to_vec1::<f32>()?;
-            let [forward, forward_relu, backward] = conv3x3_kernels(&w, (cout, cin), b);
+            let [forward, forward_relu, backward] = conv3x3_kernels(b);
             (Some(Cpu3x3 { forward, forward_relu, backward }), None)
         } else {
             (None, Some(weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?))

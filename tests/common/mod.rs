@@ -24,9 +24,15 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// The fixture VGG19 written to disk and loaded through the real weights loader.
 pub fn fixture_vgg() -> Network {
+    vgg_with_widths(&dreamvid::fixture::FIXTURE_VGG_WIDTHS)
+}
+
+/// A VGG19 layout with the given convolution widths and seeded random weights, loaded through
+/// the real weights loader.
+pub fn vgg_with_widths(widths: &[usize; 16]) -> Network {
     let dir = scratch("fixture-vgg");
     let path = dir.join("vgg19.safetensors");
-    dreamvid::fixture::write_tiny_vgg19(&path, FIXTURE_SEED).unwrap();
+    dreamvid::fixture::write_vgg19(&path, widths, FIXTURE_SEED).unwrap();
     let net = ModelKind::Vgg19.load(&path, &Device::Cpu).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     net

@@ -17,7 +17,7 @@
 //! Layers whose transformed kernels are small enough to keep run as Winograd F(4x4, 3x3)
 //! instead (see [`super::winograd`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
@@ -29,9 +29,17 @@ use super::{f32_data, u8_data, SharedMut};
 /// Bytes of output plus input a band may span (half of the L2 cache of the cores we target).
 const BAND_BYTES: usize = 1 << 20;
 
-/// Layers with at most this many (input, output) channel pairs run as Winograd F(4x4, 3x3);
-/// their transformed kernels take 4x the weight's memory, twice (forward and input gradient).
-const WINOGRAD_MAX_PAIRS: usize = 256 * 256;
+/// Layers with at most this many (input, output) channel pairs keep their Winograd kernels
+/// (4x the weight's size, once per direction) after first use.
+const CACHED_PAIRS: usize = 256 * 256;
+
+/// Layers with fewer input or output channels than this run as implicit GEMM: the Winograd
+/// transforms would cost more than they save (VGG's first layer).
+const MIN_CHANNELS: usize = 16;
+
+/// Wider layers transform their kernels on every call, which pays from this many 4x4 tiles
+/// up; smaller images run them as implicit GEMM.
+const PER_CALL_MIN_TILES: usize = 100;
 
 /// A 3x3 "same" convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 3, 3]` weight (second operand), or its input gradient, as a candle op; the
@@ -43,21 +51,19 @@ pub struct Conv3x3Cpu {
     relu: bool,
     /// Computes the input gradient: the flipped kernel with input and output swapped.
     transposed: bool,
-    /// Winograd-transformed kernels, for layers that run as Winograd.
-    winograd: Option<Arc<Vec<f32>>>,
+    /// Winograd kernels of this op's (possibly transposed) weight, kept after first use for
+    /// layers up to [`CACHED_PAIRS`].
+    winograd: Arc<OnceLock<Vec<f32>>>,
 }
 
-/// The kernels of one layer with weight `[cout, cin, 3, 3]`: forward, forward fused with the
-/// following ReLU, and input gradient.
-pub fn conv3x3_kernels(weight: &[f32], (cout, cin): (usize, usize), bias: Option<Vec<f32>>) -> [Conv3x3Cpu; 3] {
-    let winograd = |transposed| {
-        (cout * cin <= WINOGRAD_MAX_PAIRS).then(|| Arc::new(transform_weights(weight, cout, cin, transposed)))
-    };
-    let forward = winograd(false);
+/// The kernels of one layer: forward, forward fused with the following ReLU, and input
+/// gradient.
+pub fn conv3x3_kernels(bias: Option<Vec<f32>>) -> [Conv3x3Cpu; 3] {
+    let forward = Arc::new(OnceLock::new());
     [
         Conv3x3Cpu { bias: bias.clone(), relu: false, transposed: false, winograd: forward.clone() },
         Conv3x3Cpu { bias, relu: true, transposed: false, winograd: forward },
-        Conv3x3Cpu { bias: None, relu: false, transposed: true, winograd: winograd(true) },
+        Conv3x3Cpu { bias: None, relu: false, transposed: true, winograd: Arc::new(OnceLock::new()) },
     ]
 }
 
@@ -70,7 +76,18 @@ impl Conv3x3Cpu {
         weight: &[f32],
     ) -> Vec<f32> {
         let cout = weight.len() / (9 * c);
-        if let Some(u) = &self.winograd {
+        let pairs = c * cout;
+        let tiles = h.div_ceil(4) * w.div_ceil(4);
+        if c.min(cout) >= MIN_CHANNELS && (pairs <= CACHED_PAIRS || tiles >= PER_CALL_MIN_TILES) {
+            let (wo, wi) = if self.transposed { (c, cout) } else { (cout, c) };
+            let transform = || transform_weights(weight, wo, wi, self.transposed);
+            let per_call;
+            let u = if pairs <= CACHED_PAIRS {
+                self.winograd.get_or_init(transform)
+            } else {
+                per_call = transform();
+                &per_call
+            };
             let bias = self.bias.as_deref();
             return winograd::convolve(&winograd::Job { x, mask, dims: (n, c, h, w), u, cout, bias, relu: self.relu });
         }

@@ -1,0 +1,212 @@
+//! Winograd F(4x4, 3x3) convolution (Lavin & Gray 2015): each 4x4 block of output comes from
+//! a 6x6 block of input with 36 multiplications per channel pair instead of 144.
+//!
+//! For every tile: `Y = Aᵀ [U ⊙ (Bᵀ d B)] A` with `U = G g Gᵀ`, summed over input channels.
+//! Per band of tile rows, the input tiles are transformed into `V[ξ][c][t]` (36 matrices,
+//! tiles contiguous), the 36 products `M[ξ] = U[ξ] V[ξ]` run as independent GEMMs, and the
+//! output transform writes each tile back with bias and ReLU. The input gradient is the same
+//! convolution with the flipped, transposed kernel (its own `U`).
+//!
+//! Every transform runs over vectors of tiles: the padded input is first split by column
+//! phase (`x mod 4`), so the pixel at column offset `s` of every tile in a tile row is one
+//! contiguous run (see [`kernels`]).
+
+mod kernels;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::SharedMut;
+use kernels::{input_tiles, kernel_tiles, output_tiles, split_phases, Slots, LANES};
+
+/// Output tile side.
+const M: usize = 4;
+/// Input tile side.
+const A: usize = M + 2;
+/// Transformed tile elements.
+const XI: usize = A * A;
+
+/// Bytes of transformed tiles (input and output side) a band of tile rows may span: what one
+/// core's L2 cache holds.
+const BAND_BYTES: usize = 2 << 20;
+
+/// Transformed kernels `U[ξ][o][i]` of a `[cout, cin, 3, 3]` weight: for the convolution
+/// itself (`o` = output channel), or, with `transpose`, for its input gradient (the flipped
+/// kernel with channels swapped: `o` = input channel).
+pub fn transform_weights(weight: &[f32], cout: usize, cin: usize, transpose: bool) -> Vec<f32> {
+    let (outs, ins) = if transpose { (cin, cout) } else { (cout, cin) };
+    let pairs = cout * cin;
+    let mut u = vec![0f32; XI * pairs];
+    let slots = Slots { ptr: SharedMut(u.as_mut_ptr()), xi_stride: pairs, base: 0 };
+    (0..outs).into_par_iter().for_each(|o| {
+        let mut starts = [0usize; LANES];
+        for i0 in (0..ins).step_by(LANES) {
+            let n = (ins - i0).min(LANES);
+            for (lane, start) in starts[..n].iter_mut().enumerate() {
+                let i = i0 + lane;
+                let (co, ci) = if transpose { (i, o) } else { (o, i) };
+                *start = (co * cin + ci) * 9;
+            }
+            kernel_tiles(weight, &starts[..n], transpose, slots, o * ins + i0);
+        }
+    });
+    u
+}
+
+/// One convolution of `x` (`[n, c, h, w]`, masked by `mask` where given).
+pub struct Job<'a> {
+    /// `[n, c, h, w]` input of this call.
+    pub x: &'a [f32],
+    /// Optional `u8` mask of `x` (zero: the element counts as 0).
+    pub mask: Option<&'a [u8]>,
+    /// Dimensions of `x`.
+    pub dims: (usize, usize, usize, usize),
+    /// Transformed kernels from [`transform_weights`].
+    pub u: &'a [f32],
+    /// Channels of the result.
+    pub cout: usize,
+    /// Per-channel bias of the result.
+    pub bias: Option<&'a [f32]>,
+    /// Apply `max(0, ·)` to the result.
+    pub relu: bool,
+}
+
+impl Job<'_> {
+    /// `x` and `mask` of image `b`, channel `ci`.
+    fn plane(&self, b: usize, ci: usize) -> (&[f32], Option<&[u8]>) {
+        let (_, c, h, w) = self.dims;
+        let range = (b * c + ci) * h * w..(b * c + ci + 1) * h * w;
+        (&self.x[range.clone()], self.mask.map(|m| &m[range]))
+    }
+}
+
+/// Tile geometry of an `h x w` image and how it is cut into bands of tile rows.
+#[derive(Clone, Copy)]
+struct Bands {
+    /// Tile rows and columns.
+    th: usize,
+    tw: usize,
+    /// Tile rows per band, and tiles per band (the row stride of the transformed matrices).
+    rows: usize,
+    tiles: usize,
+    count: usize,
+}
+
+impl Bands {
+    fn new(h: usize, w: usize, channels: usize) -> Self {
+        let (th, tw) = (h.div_ceil(M), w.div_ceil(M));
+        let rows = (BAND_BYTES / (4 * XI * channels * tw)).clamp(1, th);
+        Self { th, tw, rows, tiles: rows * tw, count: th.div_ceil(rows) }
+    }
+
+    /// Tile rows of band `k`.
+    fn range(&self, k: usize) -> (usize, usize) {
+        (k * self.rows, ((k + 1) * self.rows).min(self.th))
+    }
+
+    /// Runs `band(buffers, k, split)` for every band: many bands go one per worker, each in
+    /// its own cache (`split` = all of a band's channels in one task); few bands run one at a
+    /// time with every worker sharing its channels (`split` = 1).
+    fn run(
+        &self,
+        buffers: impl Fn() -> (Vec<f32>, Vec<f32>) + Sync + Send,
+        band: impl Fn(&mut (Vec<f32>, Vec<f32>), usize, usize) + Sync + Send,
+    ) {
+        if self.count >= 2 * rayon::current_num_threads() {
+            (0..self.count).into_par_iter().for_each_init(buffers, |bufs, k| band(bufs, k, usize::MAX));
+        } else {
+            let mut bufs = buffers();
+            for k in 0..self.count {
+                band(&mut bufs, k, 1);
+            }
+        }
+    }
+}
+
+/// The 36 products of one band: `out[ξ] (rows x tiles) = U[ξ] (rows x inner) · src[ξ]
+/// (inner x tiles)`.
+fn products(
+    u: &[f32],
+    (rows, inner): (usize, usize),
+    src: &[f32],
+    out: &mut [f32],
+    (tiles, stride): (usize, usize),
+    split: usize,
+) {
+    let op = SharedMut(out.as_mut_ptr());
+    (0..XI).into_par_iter().with_min_len(split).for_each(|xi| {
+        // SAFETY: task xi reads U[xi] (rows x inner, within u's XI * rows * inner elements),
+        // src[xi] (inner x tiles, row stride `stride`) and writes only out[xi] (rows x tiles,
+        // row stride `stride`); tiles <= stride.
+        unsafe {
+            gemm::gemm(
+                rows,
+                tiles,
+                inner,
+                op.get().add(xi * rows * stride),
+                1,
+                stride as isize,
+                false,
+                u.as_ptr().add(xi * rows * inner),
+                1,
+                inner as isize,
+                src.as_ptr().add(xi * inner * stride),
+                1,
+                stride as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
+}
+
+/// The 3x3 "same" convolution of `job.x` (bias and ReLU from `job`): `[n, cout, h, w]`.
+pub fn convolve(job: &Job) -> Vec<f32> {
+    let (n, c, h, w) = job.dims;
+    let cout = job.cout;
+    let bands = Bands::new(h, w, c + cout);
+    let (th, tw, stride) = (bands.th, bands.tw, bands.tiles);
+    // phases[c][s][y][j] = padded[y][j * M + s]: the input with a one-pixel zero border.
+    let (rows, cols) = (th * M + 2, tw + 1);
+    let plane = M * rows * cols;
+    let mut out = vec![0f32; n * cout * h * w];
+    let mut phases = vec![0f32; c * plane];
+    for b in 0..n {
+        phases.par_chunks_mut(plane).enumerate().for_each(|(ci, p)| {
+            let (x, mask) = job.plane(b, ci);
+            split_phases(x, mask, (h, w), p, (rows, cols));
+        });
+        let out_b = SharedMut(out[b * cout * h * w..].as_mut_ptr());
+        let buffers = || (vec![0f32; XI * c * stride], vec![0f32; XI * cout * stride]);
+        bands.run(buffers, |(v, m), k, split| {
+            let (t0, t1) = bands.range(k);
+            let vp = SharedMut(v.as_mut_ptr());
+            (0..c).into_par_iter().with_min_len(split).for_each(|ci| {
+                let p = &phases[ci * plane..][..plane];
+                let slots = Slots { ptr: vp, xi_stride: c * stride, base: ci * stride };
+                for ti in t0..t1 {
+                    for j0 in (0..tw).step_by(LANES) {
+                        input_tiles(p, (rows, cols), ti * M, j0, (tw - j0).min(LANES), slots, (ti - t0) * tw + j0);
+                    }
+                }
+            });
+            products(job.u, (cout, c), v, m, ((t1 - t0) * tw, stride), split);
+            (0..cout).into_par_iter().with_min_len(split).for_each(|co| {
+                // SAFETY: output plane co of image b belongs to this task alone.
+                let plane = unsafe { std::slice::from_raw_parts_mut(out_b.get().add(co * h * w), h * w) };
+                let epilogue = (job.bias.map_or(0.0, |bias| bias[co]), job.relu);
+                for ti in t0..t1 {
+                    for j0 in (0..tw).step_by(LANES) {
+                        let src = (co * stride + (ti - t0) * tw + j0, cout * stride);
+                        output_tiles(m, src, (tw - j0).min(LANES), epilogue, plane, (h, w, ti * M, j0 * M));
+                    }
+                }
+            });
+        });
+    }
+    out
+}
