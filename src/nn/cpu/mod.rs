@@ -15,24 +15,26 @@ pub use pool::{MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, PositiveMaskCpu};
 
 /// The contiguous `F32` data of a CPU operand.
 fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: F32 operand expected");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: contiguous operand expected");
-    };
-    Ok(&data[start..end])
+    match storage {
+        CpuStorage::F32(data) => contiguous(data, layout, op),
+        _ => candle_core::bail!("{op}: F32 operand expected"),
+    }
 }
 
 /// The contiguous `U8` data of a CPU operand (a mask).
 fn u8_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [u8]> {
-    let CpuStorage::U8(data) = storage else {
-        candle_core::bail!("{op}: U8 mask operand expected");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: contiguous mask expected");
-    };
-    Ok(&data[start..end])
+    match storage {
+        CpuStorage::U8(data) => contiguous(data, layout, op),
+        _ => candle_core::bail!("{op}: U8 mask operand expected"),
+    }
+}
+
+/// The part of `data` a contiguous `layout` covers.
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: contiguous operand expected"),
+    }
 }
 
 /// A pointer that parallel workers write through, each to its own disjoint region.
