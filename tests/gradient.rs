@@ -71,6 +71,18 @@ fn efficientnet_gradient_matches_finite_differences() {
     }
 }
 
+#[test]
+fn efficientnet_cpu_kernels_match_the_reference_path() {
+    // F32 on the CPU fuses each depthwise convolution with its ReLU6; F64 is all candle ops.
+    let Some(path) = common::shared_lite0() else {
+        return;
+    };
+    // One input only: on some (a batch of 2 at 35x40) F32 rounding alone flips ReLU6 masks
+    // that matter at blocks.10, in candle's own F32 ops as much as in these kernels (3%).
+    let net = ModelKind::EfficientNetLite0.load(&path, &Device::Cpu).unwrap();
+    check_against_reference(&net, &["stem", "blocks.3", "blocks.10", "head"], &[(1, 37, 42)]);
+}
+
 /// `sum(y * probe)` through candle's autograd, returning the gradient of `x`.
 fn autograd_input_grad(x: &Tensor, probe: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
     let var = Var::from_tensor(x).unwrap();
@@ -108,23 +120,68 @@ fn strided_same_padded_convolution_matches_candle() {
 
 #[test]
 fn depthwise_convolution_matches_candle_grouped_convolution() {
-    for (k, stride, h, w) in [(3, 1, 12, 10), (5, 1, 9, 11), (3, 2, 14, 14), (5, 2, 13, 10)] {
-        let c = 6;
-        let x = random(&[1, c, h, w], 7, DType::F64);
-        let weight = (random(&[c, 1, k, k], 8, DType::F64) - 0.5).unwrap();
-        let conv = DepthwiseConv2d::new(&weight, None, stride, Padding::Same).unwrap();
-        let (t, b) = Padding::Same.amounts(h, k, stride);
-        let (l, r) = Padding::Same.amounts(w, k, stride);
-        let reference = |x: &Tensor| {
-            let padded = x.pad_with_zeros(2, t, b).unwrap().pad_with_zeros(3, l, r).unwrap();
-            padded.conv2d(&weight, 0, stride, 1, c).unwrap()
+    // F64 runs as shifted multiply-adds (candle ops), F32 on the CPU kernel; the kernel also
+    // fuses the ReLU6 clamp into the forward and its mask into the backward.
+    for (dtype, tolerance) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+        for (k, stride, h, w) in [(3, 1, 12, 10), (5, 1, 9, 11), (3, 2, 14, 14), (5, 2, 13, 10), (3, 2, 1, 5)] {
+            let c = 6;
+            let x = ((random(&[2, c, h, w], 7, dtype) - 0.3).unwrap() * 8.0).unwrap();
+            let weight = (random(&[c, 1, k, k], 8, dtype) - 0.5).unwrap();
+            let bias = random(&[c], 10, dtype);
+            let conv = DepthwiseConv2d::new(&weight, Some(bias.clone()), stride, Padding::Same).unwrap();
+            let (t, b) = Padding::Same.amounts(h, k, stride);
+            let (l, r) = Padding::Same.amounts(w, k, stride);
+            let reference = |x: &Tensor| {
+                let padded = x.pad_with_zeros(2, t, b).unwrap().pad_with_zeros(3, l, r).unwrap();
+                padded
+                    .conv2d(&weight, 0, stride, 1, c)
+                    .unwrap()
+                    .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+                    .unwrap()
+            };
+            let what = format!("{dtype:?} k{k} s{stride} {h}x{w}");
+            let expected = reference(&x);
+            let y = conv.forward(&x).unwrap();
+            assert!(max_rel_diff(&y, &expected) < tolerance, "forward {what}");
+            let clamped = conv.forward_clamped(&x, 6.0).unwrap();
+            assert!(max_rel_diff(&clamped, &expected.clamp(0.0, 6.0).unwrap()) < tolerance, "clamped {what}");
+            let probe = random(y.dims(), 9, dtype);
+            let got = conv.backward(&probe, (h, w)).unwrap();
+            assert!(max_rel_diff(&got, &autograd_input_grad(&x, &probe, reference)) < tolerance, "backward {what}");
+            let mask = expected.gt(0.0).unwrap();
+            let masked = (&probe * mask.to_dtype(dtype).unwrap()).unwrap();
+            let got = conv.backward_masked(&probe, &mask, (h, w)).unwrap();
+            let expected = autograd_input_grad(&x, &masked, reference);
+            assert!(max_rel_diff(&got, &expected) < tolerance, "masked backward {what}");
+        }
+    }
+}
+
+#[test]
+fn pointwise_convolution_matches_candle() {
+    // 1x1 convolutions run as one GEMM per image on the CPU in F32, with bias and clamp fused
+    // into the forward and the clamp's mask into the backward.
+    for (n, cin, cout, h, w, padding) in [(1, 16, 96, 9, 7, Padding::Same), (2, 40, 24, 5, 6, Padding::Symmetric(0))] {
+        let x = ((random(&[n, cin, h, w], 41, DType::F32) - 0.5).unwrap() * 6.0).unwrap();
+        let weight = (random(&[cout, cin, 1, 1], 42, DType::F32) - 0.5).unwrap();
+        let bias = random(&[cout], 43, DType::F32);
+        let conv = Conv2d::new(weight.clone(), Some(bias.clone()), 1, padding).unwrap();
+        let reference = |t: &Tensor| {
+            t.conv2d(&weight, 0, 1, 1, 1).unwrap().broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap()).unwrap()
         };
-        let y = conv.forward(&x).unwrap();
-        assert!(max_rel_diff(&y, &reference(&x)) < 1e-12, "forward k{k} s{stride}");
-        let probe = random(y.dims(), 9, DType::F64);
-        let expected = autograd_input_grad(&x, &probe, reference);
+        let expected = reference(&x);
+        assert!(max_rel_diff(&conv.forward(&x).unwrap(), &expected) < 1e-5, "forward {cin}->{cout}");
+        for upper in [6.0, f32::INFINITY] {
+            let got = conv.forward_activated(&x, upper).unwrap();
+            assert!(max_rel_diff(&got, &expected.clamp(0.0, upper).unwrap()) < 1e-5, "activated {upper}");
+        }
+        let probe = random(expected.dims(), 44, DType::F32);
         let got = conv.backward(&probe, (h, w)).unwrap();
-        assert!(max_rel_diff(&got, &expected) < 1e-12, "backward k{k} s{stride} {h}x{w}");
+        assert!(max_rel_diff(&got, &autograd_input_grad(&x, &probe, reference)) < 1e-5, "backward {cin}->{cout}");
+        let mask = expected.gt(0.0).unwrap();
+        let masked = (&probe * mask.to_dtype(DType::F32).unwrap()).unwrap();
+        let got = conv.backward_masked(&probe, &mask, (h, w)).unwrap();
+        assert!(max_rel_diff(&got, &autograd_input_grad(&x, &masked, reference)) < 1e-5, "masked backward");
     }
 }
 
@@ -182,15 +239,18 @@ fn fused_cpu_kernels_match_the_reference_path_through_the_network() {
     // Winograd.
     let wide = common::vgg_with_widths(&[16, 16, 32, 32, 32, 32, 32, 32, 48, 48, 48, 48, 48, 48, 48, 48]);
     for net in [common::fixture_vgg(), wide] {
-        check_against_reference(&net);
+        let layers = ["features.2", "features.9", "features.28", "features.30", "features.36"];
+        check_against_reference(&net, &layers, &[(1, 37, 42), (2, 35, 40)]);
     }
 }
 
-fn check_against_reference(net: &Network) {
+/// The objective and gradient of `net` in F32 against the same network in F64, for inputs of
+/// the given `[n, 3, h, w]` sizes.
+fn check_against_reference(net: &Network, layers: &[&str], sizes: &[(usize, usize, usize)]) {
     let reference = net.to_dtype(DType::F64).unwrap();
-    for (n, h, w) in [(1, 37, 42), (2, 35, 40)] {
+    for &(n, h, w) in sizes {
         let x = random(&[n, 3, h, w], 21, DType::F64);
-        for layer in ["features.2", "features.9", "features.28", "features.30", "features.36"] {
+        for &layer in layers {
             let objective = Objective::layer(net.find_tap(layer).unwrap());
             let (value, grad) = net.objective_gradient(&x.to_dtype(DType::F32).unwrap(), &objective).unwrap();
             let (expected_value, expected) = reference.objective_gradient(&x, &objective).unwrap();

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::cpu::{conv3x3_kernels, Conv3x3Cpu};
+use super::cpu::{conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu};
 use super::padding::{dilate, output_len, pad_spatial, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.
@@ -16,9 +16,18 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     stride: usize,
     padding: Padding,
-    /// Implicit-GEMM kernels for F32 3x3 stride-1 "same" convolutions on the CPU; candle's
-    /// own ops everywhere else.
-    cpu3x3: Option<Cpu3x3>,
+    /// dreamvid's own kernels for `F32` CPU tensors, for the shapes that have them; candle's
+    /// ops everywhere else.
+    cpu: Option<CpuKernels>,
+}
+
+/// The CPU kernels of one convolution.
+#[derive(Debug, Clone)]
+enum CpuKernels {
+    /// 3x3, stride 1, padding 1: forward, forward fused with a ReLU, input gradient.
+    Conv3x3([Conv3x3Cpu; 3]),
+    /// 1x1, stride 1: one GEMM, with the bias (empty: none).
+    Conv1x1(Vec<f32>),
 }
 
 impl Conv2d {
@@ -26,18 +35,26 @@ impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
         let weight = weight.contiguous()?;
         let (_, _, kh, kw) = weight.dims4()?;
-        let fast = weight.device().is_cpu()
-            && weight.dtype() == DType::F32
-            && (kh, kw, stride, padding) == (3, 3, 1, Padding::Symmetric(1));
-        let (cpu3x3, weight_bwd) = if fast {
-            let b = bias.as_ref().map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()?;
-            let [forward, forward_relu, backward] = conv3x3_kernels(b);
-            (Some(Cpu3x3 { forward, forward_relu, backward }), None)
+        let bias_values = || bias.as_ref().map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose();
+        let cpu = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            match (kh, kw, stride) {
+                (3, 3, 1) if padding == Padding::Symmetric(1) => {
+                    Some(CpuKernels::Conv3x3(conv3x3_kernels(bias_values()?)))
+                }
+                (1, 1, 1) if padding.amounts(1, 1, 1) == (0, 0) => {
+                    Some(CpuKernels::Conv1x1(bias_values()?.unwrap_or_default()))
+                }
+                _ => None,
+            }
         } else {
-            (None, Some(weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?))
+            None
+        };
+        let weight_bwd = match cpu {
+            Some(_) => None,
+            None => Some(weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?),
         };
         let bias = bias.map(|b| b.reshape((1, (), 1, 1))).transpose()?;
-        Ok(Self { weight, weight_bwd, bias, stride, padding, cpu3x3 })
+        Ok(Self { weight, weight_bwd, bias, stride, padding, cpu })
     }
 
     /// `[out, in, k, k]` weight shape.
@@ -55,14 +72,23 @@ impl Conv2d {
     }
 
     /// The CPU kernels, when they apply to an input of `dtype`.
-    fn cpu_kernels(&self, dtype: DType) -> Option<&Cpu3x3> {
-        self.cpu3x3.as_ref().filter(|_| dtype == DType::F32)
+    fn cpu_kernels(&self, dtype: DType) -> Option<&CpuKernels> {
+        self.cpu.as_ref().filter(|_| dtype == DType::F32)
+    }
+
+    /// The 1x1 kernel with `bias`, clamp and direction.
+    fn conv1x1<'a>(bias: &'a [f32], clamp: Option<f32>, gradient: bool) -> Conv1x1Cpu<'a> {
+        Conv1x1Cpu { bias: (!bias.is_empty() && !gradient).then_some(bias), clamp, gradient }
     }
 
     /// Convolves `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(k) = self.cpu_kernels(x.dtype()) {
-            return x.contiguous()?.apply_op2_no_bwd(&self.weight, &k.forward);
+        match self.cpu_kernels(x.dtype()) {
+            Some(CpuKernels::Conv3x3([forward, ..])) => return x.contiguous()?.apply_op2_no_bwd(&self.weight, forward),
+            Some(CpuKernels::Conv1x1(bias)) => {
+                return x.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, None, false))
+            }
+            None => {}
         }
         let (_, _, h, w) = x.dims4()?;
         let k = self.kernel();
@@ -80,18 +106,31 @@ impl Conv2d {
         }
     }
 
-    /// `max(0, self.forward(x))`, in one pass on the CPU.
-    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+    /// `self.forward(x)` clamped to `[0, upper]` (ReLU: infinity, ReLU6: 6), in one pass on
+    /// the CPU where a kernel fuses it.
+    pub fn forward_activated(&self, x: &Tensor, upper: f32) -> Result<Tensor> {
         match self.cpu_kernels(x.dtype()) {
-            Some(k) => x.contiguous()?.apply_op2_no_bwd(&self.weight, &k.forward_relu),
-            None => self.forward(x)?.relu(),
+            Some(CpuKernels::Conv3x3([_, forward_relu, _])) if upper == f32::INFINITY => {
+                x.contiguous()?.apply_op2_no_bwd(&self.weight, forward_relu)
+            }
+            Some(CpuKernels::Conv1x1(bias)) => {
+                x.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, Some(upper), false))
+            }
+            _ if upper == f32::INFINITY => self.forward(x)?.relu(),
+            _ => self.forward(x)?.clamp(0.0, upper),
         }
     }
 
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
     pub fn backward(&self, grad: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
-        if let Some(k) = self.cpu_kernels(grad.dtype()) {
-            return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &k.backward);
+        match self.cpu_kernels(grad.dtype()) {
+            Some(CpuKernels::Conv3x3([.., backward])) => {
+                return grad.contiguous()?.apply_op2_no_bwd(&self.weight, backward)
+            }
+            Some(CpuKernels::Conv1x1(bias)) => {
+                return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, None, true))
+            }
+            None => {}
         }
         let weight_bwd = self.weight_bwd.as_ref().expect("kept for every layer without CPU kernels");
         let k = self.kernel();
@@ -106,12 +145,16 @@ impl Conv2d {
         full.conv2d(weight_bwd, 0, 1, 1, 1)?.narrow(2, t, h)?.narrow(3, l, w)
     }
 
-    /// [`Conv2d::backward`] of the output gradient masked by a `u8` `mask` (the backward of a
-    /// ReLU that followed this convolution), in one pass on the CPU.
+    /// [`Conv2d::backward`] of the output gradient masked by a `u8` `mask` (the backward of the
+    /// activation that followed this convolution), in one pass on the CPU.
     pub fn backward_masked(&self, grad: &Tensor, mask: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        let (grad, mask) = (grad.contiguous()?, mask.contiguous()?);
         match self.cpu_kernels(grad.dtype()) {
-            Some(k) => grad.contiguous()?.apply_op3_no_bwd(&self.weight, &mask.contiguous()?, &k.backward),
-            None => self.backward(&(grad * mask.to_dtype(grad.dtype())?)?, size),
+            Some(CpuKernels::Conv3x3([.., backward])) => grad.apply_op3_no_bwd(&self.weight, &mask, backward),
+            Some(CpuKernels::Conv1x1(bias)) => {
+                grad.apply_op3_no_bwd(&self.weight, &mask, &Self::conv1x1(bias, None, true))
+            }
+            None => self.backward(&(&grad * mask.to_dtype(grad.dtype())?)?, size),
         }
     }
 
@@ -120,16 +163,6 @@ impl Conv2d {
         let bias = self.bias.as_ref().map(|b| b.flatten_all()?.to_dtype(dtype)).transpose()?;
         Self::new(self.weight.to_dtype(dtype)?, bias, self.stride, self.padding)
     }
-}
-
-/// The CPU kernels of one convolution.
-#[derive(Debug, Clone)]
-struct Cpu3x3 {
-    forward: Conv3x3Cpu,
-    /// Forward with the following ReLU fused into it.
-    forward_relu: Conv3x3Cpu,
-    /// Input gradient (with the flipped, transposed weight), optionally masked.
-    backward: Conv3x3Cpu,
 }
 
 /// Dilates an output gradient by the stride and zero-pads it so that a stride-1 "valid"
@@ -146,12 +179,17 @@ fn transposed_padding(grad: &Tensor, padded_h: usize, padded_w: usize, k: usize,
 ///
 /// candle runs grouped convolutions as one convolution per group, which is slow for hundreds
 /// of channels; here the op is a sum of `k * k` shifted, per-channel scaled copies of the input,
-/// which vectorises well on every device.
+/// which vectorises well on every device. On the CPU in `F32` it runs as one fused kernel
+/// instead ([`super::cpu`]).
 #[derive(Debug, Clone)]
 pub struct DepthwiseConv2d {
+    /// `[C, 1, k, k]`, contiguous.
+    weight: Tensor,
     /// `k * k` tensors of shape `[1, C, 1, 1]`, row-major over the kernel window.
     taps: Vec<Tensor>,
     bias: Option<Tensor>,
+    /// The bias for the CPU kernel, when the weight is an `F32` CPU tensor (empty: no bias).
+    cpu_bias: Option<Vec<f32>>,
     kernel: usize,
     stride: usize,
     padding: Padding,
@@ -160,11 +198,17 @@ pub struct DepthwiseConv2d {
 impl DepthwiseConv2d {
     /// Wraps a `[C, 1, k, k]` weight and an optional `[C]` bias.
     pub fn new(weight: &Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
+        let weight = weight.contiguous()?;
         let (c, _, k, _) = weight.dims4()?;
         let flat = weight.reshape((c, k * k))?;
         let taps = (0..k * k).map(|i| flat.narrow(1, i, 1)?.reshape((1, c, 1, 1))).collect::<Result<Vec<_>>>()?;
+        let cpu_bias = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            Some(bias.as_ref().map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()?.unwrap_or_default())
+        } else {
+            None
+        };
         let bias = bias.map(|b| b.reshape((1, (), 1, 1))).transpose()?;
-        Ok(Self { taps, bias, kernel: k, stride, padding })
+        Ok(Self { weight, taps, bias, cpu_bias, kernel: k, stride, padding })
     }
 
     /// Step between neighbouring windows.
@@ -172,13 +216,35 @@ impl DepthwiseConv2d {
         self.stride
     }
 
+    /// Zeros before and after the rows and columns of an `h x w` input, and the output size.
+    fn geometry(&self, h: usize, w: usize) -> ((usize, usize), (usize, usize), (usize, usize)) {
+        let (k, s) = (self.kernel, self.stride);
+        let ((t, b), (l, r)) = (self.padding.amounts(h, k, s), self.padding.amounts(w, k, s));
+        ((t, b), (l, r), (output_len(h + t + b, k, s), output_len(w + l + r, k, s)))
+    }
+
+    /// The CPU kernel for `F32` tensors, when this layer has one.
+    fn cpu_kernel(&self, dtype: DType, (h, w): (usize, usize), gradient: bool) -> Option<DepthwiseCpu<'_>> {
+        let bias = self.cpu_bias.as_ref().filter(|_| dtype == DType::F32)?;
+        let ((t, _), (l, _), out) = self.geometry(h, w);
+        Some(DepthwiseCpu {
+            bias: (!bias.is_empty() && !gradient).then_some(&bias[..]),
+            stride: self.stride,
+            pad: (t, l),
+            out: if gradient { (h, w) } else { out },
+            clamp: None,
+            gradient,
+        })
+    }
+
     /// Convolves `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
+        if let Some(kernel) = self.cpu_kernel(x.dtype(), (h, w), false) {
+            return x.contiguous()?.apply_op2_no_bwd(&self.weight, &kernel);
+        }
         let (k, s) = (self.kernel, self.stride);
-        let (t, b) = self.padding.amounts(h, k, s);
-        let (l, r) = self.padding.amounts(w, k, s);
-        let (ho, wo) = (output_len(h + t + b, k, s), output_len(w + l + r, k, s));
+        let ((t, b), (l, r), (ho, wo)) = self.geometry(h, w);
         // `s` spare zeros at the end let every strided window be cut with a plain reshape.
         let xp = pad_spatial(x, t, b + s, l, r + s)?;
         let y = correlate(&xp, self.taps.iter(), k, s, ho, wo)?;
@@ -188,25 +254,42 @@ impl DepthwiseConv2d {
         }
     }
 
+    /// `self.forward(x)` clamped to `[0, upper]` (ReLU6: 6), in one pass on the CPU.
+    pub fn forward_clamped(&self, x: &Tensor, upper: f32) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        match self.cpu_kernel(x.dtype(), (h, w), false) {
+            Some(kernel) => {
+                x.contiguous()?.apply_op2_no_bwd(&self.weight, &DepthwiseCpu { clamp: Some(upper), ..kernel })
+            }
+            None => self.forward(x)?.clamp(0.0, upper),
+        }
+    }
+
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
     pub fn backward(&self, grad: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
+        if let Some(kernel) = self.cpu_kernel(grad.dtype(), (h, w), true) {
+            return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &kernel);
+        }
         let (k, s) = (self.kernel, self.stride);
-        let (t, b) = self.padding.amounts(h, k, s);
-        let (l, r) = self.padding.amounts(w, k, s);
+        let ((t, b), (l, r), _) = self.geometry(h, w);
         let (hp, wp) = (h + t + b, w + l + r);
         let full = transposed_padding(grad, hp, wp, k, s)?;
         correlate(&full, self.taps.iter().rev(), k, 1, hp, wp)?.narrow(2, t, h)?.narrow(3, l, w)
     }
 
+    /// [`DepthwiseConv2d::backward`] of the output gradient masked by a `u8` `mask` (the
+    /// backward of the clamp that followed this convolution), in one pass on the CPU.
+    pub fn backward_masked(&self, grad: &Tensor, mask: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        match self.cpu_kernel(grad.dtype(), size, true) {
+            Some(kernel) => grad.contiguous()?.apply_op3_no_bwd(&self.weight, &mask.contiguous()?, &kernel),
+            None => self.backward(&(grad * mask.to_dtype(grad.dtype())?)?, size),
+        }
+    }
+
     /// Converts the parameters to `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
-        Ok(Self {
-            taps: self.taps.iter().map(|t| t.to_dtype(dtype)).collect::<Result<_>>()?,
-            bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-        })
+        let bias = self.bias.as_ref().map(|b| b.flatten_all()?.to_dtype(dtype)).transpose()?;
+        Self::new(&self.weight.to_dtype(dtype)?, bias, self.stride, self.padding)
     }
 }
 

@@ -4,7 +4,7 @@
 use candle_core::{DType, Result, Tensor};
 
 use super::conv::{Conv2d, DepthwiseConv2d};
-use super::cpu::{MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, PositiveMaskCpu};
+use super::cpu::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
 use super::padding::pad_spatial;
 
 /// One step of a network.
@@ -49,11 +49,11 @@ impl Op {
             Op::Depthwise(c) => (c.forward(x)?, Record::Size(h, w)),
             Op::Relu => {
                 let y = x.relu()?;
-                (y.clone(), if record { Record::Mask(positive_mask(&y)?) } else { Record::None })
+                (y.clone(), if record { Record::Mask(active_mask(&y, f32::INFINITY)?) } else { Record::None })
             }
             Op::Relu6 => {
-                let mask = if record { Record::Mask((x.gt(0.0)? * x.lt(6.0)?)?) } else { Record::None };
-                (x.clamp(0.0, 6.0)?, mask)
+                let y = x.clamp(0.0, 6.0)?;
+                (y.clone(), if record { Record::Mask(active_mask(&y, 6.0)?) } else { Record::None })
             }
             Op::MaxPool2 if cpu_f32(x) => {
                 let x = x.contiguous()?;
@@ -123,10 +123,13 @@ impl Op {
     }
 }
 
-/// Whether `ops[i]` is a convolution followed by a ReLU that run as one fused op: always,
-/// unless the convolution's output itself is needed (`exposed(i + 1)`: an objective taps it).
+/// Whether `ops[i]` and its activation `ops[i + 1]` run as one fused op (a convolution or
+/// depthwise convolution and a ReLU or ReLU6): always, unless the convolution's output itself
+/// is needed (`exposed(i + 1)`: an objective taps it).
 fn fuses(ops: &[Op], i: usize, exposed: impl Fn(usize) -> bool) -> bool {
-    matches!((ops.get(i), ops.get(i + 1)), (Some(Op::Conv(_)), Some(Op::Relu))) && !exposed(i + 1)
+    let pair =
+        matches!((ops.get(i), ops.get(i + 1)), (Some(Op::Conv(_) | Op::Depthwise(_)), Some(Op::Relu | Op::Relu6)));
+    pair && !exposed(i + 1)
 }
 
 /// Runs `ops[i]` on `x`, or `ops[i]` and `ops[i + 1]` fused when `fused`; pushes one record per
@@ -139,11 +142,16 @@ fn forward_at(
     record: bool,
     recs: &mut Vec<Record>,
 ) -> Result<(Tensor, usize)> {
-    if let (true, Op::Conv(conv)) = (fused, &ops[i]) {
+    if fused {
         let (_, _, h, w) = x.dims4()?;
-        let y = conv.forward_relu(x)?;
+        let upper = if matches!(ops[i + 1], Op::Relu6) { 6.0 } else { f32::INFINITY };
+        let y = match &ops[i] {
+            Op::Conv(conv) => conv.forward_activated(x, upper)?,
+            Op::Depthwise(conv) => conv.forward_clamped(x, upper)?,
+            _ => return Err(candle_core::Error::Msg("only convolutions fuse with an activation".into())),
+        };
         recs.push(Record::Size(h, w));
-        recs.push(if record { Record::Mask(positive_mask(&y)?) } else { Record::None });
+        recs.push(if record { Record::Mask(active_mask(&y, upper)?) } else { Record::None });
         return Ok((y, 2));
     }
     let (y, rec) = ops[i].forward(x, record)?;
@@ -152,13 +160,15 @@ fn forward_at(
 }
 
 /// Gradient through `ops[..end]`'s last op, or its last two when they are a fused
-/// convolution and ReLU (`fused`); returns the gradient and the number of ops passed.
+/// convolution and activation (`fused`); returns the gradient and the number of ops passed.
 fn backward_at(ops: &[Op], recs: &[Record], end: usize, fused: bool, grad: &Tensor) -> Result<(Tensor, usize)> {
     if fused {
-        if let (Op::Conv(conv), Record::Size(h, w), Record::Mask(mask)) =
-            (&ops[end - 2], &recs[end - 2], &recs[end - 1])
-        {
-            return Ok((conv.backward_masked(grad, mask, (*h, *w))?, 2));
+        if let (Record::Size(h, w), Record::Mask(mask)) = (&recs[end - 2], &recs[end - 1]) {
+            match &ops[end - 2] {
+                Op::Conv(conv) => return Ok((conv.backward_masked(grad, mask, (*h, *w))?, 2)),
+                Op::Depthwise(conv) => return Ok((conv.backward_masked(grad, mask, (*h, *w))?, 2)),
+                _ => {}
+            }
         }
     }
     Ok((ops[end - 1].backward(grad, &recs[end - 1])?, 1))
@@ -192,10 +202,13 @@ fn cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
-/// `u8` mask of the positive elements of `y` (the backward of a ReLU with output `y`).
-fn positive_mask(y: &Tensor) -> Result<Tensor> {
+/// `u8` mask of the elements of `y` strictly between 0 and `upper`: the backward of a ReLU
+/// (`upper` infinite) or ReLU6 (6) with output `y`.
+fn active_mask(y: &Tensor, upper: f32) -> Result<Tensor> {
     if cpu_f32(y) {
-        y.contiguous()?.apply_op1_no_bwd(&PositiveMaskCpu)
+        y.contiguous()?.apply_op1_no_bwd(&ActiveMaskCpu { upper })
+    } else if upper.is_finite() {
+        y.gt(0.0)? * y.lt(upper as f64)?
     } else {
         y.gt(0.0)
     }

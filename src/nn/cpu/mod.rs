@@ -1,17 +1,56 @@
-//! CPU kernels for the layers VGG is made of, as candle custom ops on contiguous `F32` NCHW
+//! CPU kernels for the layers VGG and EfficientNet-Lite0 are made of, as candle custom ops on contiguous `F32` NCHW
 //! tensors: 3x3 "same" convolutions as Winograd F(4x4, 3x3) or a cache-blocked implicit GEMM with bias and ReLU fused
 //! into the epilogue and the ReLU mask fused into the input-gradient pass, plus parallel
 //! max-pool and mask kernels. candle's own ops remain the path on every other device and
 //! precision.
 
+/// Compiles `$name` three times (AVX-512, AVX2+FMA, baseline) and picks the best the CPU
+/// running it supports; kernels are plain loops (over fixed-size arrays where they can be)
+/// that the compiler vectorises to the width it is allowed.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn avx512($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the features `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for `avx2`.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+mod conv1x1;
 mod conv3x3;
+mod depthwise;
 mod pool;
 mod winograd;
 
 use candle_core::{CpuStorage, Layout, Result};
 
+pub use conv1x1::Conv1x1Cpu;
 pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu};
-pub use pool::{MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, PositiveMaskCpu};
+pub use depthwise::DepthwiseCpu;
+pub use pool::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
 
 /// The contiguous `F32` data of a CPU operand.
 fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {

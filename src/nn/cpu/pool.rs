@@ -1,4 +1,4 @@
-//! 2x2 max-pool forward and backward and the ReLU mask, one parallel pass each over the planes
+//! 2x2 max-pool forward and backward and the activation masks, one parallel pass each over the planes
 //! of a contiguous NCHW tensor.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
@@ -21,10 +21,13 @@ pub struct PoolMaskCpu;
 #[derive(Debug, Clone, Copy)]
 pub struct PoolRouteCpu;
 
-/// The `U8` mask of the positive elements of an `F32` tensor: the backward of a ReLU read off
-/// its output.
+/// The `U8` mask of the elements of an `F32` tensor strictly between 0 and `upper`: the
+/// backward of a ReLU (`upper` infinite) or ReLU6 (6) read off its output.
 #[derive(Debug, Clone, Copy)]
-pub struct PositiveMaskCpu;
+pub struct ActiveMaskCpu {
+    /// Upper end of the activation's linear range.
+    pub upper: f32,
+}
 
 /// Window maxima of rows `2i, 2i + 1` of one plane, written to `out` (`w / 2` long).
 fn pool_row(plane: &[f32], w: usize, i: usize, out: &mut [f32]) {
@@ -116,16 +119,16 @@ impl CustomOp2 for PoolRouteCpu {
     }
 }
 
-impl CustomOp1 for PositiveMaskCpu {
+impl CustomOp1 for ActiveMaskCpu {
     fn name(&self) -> &'static str {
-        "positive-mask-cpu"
+        "active-mask-cpu"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s, l, self.name())?;
         let mut mask = vec![0u8; x.len()];
         mask.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(m, v)| {
-            m.iter_mut().zip(v).for_each(|(m, &v)| *m = u8::from(v > 0.0));
+            m.iter_mut().zip(v).for_each(|(m, &v)| *m = u8::from(v > 0.0 && v < self.upper));
         });
         Ok((CpuStorage::U8(mask), l.shape().clone()))
     }

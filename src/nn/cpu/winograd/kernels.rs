@@ -12,41 +12,6 @@ pub const LANES: usize = 16;
 /// Lanes of one value across [`LANES`] tiles.
 type Lanes = [f32; LANES];
 
-/// Compiles `$name` three times (AVX-512, AVX2+FMA, baseline) and picks the best the CPU
-/// running it supports; the kernels are plain loops over fixed-size arrays that the compiler
-/// vectorises to the width it is allowed.
-macro_rules! multiversion {
-    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        pub fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            fn avx512($($arg: $ty),*) {
-                generic($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2($($arg: $ty),*) {
-                generic($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the features `avx512` is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above, for `avx2`.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            generic($($arg),*)
-        }
-    };
-}
-
 /// `src[..n]`, zero-filled to [`LANES`] (a fixed-size copy in the common full case).
 #[inline(always)]
 fn load(src: &[f32], n: usize) -> Lanes {

@@ -1,0 +1,190 @@
+//! Depthwise convolution (one `k x k` filter per channel, any stride and zero padding) and its
+//! input gradient: one pass per plane, planes in parallel, with bias and a clamp (ReLU6) fused
+//! into the forward and the clamp's mask into the gradient. candle would run it as `k * k`
+//! full-tensor multiply-adds.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
+use rayon::prelude::*;
+
+use super::{f32_data, u8_data};
+
+/// A depthwise convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
+/// `[c, 1, k, k]` weight (second operand), or, with `gradient`, the input gradient of one
+/// given the output gradient. A third `U8` operand shaped like the first masks it.
+#[derive(Debug, Clone, Copy)]
+pub struct DepthwiseCpu<'a> {
+    /// Per-channel bias (forward only).
+    pub bias: Option<&'a [f32]>,
+    /// Step between windows.
+    pub stride: usize,
+    /// Zeros before the first row and the first column of the input.
+    pub pad: (usize, usize),
+    /// Spatial size of the result: the output (forward) or the input (gradient).
+    pub out: (usize, usize),
+    /// Clamp the forward's result to `[0, clamp]` (ReLU6: 6).
+    pub clamp: Option<f32>,
+    /// Compute the input gradient instead of the convolution.
+    pub gradient: bool,
+}
+
+/// Output columns `j` whose tap at column offset `dx` reads an input column inside `0..w`.
+fn columns(dx: usize, (stride, left): (usize, usize), w: usize, wo: usize) -> std::ops::Range<usize> {
+    let lo = left.saturating_sub(dx).div_ceil(stride);
+    let hi = if w + left > dx { ((w + left - dx - 1) / stride + 1).min(wo) } else { 0 };
+    lo..hi.max(lo)
+}
+
+multiversion! {
+    /// One plane of the forward: `y (ho x wo) = bias + sum of taps[dy * k + dx] * x (h x w)
+    /// at (i * stride + dy - top, j * stride + dx - left)`, clamped to `[0, clamp]` if given.
+    pub fn forward_plane(
+        x: &[f32],
+        size: (usize, usize),
+        taps: &[f32],
+        geometry: (usize, usize, usize),
+        y: &mut [f32],
+        out: (usize, usize),
+        epilogue: (f32, Option<f32>),
+    ) {
+        let (h, w) = size;
+        let (stride, top, left) = geometry;
+        let (ho, wo) = out;
+        let (bias, clamp) = epilogue;
+        let k = (taps.len() as f64).sqrt() as usize;
+        y.fill(bias);
+        for (i, y_row) in y.chunks_exact_mut(wo).enumerate().take(ho) {
+            for dy in 0..k {
+                let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {
+                    continue;
+                };
+                let x_row = &x[row * w..][..w];
+                for dx in 0..k {
+                    let tap = taps[dy * k + dx];
+                    let js = columns(dx, (stride, left), w, wo);
+                    if stride == 1 {
+                        let src = &x_row[js.start + dx - left..js.end + dx - left];
+                        y_row[js].iter_mut().zip(src).for_each(|(o, &v)| *o += tap * v);
+                    } else {
+                        for j in js {
+                            y_row[j] += tap * x_row[j * stride + dx - left];
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(upper) = clamp {
+            y.iter_mut().for_each(|v| *v = v.clamp(0.0, upper));
+        }
+    }
+}
+
+multiversion! {
+    /// One plane of the input gradient: every output-gradient element `g (ho x wo)` (zero
+    /// where `mask` is) added, times each tap, to the input element that tap read.
+    pub fn gradient_plane(
+        g: &[f32],
+        mask: Option<&[u8]>,
+        size: (usize, usize),
+        taps: &[f32],
+        geometry: (usize, usize, usize),
+        dx_plane: &mut [f32],
+        out: (usize, usize),
+    ) {
+        let (ho, wo) = size;
+        let (stride, top, left) = geometry;
+        let (h, w) = out;
+        let k = (taps.len() as f64).sqrt() as usize;
+        dx_plane.fill(0.0);
+        let mut masked = vec![0f32; wo];
+        for i in 0..ho {
+            let g_row = match mask {
+                Some(m) => {
+                    for ((d, &v), &keep) in masked.iter_mut().zip(&g[i * wo..][..wo]).zip(&m[i * wo..][..wo]) {
+                        *d = if keep != 0 { v } else { 0.0 };
+                    }
+                    &masked[..]
+                }
+                None => &g[i * wo..][..wo],
+            };
+            for dy in 0..k {
+                let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {
+                    continue;
+                };
+                let dx_row = &mut dx_plane[row * w..][..w];
+                for dx in 0..k {
+                    let tap = taps[dy * k + dx];
+                    let js = columns(dx, (stride, left), w, wo);
+                    if stride == 1 {
+                        let dst = &mut dx_row[js.start + dx - left..js.end + dx - left];
+                        dst.iter_mut().zip(&g_row[js]).for_each(|(o, &v)| *o += tap * v);
+                    } else {
+                        for j in js {
+                            dx_row[j * stride + dx - left] += tap * g_row[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl DepthwiseCpu<'_> {
+    fn run(&self, x: &[f32], mask: Option<&[u8]>, l1: &Layout, weight: &[f32]) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let k2 = weight.len() / c.max(1);
+        if k2 * c != weight.len() || (k2 as f64).sqrt().fract() != 0.0 {
+            candle_core::bail!("depthwise-cpu: weight of {} values for {c} channels", weight.len());
+        }
+        let (ho, wo) = self.out;
+        let geometry = (self.stride, self.pad.0, self.pad.1);
+        let mut out = vec![0f32; n * c * ho * wo];
+        if ho * wo > 0 && h * w > 0 {
+            out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, y)| {
+                let ch = plane % c;
+                let x_plane = &x[plane * h * w..][..h * w];
+                let taps = &weight[ch * k2..][..k2];
+                let m = mask.map(|m| &m[plane * h * w..][..h * w]);
+                if self.gradient {
+                    gradient_plane(x_plane, m, (h, w), taps, geometry, y, (ho, wo));
+                } else {
+                    let bias = self.bias.map_or(0.0, |b| b[ch]);
+                    forward_plane(x_plane, (h, w), taps, geometry, y, (ho, wo), (bias, self.clamp));
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+}
+
+impl CustomOp2 for DepthwiseCpu<'_> {
+    fn name(&self) -> &'static str {
+        "depthwise-cpu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let name = CustomOp2::name(self);
+        self.run(f32_data(s1, l1, name)?, None, l1, f32_data(s2, l2, name)?)
+    }
+}
+
+impl CustomOp3 for DepthwiseCpu<'_> {
+    fn name(&self) -> &'static str {
+        "depthwise-masked-cpu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = CustomOp3::name(self);
+        if l3.shape() != l1.shape() {
+            candle_core::bail!("{name}: mask {:?} differs from input {:?}", l3.shape(), l1.shape());
+        }
+        self.run(f32_data(s1, l1, name)?, Some(u8_data(s3, l3, name)?), l1, f32_data(s2, l2, name)?)
+    }
+}
