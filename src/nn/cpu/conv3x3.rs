@@ -9,10 +9,10 @@
 //! across the nine taps; bands run in parallel, and the epilogue adds the bias, applies the
 //! optional ReLU and writes the band's rows to the NCHW output.
 //!
-//! The input gradient is the same operation with the flipped, transposed kernel (read from the
-//! forward weight with swapped strides, so no second copy of the weight exists); as a
-//! three-operand op it also multiplies its input by a `u8` mask while padding, which is the
-//! backward of the ReLU that followed the convolution.
+//! The weight is rearranged once, tap-major (`[9][cout][cin]`), so that each tap's matrix is
+//! contiguous. The input gradient is the same operation with the flipped, transposed kernel
+//! (rearranged the same way); as a three-operand op it also multiplies its input by a `u8` mask
+//! while padding, which is the backward of the ReLU that followed the convolution.
 //!
 //! Layers whose transformed kernels are small enough to keep run as Winograd F(4x4, 3x3)
 //! instead (see [`super::winograd`]).
@@ -54,17 +54,30 @@ pub struct Conv3x3Cpu {
     /// Winograd kernels of this op's (possibly transposed) weight, kept after first use for
     /// layers up to [`CACHED_PAIRS`].
     winograd: Arc<OnceLock<Vec<f32>>>,
+    /// This op's (possibly flipped and transposed) kernel tap-major, `[9][out][in]`, made on
+    /// first use by the implicit GEMM.
+    tap_major: Arc<OnceLock<Vec<f32>>>,
 }
 
 /// The kernels of one layer: forward, forward fused with the following ReLU, and input
 /// gradient.
 pub fn conv3x3_kernels(bias: Option<Vec<f32>>) -> [Conv3x3Cpu; 3] {
-    let forward = Arc::new(OnceLock::new());
-    [
-        Conv3x3Cpu { bias: bias.clone(), relu: false, transposed: false, winograd: forward.clone() },
-        Conv3x3Cpu { bias, relu: true, transposed: false, winograd: forward },
-        Conv3x3Cpu { bias: None, relu: false, transposed: true, winograd: Arc::new(OnceLock::new()) },
-    ]
+    let (winograd, tap_major) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
+    let forward = |bias, relu| Conv3x3Cpu {
+        bias,
+        relu,
+        transposed: false,
+        winograd: winograd.clone(),
+        tap_major: tap_major.clone(),
+    };
+    let backward = Conv3x3Cpu {
+        bias: None,
+        relu: false,
+        transposed: true,
+        winograd: Arc::new(OnceLock::new()),
+        tap_major: Arc::new(OnceLock::new()),
+    };
+    [forward(bias.clone(), false), forward(bias, true), backward]
 }
 
 impl Conv3x3Cpu {
@@ -91,6 +104,17 @@ impl Conv3x3Cpu {
             let bias = self.bias.as_deref();
             return winograd::convolve(&winograd::Job { x, mask, dims: (n, c, h, w), u, cout, bias, relu: self.relu });
         }
+        // taps[t][o][i]: weight[o][i][t], or for the input gradient weight[i][o][8 - t].
+        let taps = self.tap_major.get_or_init(|| {
+            let mut taps = vec![0f32; weight.len()];
+            for (t, tap) in taps.chunks_exact_mut(cout * c).enumerate() {
+                for (at, v) in tap.iter_mut().enumerate() {
+                    let (o, i) = (at / c, at % c);
+                    *v = if self.transposed { weight[(i * cout + o) * 9 + 8 - t] } else { weight[at * 9 + t] };
+                }
+            }
+            taps
+        });
         let (pw, plane) = (w + 2, (h + 2) * (w + 2) + 2);
         let rows = (BAND_BYTES / (4 * (c + cout) * pw)).clamp(1, h);
         let bands = h.div_ceil(rows);
@@ -115,7 +139,7 @@ impl Conv3x3Cpu {
             });
             let band = Band {
                 padded: &padded,
-                weight,
+                taps,
                 c,
                 cout,
                 h,
@@ -139,7 +163,7 @@ impl Conv3x3Cpu {
 
     /// Computes output rows `k * rows ..` of one image into `buf`, then writes them out.
     fn band(&self, band: &Band, k: usize, buf: &mut Vec<f32>, parallelism: Parallelism) {
-        let Band { padded, weight, c, cout, h, w, rows, out } = *band;
+        let Band { padded, taps, c, cout, h, w, rows, out } = *band;
         let pw = w + 2;
         let plane = (h + 2) * pw + 2;
         let y0 = k * rows;
@@ -149,17 +173,12 @@ impl Conv3x3Cpu {
         if let Some(bias) = &self.bias {
             buf.chunks_mut(len).zip(bias).for_each(|(row, &v)| row.fill(v));
         }
-        // Weight element (output o, input i) of tap t: weight[o][i][t], or for the input
-        // gradient weight[i][o][8 - t].
-        let (first, step, row_stride, col_stride) =
-            if self.transposed { (8, -1, 9, cout * 9) } else { (0, 1, c * 9, 9) };
         for tap in 0..9 {
             let offset = (y0 + tap / 3) * pw + tap % 3;
-            let lhs = (first + step * tap as isize) as usize;
             // SAFETY: dst is `cout x len` with row stride len (buf's size). lhs reads
-            // weight[lhs + o * row_stride + i * col_stride] for o < cout, i < c, within the
-            // cout * c * 9 weight. rhs reads padded[ci * plane + offset + j] for ci < c,
-            // j < len; the largest index is (y0 + nr + 2) * pw + 1 <= (h + 2) * pw + 1 < plane.
+            // taps[tap][o][i] for o < cout, i < c. rhs reads padded[ci * plane + offset + j]
+            // for ci < c, j < len; the largest index is (y0 + nr + 2) * pw + 1 <=
+            // (h + 2) * pw + 1 < plane.
             unsafe {
                 gemm::gemm(
                     cout,
@@ -169,9 +188,9 @@ impl Conv3x3Cpu {
                     1,
                     len as isize,
                     tap > 0 || self.bias.is_some(),
-                    weight.as_ptr().add(lhs),
-                    col_stride as isize,
-                    row_stride as isize,
+                    taps.as_ptr().add(tap * cout * c),
+                    1,
+                    c as isize,
                     padded.as_ptr().add(offset),
                     1,
                     plane as isize,
@@ -214,7 +233,7 @@ impl Conv3x3Cpu {
 #[derive(Clone, Copy)]
 struct Band<'a> {
     padded: &'a [f32],
-    weight: &'a [f32],
+    taps: &'a [f32],
     c: usize,
     cout: usize,
     h: usize,
