@@ -98,23 +98,36 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn strided_same_padded_convolution_matches_candle() {
-    for (h, w) in [(16, 16), (15, 18), (9, 7)] {
-        let x = random(&[1, 3, h, w], 3, DType::F64);
-        let weight = (random(&[5, 3, 3, 3], 4, DType::F64) - 0.5).unwrap();
-        let bias = random(&[5], 5, DType::F64);
-        let conv = Conv2d::new(weight.clone(), Some(bias.clone()), 2, Padding::Same).unwrap();
-        let (t, b) = Padding::Same.amounts(h, 3, 2);
-        let (l, r) = Padding::Same.amounts(w, 3, 2);
-        let reference = |x: &Tensor| {
-            let padded = x.pad_with_zeros(2, t, b).unwrap().pad_with_zeros(3, l, r).unwrap();
-            padded.conv2d(&weight, 0, 2, 1, 1).unwrap().broadcast_add(&bias.reshape((1, 5, 1, 1)).unwrap()).unwrap()
-        };
-        let y = conv.forward(&x).unwrap();
-        assert_eq!(y.dims(), &[1, 5, h.div_ceil(2), w.div_ceil(2)]);
-        assert!(max_rel_diff(&y, &reference(&x)) < 1e-12);
-        let probe = random(y.dims(), 6, DType::F64);
-        let expected = autograd_input_grad(&x, &probe, reference);
-        assert!(max_rel_diff(&conv.backward(&probe, (h, w)).unwrap(), &expected) < 1e-12, "{h}x{w}");
+    // F64 runs on candle's ops; F32 with 3 input channels on the CPU plane passes (with the
+    // clamp fused into the forward and its mask into the backward); F32 with 6 on candle again.
+    let cases = [(DType::F64, 3, 1e-12), (DType::F32, 3, 1e-5), (DType::F32, 6, 1e-5)];
+    for (dtype, cin, tolerance) in cases {
+        for (n, h, w) in [(1, 16, 16), (2, 15, 18), (1, 9, 7), (1, 1, 4)] {
+            let x = ((random(&[n, cin, h, w], 3, dtype) - 0.3).unwrap() * 4.0).unwrap();
+            let weight = (random(&[5, cin, 3, 3], 4, dtype) - 0.5).unwrap();
+            let bias = random(&[5], 5, dtype);
+            let conv = Conv2d::new(weight.clone(), Some(bias.clone()), 2, Padding::Same).unwrap();
+            let (t, b) = Padding::Same.amounts(h, 3, 2);
+            let (l, r) = Padding::Same.amounts(w, 3, 2);
+            let reference = |x: &Tensor| {
+                let padded = x.pad_with_zeros(2, t, b).unwrap().pad_with_zeros(3, l, r).unwrap();
+                padded.conv2d(&weight, 0, 2, 1, 1).unwrap().broadcast_add(&bias.reshape((1, 5, 1, 1)).unwrap()).unwrap()
+            };
+            let what = format!("{dtype:?} {cin} channels {n}x{h}x{w}");
+            let expected = reference(&x);
+            let y = conv.forward(&x).unwrap();
+            assert_eq!(y.dims(), &[n, 5, h.div_ceil(2), w.div_ceil(2)]);
+            assert!(max_rel_diff(&y, &expected) < tolerance, "forward {what}");
+            let clamped = conv.forward_activated(&x, 6.0).unwrap();
+            assert!(max_rel_diff(&clamped, &expected.clamp(0.0, 6.0).unwrap()) < tolerance, "clamped {what}");
+            let probe = random(y.dims(), 6, dtype);
+            let got = conv.backward(&probe, (h, w)).unwrap();
+            assert!(max_rel_diff(&got, &autograd_input_grad(&x, &probe, reference)) < tolerance, "backward {what}");
+            let mask = expected.gt(0.0).unwrap();
+            let masked = (&probe * mask.to_dtype(dtype).unwrap()).unwrap();
+            let got = conv.backward_masked(&probe, &mask, (h, w)).unwrap();
+            assert!(max_rel_diff(&got, &autograd_input_grad(&x, &masked, reference)) < tolerance, "masked {what}");
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::cpu::{conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu};
+use super::cpu::{conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, FewChannelConvCpu};
 use super::padding::{dilate, output_len, pad_spatial, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.
@@ -28,13 +28,19 @@ enum CpuKernels {
     Conv3x3([Conv3x3Cpu; 3]),
     /// 1x1, stride 1: one GEMM, with the bias (empty: none).
     Conv1x1(Vec<f32>),
+    /// Any other shape with at most [`FEW_CHANNELS`] input channels (EfficientNet's stem):
+    /// per-channel-pair plane passes, with the bias (empty: none).
+    FewChannels(Vec<f32>),
 }
+
+/// Input channels up to which a convolution without a dedicated kernel runs as plane passes.
+const FEW_CHANNELS: usize = 4;
 
 impl Conv2d {
     /// Wraps a `[out, in, k, k]` weight and an optional `[out]` bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Result<Self> {
         let weight = weight.contiguous()?;
-        let (_, _, kh, kw) = weight.dims4()?;
+        let (_, cin, kh, kw) = weight.dims4()?;
         let bias_values = || bias.as_ref().map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose();
         let cpu = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
             match (kh, kw, stride) {
@@ -43,6 +49,9 @@ impl Conv2d {
                 }
                 (1, 1, 1) if padding.amounts(1, 1, 1) == (0, 0) => {
                     Some(CpuKernels::Conv1x1(bias_values()?.unwrap_or_default()))
+                }
+                _ if kh == kw && cin <= FEW_CHANNELS => {
+                    Some(CpuKernels::FewChannels(bias_values()?.unwrap_or_default()))
                 }
                 _ => None,
             }
@@ -81,16 +90,34 @@ impl Conv2d {
         Conv1x1Cpu { bias: (!bias.is_empty() && !gradient).then_some(bias), clamp, gradient }
     }
 
+    /// The plane-pass kernel for an `h x w` input, with `bias`, clamp and direction.
+    fn few_channels<'a>(
+        &self,
+        bias: &'a [f32],
+        (h, w): (usize, usize),
+        clamp: Option<f32>,
+        gradient: bool,
+    ) -> FewChannelConvCpu<'a> {
+        let (k, s) = (self.kernel(), self.stride);
+        let ((t, b), (l, r)) = (self.padding.amounts(h, k, s), self.padding.amounts(w, k, s));
+        let out = if gradient { (h, w) } else { (output_len(h + t + b, k, s), output_len(w + l + r, k, s)) };
+        let bias = (!bias.is_empty() && !gradient).then_some(bias);
+        FewChannelConvCpu(DepthwiseCpu { bias, stride: s, pad: (t, l), out, clamp, gradient })
+    }
+
     /// Convolves `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
         match self.cpu_kernels(x.dtype()) {
             Some(CpuKernels::Conv3x3([forward, ..])) => return x.contiguous()?.apply_op2_no_bwd(&self.weight, forward),
             Some(CpuKernels::Conv1x1(bias)) => {
                 return x.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, None, false))
             }
+            Some(CpuKernels::FewChannels(bias)) => {
+                return x.contiguous()?.apply_op2_no_bwd(&self.weight, &self.few_channels(bias, (h, w), None, false))
+            }
             None => {}
         }
-        let (_, _, h, w) = x.dims4()?;
         let k = self.kernel();
         let y = match self.padding {
             Padding::Symmetric(p) => x.conv2d(&self.weight, p, self.stride, 1, 1)?,
@@ -116,6 +143,10 @@ impl Conv2d {
             Some(CpuKernels::Conv1x1(bias)) => {
                 x.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, Some(upper), false))
             }
+            Some(CpuKernels::FewChannels(bias)) => {
+                let (_, _, h, w) = x.dims4()?;
+                x.contiguous()?.apply_op2_no_bwd(&self.weight, &self.few_channels(bias, (h, w), Some(upper), false))
+            }
             _ if upper == f32::INFINITY => self.forward(x)?.relu(),
             _ => self.forward(x)?.clamp(0.0, upper),
         }
@@ -129,6 +160,9 @@ impl Conv2d {
             }
             Some(CpuKernels::Conv1x1(bias)) => {
                 return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, None, true))
+            }
+            Some(CpuKernels::FewChannels(bias)) => {
+                return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &self.few_channels(bias, (h, w), None, true))
             }
             None => {}
         }
@@ -153,6 +187,9 @@ impl Conv2d {
             Some(CpuKernels::Conv3x3([.., backward])) => grad.apply_op3_no_bwd(&self.weight, &mask, backward),
             Some(CpuKernels::Conv1x1(bias)) => {
                 grad.apply_op3_no_bwd(&self.weight, &mask, &Self::conv1x1(bias, None, true))
+            }
+            Some(CpuKernels::FewChannels(bias)) => {
+                grad.apply_op3_no_bwd(&self.weight, &mask, &self.few_channels(bias, size, None, true))
             }
             None => self.backward(&(&grad * mask.to_dtype(grad.dtype())?)?, size),
         }

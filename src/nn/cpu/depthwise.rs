@@ -1,7 +1,8 @@
 //! Depthwise convolution (one `k x k` filter per channel, any stride and zero padding) and its
 //! input gradient: one pass per plane, planes in parallel, with bias and a clamp (ReLU6) fused
 //! into the forward and the clamp's mask into the gradient. candle would run it as `k * k`
-//! full-tensor multiply-adds.
+//! full-tensor multiply-adds. The same plane passes, summed over input channels, serve dense
+//! convolutions with few input channels.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
@@ -35,8 +36,9 @@ fn columns(dx: usize, (stride, left): (usize, usize), w: usize, wo: usize) -> st
 }
 
 multiversion! {
-    /// One plane of the forward: `y (ho x wo) = bias + sum of taps[dy * k + dx] * x (h x w)
-    /// at (i * stride + dy - top, j * stride + dx - left)`, clamped to `[0, clamp]` if given.
+    /// One plane of the forward: `y (ho x wo) += sum of taps[dy * k + dx] * x (h x w) at
+    /// (i * stride + dy - top, j * stride + dx - left)`, starting from `fill` where given, then
+    /// clamped to `[0, clamp]` if given.
     pub fn forward_plane(
         x: &[f32],
         size: (usize, usize),
@@ -44,14 +46,16 @@ multiversion! {
         geometry: (usize, usize, usize),
         y: &mut [f32],
         out: (usize, usize),
-        epilogue: (f32, Option<f32>),
+        epilogue: (Option<f32>, Option<f32>),
     ) {
         let (h, w) = size;
         let (stride, top, left) = geometry;
         let (ho, wo) = out;
-        let (bias, clamp) = epilogue;
+        let (fill, clamp) = epilogue;
         let k = (taps.len() as f64).sqrt() as usize;
-        y.fill(bias);
+        if let Some(bias) = fill {
+            y.fill(bias);
+        }
         for (i, y_row) in y.chunks_exact_mut(wo).enumerate().take(ho) {
             for dy in 0..k {
                 let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {
@@ -79,22 +83,24 @@ multiversion! {
 }
 
 multiversion! {
-    /// One plane of the input gradient: every output-gradient element `g (ho x wo)` (zero
-    /// where `mask` is) added, times each tap, to the input element that tap read.
+    /// One plane of the input gradient (`sizes`: output, then input): every output-gradient
+    /// element `g (ho x wo)` (zero where `mask` is) added, times each tap, to the input element
+    /// that tap read (`dx_plane`, `h x w`, is zeroed first unless `accumulate`).
     pub fn gradient_plane(
         g: &[f32],
         mask: Option<&[u8]>,
-        size: (usize, usize),
+        sizes: ((usize, usize), (usize, usize)),
         taps: &[f32],
         geometry: (usize, usize, usize),
         dx_plane: &mut [f32],
-        out: (usize, usize),
+        accumulate: bool,
     ) {
-        let (ho, wo) = size;
+        let ((ho, wo), (h, w)) = sizes;
         let (stride, top, left) = geometry;
-        let (h, w) = out;
         let k = (taps.len() as f64).sqrt() as usize;
-        dx_plane.fill(0.0);
+        if !accumulate {
+            dx_plane.fill(0.0);
+        }
         let mut masked = vec![0f32; wo];
         for i in 0..ho {
             let g_row = match mask {
@@ -129,6 +135,11 @@ multiversion! {
 }
 
 impl DepthwiseCpu<'_> {
+    /// Geometry shared by the plane kernels: `(stride, top, left)`.
+    fn geometry(&self) -> (usize, usize, usize) {
+        (self.stride, self.pad.0, self.pad.1)
+    }
+
     fn run(&self, x: &[f32], mask: Option<&[u8]>, l1: &Layout, weight: &[f32]) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let k2 = weight.len() / c.max(1);
@@ -136,7 +147,7 @@ impl DepthwiseCpu<'_> {
             candle_core::bail!("depthwise-cpu: weight of {} values for {c} channels", weight.len());
         }
         let (ho, wo) = self.out;
-        let geometry = (self.stride, self.pad.0, self.pad.1);
+        let geometry = self.geometry();
         let mut out = vec![0f32; n * c * ho * wo];
         if ho * wo > 0 && h * w > 0 {
             out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, y)| {
@@ -145,10 +156,10 @@ impl DepthwiseCpu<'_> {
                 let taps = &weight[ch * k2..][..k2];
                 let m = mask.map(|m| &m[plane * h * w..][..h * w]);
                 if self.gradient {
-                    gradient_plane(x_plane, m, (h, w), taps, geometry, y, (ho, wo));
+                    gradient_plane(x_plane, m, ((h, w), (ho, wo)), taps, geometry, y, false);
                 } else {
                     let bias = self.bias.map_or(0.0, |b| b[ch]);
-                    forward_plane(x_plane, (h, w), taps, geometry, y, (ho, wo), (bias, self.clamp));
+                    forward_plane(x_plane, (h, w), taps, geometry, y, (ho, wo), (Some(bias), self.clamp));
                 }
             });
         }
@@ -186,5 +197,89 @@ impl CustomOp3 for DepthwiseCpu<'_> {
             candle_core::bail!("{name}: mask {:?} differs from input {:?}", l3.shape(), l1.shape());
         }
         self.run(f32_data(s1, l1, name)?, Some(u8_data(s3, l3, name)?), l1, f32_data(s2, l2, name)?)
+    }
+}
+
+/// A dense convolution with few input channels (EfficientNet's 3-channel stride-2 stem), any
+/// stride and zero padding, as sums of per-channel-pair plane passes: the same operands and
+/// fields as [`DepthwiseCpu`], with a `[cout, cin, k, k]` weight. candle would run its input
+/// gradient through a dilated, padded copy and an im2col buffer of `cout * k * k` rows.
+#[derive(Debug, Clone, Copy)]
+pub struct FewChannelConvCpu<'a>(pub DepthwiseCpu<'a>);
+
+impl FewChannelConvCpu<'_> {
+    fn run(
+        &self,
+        x: &[f32],
+        mask: Option<&[u8]>,
+        l1: &Layout,
+        weight: &[f32],
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = &self.0;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (wo_ch, wi_ch, k, _) = l2.shape().dims4()?;
+        let (inputs, outputs) = if op.gradient { (wo_ch, wi_ch) } else { (wi_ch, wo_ch) };
+        if c != inputs {
+            candle_core::bail!("few-channel-conv-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
+        }
+        let (ho, wo) = op.out;
+        let geometry = op.geometry();
+        let kernel = |o: usize, i: usize| {
+            let (co, ci) = if op.gradient { (i, o) } else { (o, i) };
+            &weight[(co * wi_ch + ci) * k * k..][..k * k]
+        };
+        let mut out = vec![0f32; n * outputs * ho * wo];
+        if ho * wo > 0 && h * w > 0 {
+            out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, y)| {
+                let (b, o) = (plane / outputs, plane % outputs);
+                for i in 0..inputs {
+                    let at = (b * inputs + i) * h * w;
+                    let x_plane = &x[at..at + h * w];
+                    if op.gradient {
+                        let m = mask.map(|m| &m[at..at + h * w]);
+                        gradient_plane(x_plane, m, ((h, w), (ho, wo)), kernel(o, i), geometry, y, i > 0);
+                    } else {
+                        let fill = (i == 0).then(|| op.bias.map_or(0.0, |bias| bias[o]));
+                        let clamp = if i + 1 == inputs { op.clamp } else { None };
+                        forward_plane(x_plane, (h, w), kernel(o, i), geometry, y, (ho, wo), (fill, clamp));
+                    }
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, outputs, ho, wo))))
+    }
+}
+
+impl CustomOp2 for FewChannelConvCpu<'_> {
+    fn name(&self) -> &'static str {
+        "few-channel-conv-cpu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let name = CustomOp2::name(self);
+        self.run(f32_data(s1, l1, name)?, None, l1, f32_data(s2, l2, name)?, l2)
+    }
+}
+
+impl CustomOp3 for FewChannelConvCpu<'_> {
+    fn name(&self) -> &'static str {
+        "few-channel-conv-masked-cpu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = CustomOp3::name(self);
+        if l3.shape() != l1.shape() {
+            candle_core::bail!("{name}: mask {:?} differs from input {:?}", l3.shape(), l1.shape());
+        }
+        self.run(f32_data(s1, l1, name)?, Some(u8_data(s3, l3, name)?), l1, f32_data(s2, l2, name)?, l2)
     }
 }

@@ -49,7 +49,7 @@ use candle_core::{CpuStorage, Layout, Result};
 
 pub use conv1x1::Conv1x1Cpu;
 pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu};
-pub use depthwise::DepthwiseCpu;
+pub use depthwise::{DepthwiseCpu, FewChannelConvCpu};
 pub use pool::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
 
 /// The contiguous `F32` data of a CPU operand.
