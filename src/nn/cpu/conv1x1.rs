@@ -2,11 +2,9 @@
 //! clamp (ReLU / ReLU6) fused into the forward and the clamp's mask into the gradient. candle
 //! would first copy the input through its im2col.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
+use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
-
-use super::{f32_data, u8_data};
 
 /// A 1x1 convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 1, 1]` weight (second operand), or, with `gradient`, the input gradient of one
@@ -22,7 +20,7 @@ pub struct Conv1x1Cpu<'a> {
 }
 
 impl Conv1x1Cpu<'_> {
-    fn run(
+    fn compute(
         &self,
         x: &[f32],
         mask: Option<&[u8]>,
@@ -85,35 +83,4 @@ impl Conv1x1Cpu<'_> {
     }
 }
 
-impl CustomOp2 for Conv1x1Cpu<'_> {
-    fn name(&self) -> &'static str {
-        "conv1x1-cpu"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp2::name(self);
-        self.run(f32_data(s1, l1, name)?, None, l1, f32_data(s2, l2, name)?, l2)
-    }
-}
-
-impl CustomOp3 for Conv1x1Cpu<'_> {
-    fn name(&self) -> &'static str {
-        "conv1x1-masked-cpu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp3::name(self);
-        if l3.shape() != l1.shape() {
-            candle_core::bail!("{name}: mask {:?} differs from input {:?}", l3.shape(), l1.shape());
-        }
-        self.run(f32_data(s1, l1, name)?, Some(u8_data(s3, l3, name)?), l1, f32_data(s2, l2, name)?, l2)
-    }
-}
+masked_op!(Conv1x1Cpu<'_>, "conv1x1-cpu");

@@ -19,12 +19,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
+use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::winograd::{self, transform_weights};
-use super::{f32_data, u8_data, SharedMut};
+use super::SharedMut;
 
 /// Bytes of output plus input a band may span (half of the L2 cache of the cores we target).
 const BAND_BYTES: usize = 1 << 20;
@@ -218,14 +218,22 @@ impl Conv3x3Cpu {
         }
     }
 
-    fn check(&self, l1: &Layout, l2: &Layout) -> Result<(usize, usize, usize, usize, usize)> {
+    fn compute(
+        &self,
+        x: &[f32],
+        mask: Option<&[u8]>,
+        l1: &Layout,
+        weight: &[f32],
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let (wo, wi, kh, kw) = l2.shape().dims4()?;
         let (cout, cin) = if self.transposed { (wi, wo) } else { (wo, wi) };
         if (c, kh, kw) != (cin, 3, 3) {
             candle_core::bail!("conv3x3-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
         }
-        Ok((n, c, h, w, cout))
+        let out = self.run(x, mask, (n, c, h, w), weight);
+        Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
     }
 }
 
@@ -242,40 +250,4 @@ struct Band<'a> {
     out: SharedMut,
 }
 
-impl CustomOp2 for Conv3x3Cpu {
-    fn name(&self) -> &'static str {
-        "conv3x3-cpu"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w, cout) = self.check(l1, l2)?;
-        let name = CustomOp2::name(self);
-        let out = self.run(f32_data(s1, l1, name)?, None, (n, c, h, w), f32_data(s2, l2, name)?);
-        Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
-    }
-}
-
-impl CustomOp3 for Conv3x3Cpu {
-    fn name(&self) -> &'static str {
-        "conv3x3-masked-cpu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w, cout) = self.check(l1, l2)?;
-        if l3.shape() != l1.shape() {
-            candle_core::bail!("conv3x3-masked-cpu: mask {:?} differs from input {:?}", l3.shape(), l1.shape());
-        }
-        let name = CustomOp3::name(self);
-        let mask = u8_data(s3, l3, name)?;
-        let out = self.run(f32_data(s1, l1, name)?, Some(mask), (n, c, h, w), f32_data(s2, l2, name)?);
-        Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
-    }
-}
+masked_op!(Conv3x3Cpu, "conv3x3-cpu");

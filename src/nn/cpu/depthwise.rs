@@ -4,10 +4,8 @@
 //! full-tensor multiply-adds. The same plane passes, summed over input channels, serve dense
 //! convolutions with few input channels.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
+use candle_core::{CpuStorage, Layout, Result, Shape};
 use rayon::prelude::*;
-
-use super::{f32_data, u8_data};
 
 /// A depthwise convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[c, 1, k, k]` weight (second operand), or, with `gradient`, the input gradient of one
@@ -140,7 +138,14 @@ impl DepthwiseCpu<'_> {
         (self.stride, self.pad.0, self.pad.1)
     }
 
-    fn run(&self, x: &[f32], mask: Option<&[u8]>, l1: &Layout, weight: &[f32]) -> Result<(CpuStorage, Shape)> {
+    fn compute(
+        &self,
+        x: &[f32],
+        mask: Option<&[u8]>,
+        l1: &Layout,
+        weight: &[f32],
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let k2 = weight.len() / c.max(1);
         if k2 * c != weight.len() || (k2 as f64).sqrt().fract() != 0.0 {
@@ -167,38 +172,7 @@ impl DepthwiseCpu<'_> {
     }
 }
 
-impl CustomOp2 for DepthwiseCpu<'_> {
-    fn name(&self) -> &'static str {
-        "depthwise-cpu"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp2::name(self);
-        self.run(f32_data(s1, l1, name)?, None, l1, f32_data(s2, l2, name)?)
-    }
-}
-
-impl CustomOp3 for DepthwiseCpu<'_> {
-    fn name(&self) -> &'static str {
-        "depthwise-masked-cpu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp3::name(self);
-        if l3.shape() != l1.shape() {
-            candle_core::bail!("{name}: mask {:?} differs from input {:?}", l3.shape(), l1.shape());
-        }
-        self.run(f32_data(s1, l1, name)?, Some(u8_data(s3, l3, name)?), l1, f32_data(s2, l2, name)?)
-    }
-}
+masked_op!(DepthwiseCpu<'_>, "depthwise-cpu");
 
 /// A dense convolution with few input channels (EfficientNet's 3-channel stride-2 stem), any
 /// stride and zero padding, as sums of per-channel-pair plane passes: the same operands and
@@ -208,7 +182,7 @@ impl CustomOp3 for DepthwiseCpu<'_> {
 pub struct FewChannelConvCpu<'a>(pub DepthwiseCpu<'a>);
 
 impl FewChannelConvCpu<'_> {
-    fn run(
+    fn compute(
         &self,
         x: &[f32],
         mask: Option<&[u8]>,
@@ -251,35 +225,4 @@ impl FewChannelConvCpu<'_> {
     }
 }
 
-impl CustomOp2 for FewChannelConvCpu<'_> {
-    fn name(&self) -> &'static str {
-        "few-channel-conv-cpu"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp2::name(self);
-        self.run(f32_data(s1, l1, name)?, None, l1, f32_data(s2, l2, name)?, l2)
-    }
-}
-
-impl CustomOp3 for FewChannelConvCpu<'_> {
-    fn name(&self) -> &'static str {
-        "few-channel-conv-masked-cpu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp3::name(self);
-        if l3.shape() != l1.shape() {
-            candle_core::bail!("{name}: mask {:?} differs from input {:?}", l3.shape(), l1.shape());
-        }
-        self.run(f32_data(s1, l1, name)?, Some(u8_data(s3, l3, name)?), l1, f32_data(s2, l2, name)?, l2)
-    }
-}
+masked_op!(FewChannelConvCpu<'_>, "few-channel-conv-cpu");

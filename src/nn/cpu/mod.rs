@@ -39,6 +39,51 @@ macro_rules! multiversion {
     };
 }
 
+/// Implements candle's `CustomOp2` (input, weight) and `CustomOp3` (input, weight, `U8` mask
+/// shaped like the input) for a kernel type with an inherent
+/// `compute(&self, x, mask, input_layout, weight, weight_layout)`.
+macro_rules! masked_op {
+    ($ty:ty, $name:literal) => {
+        impl candle_core::CustomOp2 for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                self.compute(super::f32_data(s1, l1, $name)?, None, l1, super::f32_data(s2, l2, $name)?, l2)
+            }
+        }
+
+        impl candle_core::CustomOp3 for $ty {
+            fn name(&self) -> &'static str {
+                concat!($name, "-masked")
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+                s3: &candle_core::CpuStorage,
+                l3: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                if l3.shape() != l1.shape() {
+                    candle_core::bail!("{}: mask {:?} differs from input {:?}", $name, l3.shape(), l1.shape());
+                }
+                let mask = super::u8_data(s3, l3, $name)?;
+                self.compute(super::f32_data(s1, l1, $name)?, Some(mask), l1, super::f32_data(s2, l2, $name)?, l2)
+            }
+        }
+    };
+}
+
 mod conv1x1;
 mod conv3x3;
 mod depthwise;
