@@ -1,8 +1,9 @@
-//! CPU kernels for the layers VGG and EfficientNet-Lite0 are made of, as candle custom ops on contiguous `F32` NCHW
-//! tensors: 3x3 "same" convolutions as Winograd F(4x4, 3x3) or a cache-blocked implicit GEMM with bias and ReLU fused
-//! into the epilogue and the ReLU mask fused into the input-gradient pass, plus parallel
-//! max-pool and mask kernels. candle's own ops remain the path on every other device and
-//! precision.
+//! CPU kernels for the layers VGG and EfficientNet-Lite0 are made of, as candle custom ops on
+//! contiguous `F32` NCHW tensors: 3x3 "same" convolutions as Winograd F(4x4, 3x3) or a
+//! cache-blocked implicit GEMM, 1x1 convolutions as one GEMM, depthwise and few-channel
+//! convolutions as plane passes, with bias and activation fused into the output and the
+//! activation's mask into the input-gradient pass; plus parallel max-pool and mask kernels.
+//! candle's own ops remain the path on every other device and precision.
 
 /// Compiles `$name` three times (AVX-512, AVX2+FMA, baseline) and picks the best the CPU
 /// running it supports; kernels are plain loops (over fixed-size arrays where they can be)
