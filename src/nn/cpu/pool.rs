@@ -106,10 +106,10 @@ impl CustomOp2 for PoolRouteCpu {
                 |((o, m), g)| {
                     for r in 0..2 * ho {
                         let g_row = &g[(r / 2) * wo..][..wo];
-                        for j in 0..2 * wo {
-                            if m[r * w + j] != 0 {
-                                o[r * w + j] = g_row[j / 2];
-                            }
+                        let (o_row, m_row) = (&mut o[r * w..][..2 * wo], &m[r * w..][..2 * wo]);
+                        for ((pair, keep), &v) in o_row.chunks_exact_mut(2).zip(m_row.chunks_exact(2)).zip(g_row) {
+                            pair[0] = if keep[0] != 0 { v } else { 0.0 };
+                            pair[1] = if keep[1] != 0 { v } else { 0.0 };
                         }
                     }
                 },
