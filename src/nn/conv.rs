@@ -1,6 +1,6 @@
 //! Convolutions with an explicit input-gradient backward.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{CustomOp2, CustomOp3, DType, Result, Tensor};
 
 use super::cpu::{conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, FewChannelConvCpu};
 use super::padding::{dilate, output_len, pad_spatial, Padding};
@@ -105,18 +105,40 @@ impl Conv2d {
         FewChannelConvCpu(DepthwiseCpu { bias, stride: s, pad: (t, l), out, clamp, gradient })
     }
 
+    /// The CPU kernel's result for `x` (the input, or with `gradient` the output gradient, of
+    /// an input of `size`), `x` masked by `mask` where given and the forward clamped to
+    /// `[0, clamp]`; `None` where no CPU kernel does that.
+    fn on_cpu(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        size: (usize, usize),
+        clamp: Option<f32>,
+        gradient: bool,
+    ) -> Option<Result<Tensor>> {
+        let kernels = self.cpu_kernels(x.dtype())?;
+        Some(match kernels {
+            CpuKernels::Conv3x3([forward, forward_relu, backward]) => {
+                let op = match (gradient, clamp) {
+                    (true, _) => backward,
+                    (false, None) => forward,
+                    (false, Some(upper)) if upper == f32::INFINITY => forward_relu,
+                    _ => return None,
+                };
+                apply_cpu(x, &self.weight, mask, op)
+            }
+            CpuKernels::Conv1x1(bias) => apply_cpu(x, &self.weight, mask, &Self::conv1x1(bias, clamp, gradient)),
+            CpuKernels::FewChannels(bias) => {
+                apply_cpu(x, &self.weight, mask, &self.few_channels(bias, size, clamp, gradient))
+            }
+        })
+    }
+
     /// Convolves `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        match self.cpu_kernels(x.dtype()) {
-            Some(CpuKernels::Conv3x3([forward, ..])) => return x.contiguous()?.apply_op2_no_bwd(&self.weight, forward),
-            Some(CpuKernels::Conv1x1(bias)) => {
-                return x.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, None, false))
-            }
-            Some(CpuKernels::FewChannels(bias)) => {
-                return x.contiguous()?.apply_op2_no_bwd(&self.weight, &self.few_channels(bias, (h, w), None, false))
-            }
-            None => {}
+        if let Some(y) = self.on_cpu(x, None, (h, w), None, false) {
+            return y;
         }
         let k = self.kernel();
         let y = match self.padding {
@@ -136,35 +158,18 @@ impl Conv2d {
     /// `self.forward(x)` clamped to `[0, upper]` (ReLU: infinity, ReLU6: 6), in one pass on
     /// the CPU where a kernel fuses it.
     pub fn forward_activated(&self, x: &Tensor, upper: f32) -> Result<Tensor> {
-        match self.cpu_kernels(x.dtype()) {
-            Some(CpuKernels::Conv3x3([_, forward_relu, _])) if upper == f32::INFINITY => {
-                x.contiguous()?.apply_op2_no_bwd(&self.weight, forward_relu)
-            }
-            Some(CpuKernels::Conv1x1(bias)) => {
-                x.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, Some(upper), false))
-            }
-            Some(CpuKernels::FewChannels(bias)) => {
-                let (_, _, h, w) = x.dims4()?;
-                x.contiguous()?.apply_op2_no_bwd(&self.weight, &self.few_channels(bias, (h, w), Some(upper), false))
-            }
-            _ if upper == f32::INFINITY => self.forward(x)?.relu(),
-            _ => self.forward(x)?.clamp(0.0, upper),
+        let (_, _, h, w) = x.dims4()?;
+        match self.on_cpu(x, None, (h, w), Some(upper), false) {
+            Some(y) => y,
+            None if upper == f32::INFINITY => self.forward(x)?.relu(),
+            None => self.forward(x)?.clamp(0.0, upper),
         }
     }
 
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
     pub fn backward(&self, grad: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
-        match self.cpu_kernels(grad.dtype()) {
-            Some(CpuKernels::Conv3x3([.., backward])) => {
-                return grad.contiguous()?.apply_op2_no_bwd(&self.weight, backward)
-            }
-            Some(CpuKernels::Conv1x1(bias)) => {
-                return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &Self::conv1x1(bias, None, true))
-            }
-            Some(CpuKernels::FewChannels(bias)) => {
-                return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &self.few_channels(bias, (h, w), None, true))
-            }
-            None => {}
+        if let Some(g) = self.on_cpu(grad, None, (h, w), None, true) {
+            return g;
         }
         let weight_bwd = self.weight_bwd.as_ref().expect("kept for every layer without CPU kernels");
         let k = self.kernel();
@@ -182,16 +187,9 @@ impl Conv2d {
     /// [`Conv2d::backward`] of the output gradient masked by a `u8` `mask` (the backward of the
     /// activation that followed this convolution), in one pass on the CPU.
     pub fn backward_masked(&self, grad: &Tensor, mask: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-        let (grad, mask) = (grad.contiguous()?, mask.contiguous()?);
-        match self.cpu_kernels(grad.dtype()) {
-            Some(CpuKernels::Conv3x3([.., backward])) => grad.apply_op3_no_bwd(&self.weight, &mask, backward),
-            Some(CpuKernels::Conv1x1(bias)) => {
-                grad.apply_op3_no_bwd(&self.weight, &mask, &Self::conv1x1(bias, None, true))
-            }
-            Some(CpuKernels::FewChannels(bias)) => {
-                grad.apply_op3_no_bwd(&self.weight, &mask, &self.few_channels(bias, size, None, true))
-            }
-            None => self.backward(&(&grad * mask.to_dtype(grad.dtype())?)?, size),
+        match self.on_cpu(grad, Some(mask), size, None, true) {
+            Some(g) => g,
+            None => self.backward(&(grad * mask.to_dtype(grad.dtype())?)?, size),
         }
     }
 
@@ -199,6 +197,16 @@ impl Conv2d {
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
         let bias = self.bias.as_ref().map(|b| b.flatten_all()?.to_dtype(dtype)).transpose()?;
         Self::new(self.weight.to_dtype(dtype)?, bias, self.stride, self.padding)
+    }
+}
+
+/// Runs a CPU kernel on the contiguous `x` and `weight`, with `mask` (shaped like `x`) as its
+/// third operand where given.
+fn apply_cpu<C: CustomOp2 + CustomOp3>(x: &Tensor, weight: &Tensor, mask: Option<&Tensor>, op: &C) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    match mask {
+        Some(mask) => x.apply_op3_no_bwd(weight, &mask.contiguous()?, op),
+        None => x.apply_op2_no_bwd(weight, op),
     }
 }
 
@@ -278,7 +286,7 @@ impl DepthwiseConv2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         if let Some(kernel) = self.cpu_kernel(x.dtype(), (h, w), false) {
-            return x.contiguous()?.apply_op2_no_bwd(&self.weight, &kernel);
+            return apply_cpu(x, &self.weight, None, &kernel);
         }
         let (k, s) = (self.kernel, self.stride);
         let ((t, b), (l, r), (ho, wo)) = self.geometry(h, w);
@@ -295,9 +303,7 @@ impl DepthwiseConv2d {
     pub fn forward_clamped(&self, x: &Tensor, upper: f32) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         match self.cpu_kernel(x.dtype(), (h, w), false) {
-            Some(kernel) => {
-                x.contiguous()?.apply_op2_no_bwd(&self.weight, &DepthwiseCpu { clamp: Some(upper), ..kernel })
-            }
+            Some(kernel) => apply_cpu(x, &self.weight, None, &DepthwiseCpu { clamp: Some(upper), ..kernel }),
             None => self.forward(x)?.clamp(0.0, upper),
         }
     }
@@ -305,7 +311,7 @@ impl DepthwiseConv2d {
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
     pub fn backward(&self, grad: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
         if let Some(kernel) = self.cpu_kernel(grad.dtype(), (h, w), true) {
-            return grad.contiguous()?.apply_op2_no_bwd(&self.weight, &kernel);
+            return apply_cpu(grad, &self.weight, None, &kernel);
         }
         let (k, s) = (self.kernel, self.stride);
         let ((t, b), (l, r), _) = self.geometry(h, w);
@@ -318,7 +324,7 @@ impl DepthwiseConv2d {
     /// backward of the clamp that followed this convolution), in one pass on the CPU.
     pub fn backward_masked(&self, grad: &Tensor, mask: &Tensor, size: (usize, usize)) -> Result<Tensor> {
         match self.cpu_kernel(grad.dtype(), size, true) {
-            Some(kernel) => grad.contiguous()?.apply_op3_no_bwd(&self.weight, &mask.contiguous()?, &kernel),
+            Some(kernel) => apply_cpu(grad, &self.weight, Some(mask), &kernel),
             None => self.backward(&(grad * mask.to_dtype(grad.dtype())?)?, size),
         }
     }

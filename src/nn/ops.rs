@@ -126,23 +126,23 @@ impl Op {
 /// Whether `ops[i]` and its activation `ops[i + 1]` run as one fused op (a convolution or
 /// depthwise convolution and a ReLU or ReLU6): always, unless the convolution's output itself
 /// is needed (`exposed(i + 1)`: an objective taps it).
-fn fuses(ops: &[Op], i: usize, exposed: impl Fn(usize) -> bool) -> bool {
+fn fuses(ops: &[Op], i: usize, exposed: &dyn Fn(usize) -> bool) -> bool {
     let pair =
         matches!((ops.get(i), ops.get(i + 1)), (Some(Op::Conv(_) | Op::Depthwise(_)), Some(Op::Relu | Op::Relu6)));
     pair && !exposed(i + 1)
 }
 
-/// Runs `ops[i]` on `x`, or `ops[i]` and `ops[i + 1]` fused when `fused`; pushes one record per
-/// op and returns the output and the number of ops run.
+/// Runs `ops[i]` on `x`, or `ops[i]` and `ops[i + 1]` fused when they fuse (see [`fuses`]);
+/// pushes one record per op and returns the output and the number of ops run.
 fn forward_at(
     ops: &[Op],
     i: usize,
-    fused: bool,
+    exposed: &dyn Fn(usize) -> bool,
     x: &Tensor,
     record: bool,
     recs: &mut Vec<Record>,
 ) -> Result<(Tensor, usize)> {
-    if fused {
+    if fuses(ops, i, exposed) {
         let (_, _, h, w) = x.dims4()?;
         let upper = if matches!(ops[i + 1], Op::Relu6) { 6.0 } else { f32::INFINITY };
         let y = match &ops[i] {
@@ -160,9 +160,16 @@ fn forward_at(
 }
 
 /// Gradient through `ops[..end]`'s last op, or its last two when they are a fused
-/// convolution and activation (`fused`); returns the gradient and the number of ops passed.
-fn backward_at(ops: &[Op], recs: &[Record], end: usize, fused: bool, grad: &Tensor) -> Result<(Tensor, usize)> {
-    if fused {
+/// convolution and activation (see [`fuses`]); returns the gradient and the number of ops
+/// passed.
+fn backward_at(
+    ops: &[Op],
+    recs: &[Record],
+    end: usize,
+    exposed: &dyn Fn(usize) -> bool,
+    grad: &Tensor,
+) -> Result<(Tensor, usize)> {
+    if end >= 2 && fuses(ops, end - 2, exposed) {
         if let (Record::Size(h, w), Record::Mask(mask)) = (&recs[end - 2], &recs[end - 1]) {
             match &ops[end - 2] {
                 Op::Conv(conv) => return Ok((conv.backward_masked(grad, mask, (*h, *w))?, 2)),
@@ -179,7 +186,7 @@ fn run_forward(ops: &[Op], x: &Tensor, record: bool) -> Result<(Tensor, Vec<Reco
     let mut recs = Vec::with_capacity(ops.len());
     let mut i = 0;
     while i < ops.len() {
-        let (y, ran) = forward_at(ops, i, fuses(ops, i, |_| false), &x, record, &mut recs)?;
+        let (y, ran) = forward_at(ops, i, &|_| false, &x, record, &mut recs)?;
         x = y;
         i += ran;
     }
@@ -190,7 +197,7 @@ fn run_backward(ops: &[Op], recs: &[Record], grad: &Tensor) -> Result<Tensor> {
     let mut g = grad.clone();
     let mut end = ops.len();
     while end > 0 {
-        let (next, passed) = backward_at(ops, recs, end, end >= 2 && fuses(ops, end - 2, |_| false), &g)?;
+        let (next, passed) = backward_at(ops, recs, end, &|_| false, &g)?;
         g = next;
         end -= passed;
     }
@@ -373,7 +380,7 @@ impl Network {
         let mut squares = vec![0f32; objective.terms.len()];
         let mut done = 0;
         while done < ops.len() {
-            let (y, ran) = forward_at(ops, done, fuses(ops, done, exposed), &act, true, &mut recs)?;
+            let (y, ran) = forward_at(ops, done, &exposed, &act, true, &mut recs)?;
             act = y;
             done += ran;
             for (term, &(tap, weight)) in objective.terms.iter().enumerate() {
@@ -410,7 +417,7 @@ impl Network {
                 end -= 1;
                 continue;
             };
-            let (next, passed) = backward_at(ops, &recs, end, end >= 2 && fuses(ops, end - 2, exposed), g)?;
+            let (next, passed) = backward_at(ops, &recs, end, &exposed, g)?;
             grad = Some(next);
             end -= passed;
         }

@@ -24,7 +24,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::winograd::{self, transform_weights};
-use super::SharedMut;
+use super::{copy_masked, SharedMut};
 
 /// Bytes of output plus input a band may span (half of the L2 cache of the cores we target).
 const BAND_BYTES: usize = 1 << 20;
@@ -126,15 +126,7 @@ impl Conv3x3Cpu {
             padded.par_chunks_mut(plane).enumerate().for_each(|(ci, p)| {
                 for y in 0..h {
                     let at = image + (ci * h + y) * w;
-                    let dst = &mut p[(y + 1) * pw + 1..][..w];
-                    match mask {
-                        Some(m) => {
-                            for ((d, &s), &keep) in dst.iter_mut().zip(&x[at..at + w]).zip(&m[at..at + w]) {
-                                *d = if keep != 0 { s } else { 0.0 };
-                            }
-                        }
-                        None => dst.copy_from_slice(&x[at..at + w]),
-                    }
+                    copy_masked(&mut p[(y + 1) * pw + 1..][..w], &x[at..at + w], mask.map(|m| &m[at..at + w]));
                 }
             });
             let band = Band {

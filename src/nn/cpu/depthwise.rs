@@ -7,6 +7,8 @@
 use candle_core::{CpuStorage, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::copy_masked;
+
 /// A depthwise convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[c, 1, k, k]` weight (second operand), or, with `gradient`, the input gradient of one
 /// given the output gradient. A third `U8` operand shaped like the first masks it.
@@ -101,14 +103,13 @@ multiversion! {
         }
         let mut masked = vec![0f32; wo];
         for i in 0..ho {
+            let g_row = &g[i * wo..][..wo];
             let g_row = match mask {
                 Some(m) => {
-                    for ((d, &v), &keep) in masked.iter_mut().zip(&g[i * wo..][..wo]).zip(&m[i * wo..][..wo]) {
-                        *d = if keep != 0 { v } else { 0.0 };
-                    }
+                    copy_masked(&mut masked, g_row, Some(&m[i * wo..][..wo]));
                     &masked[..]
                 }
-                None => &g[i * wo..][..wo],
+                None => g_row,
             };
             for dy in 0..k {
                 let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {

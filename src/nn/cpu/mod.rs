@@ -122,6 +122,16 @@ fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]
     }
 }
 
+/// `dst = src` where `mask` (if given) is non-zero, 0 elsewhere: an activation's backward
+/// applied on the way into a kernel.
+#[inline(always)]
+fn copy_masked(dst: &mut [f32], src: &[f32], mask: Option<&[u8]>) {
+    match mask {
+        Some(m) => dst.iter_mut().zip(src).zip(m).for_each(|((d, &v), &keep)| *d = if keep != 0 { v } else { 0.0 }),
+        None => dst.copy_from_slice(src),
+    }
+}
+
 /// A pointer that parallel workers write through, each to its own disjoint region.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
