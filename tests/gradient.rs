@@ -218,15 +218,17 @@ fn max_pool_backward_routes_the_whole_gradient_unlike_candle_autograd() {
 #[test]
 fn fast_cpu_3x3_convolution_matches_candle() {
     // F32 3x3 stride-1 convolutions on the CPU take the CPU kernels; candle's own
-    // convolution and autograd are the reference.
-    // Layers with 16+ channels each way run as Winograd F(4x4, 3x3), narrower ones as implicit
-    // GEMM; sizes that are not multiples of the 4x4 tiles, single rows and batches included.
-    // Wider layers transform their Winograd kernels per call on large images (260x256 at
-    // 40x40) and run as implicit GEMM on small ones.
+    // convolution and autograd are the reference, for the plain backward and for the backward
+    // of the gradient masked by a `u8` mask (a ReLU's, fused into the kernel).
+    // Layers with 16-512 channels each way run as Winograd F(4x4, 3x3), narrower or wider ones
+    // as implicit GEMM; sizes that are not multiples of the 4x4 tiles, single rows and batches
+    // included. Winograd cuts images into bands of tile rows: one band (most shapes), several
+    // one after the other (70x90) and several in parallel (240x237, also wide enough for the
+    // vectorised phase split).
     let shapes = [(1, 3, 8, 17, 23), (2, 5, 7, 9, 6), (1, 16, 4, 1, 5), (1, 64, 32, 28, 28), (1, 256, 256, 13, 11)];
-    for (n, cin, cout, h, w) in
-        shapes.into_iter().chain([(2, 300, 260, 6, 9), (1, 520, 8, 3, 2), (1, 260, 256, 40, 39)])
-    {
+    let more = [(2, 300, 260, 6, 9), (1, 520, 8, 3, 2), (1, 260, 256, 40, 39), (1, 600, 480, 3, 4)];
+    let bands = [(1, 32, 24, 70, 90), (1, 16, 16, 240, 237)];
+    for (n, cin, cout, h, w) in shapes.into_iter().chain(more).chain(bands) {
         let x = random(&[n, cin, h, w], 11, DType::F32);
         let weight = (random(&[cout, cin, 3, 3], 12, DType::F32) - 0.5).unwrap();
         let bias = random(&[cout], 13, DType::F32);
@@ -240,6 +242,11 @@ fn fast_cpu_3x3_convolution_matches_candle() {
         let expected = autograd_input_grad(&x, &probe, reference);
         let got = conv.backward(&probe, (h, w)).unwrap();
         assert!(max_rel_diff(&got, &expected) < 1e-4, "backward {n}x{cin}x{h}x{w} -> {cout}");
+        let mask = random(y.dims(), 15, DType::F32).ge(0.5).unwrap();
+        let masked = (&probe * mask.to_dtype(DType::F32).unwrap()).unwrap();
+        let expected = autograd_input_grad(&x, &masked, reference);
+        let got = conv.backward_masked(&probe, &mask, (h, w)).unwrap();
+        assert!(max_rel_diff(&got, &expected) < 1e-4, "masked backward {n}x{cin}x{h}x{w} -> {cout}");
     }
 }
 

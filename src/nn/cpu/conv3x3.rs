@@ -1,21 +1,21 @@
 //! 3x3, stride-1, padding-1 convolution as a cache-blocked implicit GEMM with no im2col buffer.
 //!
-//! The input is zero-padded once into planes of `(H + 2) x (W + 2)` (channel-major, as candle's
-//! NCHW). For kernel tap `(dy, dx)`, the input pixels every output needs form one strided
-//! matrix: `Cin` rows (one per plane) starting `dy * (W + 2) + dx` into each plane. So the
-//! convolution is nine GEMMs `out[Cout, cols] += W_tap[Cout, Cin] * X_tap[Cin, cols]` computed on
-//! the padded width (the two extra columns per row are dropped). The output is produced a band
-//! of rows at a time, sized so that the band's output and input stay in the core's L2 cache
-//! across the nine taps; bands run in parallel, and the epilogue adds the bias, applies the
-//! optional ReLU and writes the band's rows to the NCHW output.
+//! The output is produced a band of rows at a time, sized so that the band's output and input
+//! stay in the core's L2 cache across the nine taps. Each band zero-pads the input rows it
+//! needs into planes of `(rows + 2) x (W + 2)` (channel-major, as candle's NCHW). For kernel
+//! tap `(dy, dx)`, the input pixels every output needs form one strided matrix: `Cin` rows
+//! (one per plane) starting `dy * (W + 2) + dx` into each plane. So a band is nine GEMMs
+//! `out[Cout, cols] += W_tap[Cout, Cin] * X_tap[Cin, cols]` computed on the padded width (the
+//! two extra columns per row are dropped). Bands run in parallel, and the epilogue adds the
+//! bias, applies the optional ReLU and writes the band's rows to the NCHW output.
 //!
 //! The weight is rearranged once, tap-major (`[9][cout][cin]`), so that each tap's matrix is
 //! contiguous. The input gradient is the same operation with the flipped, transposed kernel
 //! (rearranged the same way); as a three-operand op it also multiplies its input by a `u8` mask
 //! while padding, which is the backward of the ReLU that followed the convolution.
 //!
-//! Layers whose transformed kernels are small enough to keep run as Winograd F(4x4, 3x3)
-//! instead (see [`super::winograd`]).
+//! Layers with at least [`MIN_CHANNELS`] channels each way and at most [`WINOGRAD_PAIRS`]
+//! channel pairs run as Winograd F(4x4, 3x3) instead (see [`super::winograd`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,17 +29,15 @@ use super::{copy_masked, SharedMut};
 /// Bytes of output plus input a band may span (half of the L2 cache of the cores we target).
 const BAND_BYTES: usize = 1 << 20;
 
-/// Layers with at most this many (input, output) channel pairs keep their Winograd kernels
-/// (4x the weight's size, once per direction) after first use.
-const CACHED_PAIRS: usize = 256 * 256;
+/// Layers with at most this many (input, output) channel pairs run as Winograd and keep its
+/// kernels (4x the weight's size, shared by both directions) after first use: all of
+/// VGG19's. Transforming a wider layer's kernels on every call would cost about what Winograd
+/// saves.
+const WINOGRAD_PAIRS: usize = 512 * 512;
 
 /// Layers with fewer input or output channels than this run as implicit GEMM: the Winograd
 /// transforms would cost more than they save (VGG's first layer).
 const MIN_CHANNELS: usize = 16;
-
-/// Wider layers transform their kernels on every call, which pays from this many 4x4 tiles
-/// up; smaller images run them as implicit GEMM.
-const PER_CALL_MIN_TILES: usize = 100;
 
 /// A 3x3 "same" convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 3, 3]` weight (second operand), or its input gradient, as a candle op; the
@@ -51,8 +49,8 @@ pub struct Conv3x3Cpu {
     relu: bool,
     /// Computes the input gradient: the flipped kernel with input and output swapped.
     transposed: bool,
-    /// Winograd kernels of this op's (possibly transposed) weight, kept after first use for
-    /// layers up to [`CACHED_PAIRS`].
+    /// Winograd kernels of the weight, kept after first use for layers up to
+    /// [`WINOGRAD_PAIRS`]; forward and input gradient share them.
     winograd: Arc<OnceLock<Vec<f32>>>,
     /// This op's (possibly flipped and transposed) kernel tap-major, `[9][out][in]`, made on
     /// first use by the implicit GEMM.
@@ -74,13 +72,18 @@ pub fn conv3x3_kernels(bias: Option<Vec<f32>>) -> [Conv3x3Cpu; 3] {
         bias: None,
         relu: false,
         transposed: true,
-        winograd: Arc::new(OnceLock::new()),
+        winograd: winograd.clone(),
         tap_major: Arc::new(OnceLock::new()),
     };
     [forward(bias.clone(), false), forward(bias, true), backward]
 }
 
 impl Conv3x3Cpu {
+    /// Whether a layer with `c` and `cout` channels (either way round) runs as Winograd.
+    fn runs_winograd(c: usize, cout: usize) -> bool {
+        c.min(cout) >= MIN_CHANNELS && c * cout <= WINOGRAD_PAIRS
+    }
+
     fn run(
         &self,
         x: &[f32],
@@ -89,20 +92,21 @@ impl Conv3x3Cpu {
         weight: &[f32],
     ) -> Vec<f32> {
         let cout = weight.len() / (9 * c);
-        let pairs = c * cout;
-        let tiles = h.div_ceil(4) * w.div_ceil(4);
-        if c.min(cout) >= MIN_CHANNELS && (pairs <= CACHED_PAIRS || tiles >= PER_CALL_MIN_TILES) {
+        if Self::runs_winograd(c, cout) {
             let (wo, wi) = if self.transposed { (c, cout) } else { (cout, c) };
-            let transform = || transform_weights(weight, wo, wi, self.transposed);
-            let per_call;
-            let u = if pairs <= CACHED_PAIRS {
-                self.winograd.get_or_init(transform)
-            } else {
-                per_call = transform();
-                &per_call
-            };
+            let u = self.winograd.get_or_init(|| transform_weights(weight, wo, wi));
             let bias = self.bias.as_deref();
-            return winograd::convolve(&winograd::Job { x, mask, dims: (n, c, h, w), u, cout, bias, relu: self.relu });
+            let job = winograd::Job {
+                x,
+                mask,
+                dims: (n, c, h, w),
+                u,
+                gradient: self.transposed,
+                cout,
+                bias,
+                relu: self.relu,
+            };
+            return winograd::convolve(&job);
         }
         // taps[t][o][i]: weight[o][i][t], or for the input gradient weight[i][o][8 - t].
         let taps = self.tap_major.get_or_init(|| {
@@ -115,22 +119,16 @@ impl Conv3x3Cpu {
             }
             taps
         });
-        let (pw, plane) = (w + 2, (h + 2) * (w + 2) + 2);
-        let rows = (BAND_BYTES / (4 * (c + cout) * pw)).clamp(1, h);
-        let bands = h.div_ceil(rows);
+        // Bands of equal height within BAND_BYTES, as many as a multiple of the workers.
         let threads = rayon::current_num_threads();
+        let most = (BAND_BYTES / (4 * (c + cout) * (w + 2))).clamp(1, h);
+        let rows = h.div_ceil(h.div_ceil(most).next_multiple_of(threads).min(h));
+        let bands = h.div_ceil(rows);
         let mut out = vec![0f32; n * cout * h * w];
-        let mut padded = vec![0f32; c * plane];
         for b in 0..n {
-            let image = b * c * h * w;
-            padded.par_chunks_mut(plane).enumerate().for_each(|(ci, p)| {
-                for y in 0..h {
-                    let at = image + (ci * h + y) * w;
-                    copy_masked(&mut p[(y + 1) * pw + 1..][..w], &x[at..at + w], mask.map(|m| &m[at..at + w]));
-                }
-            });
             let band = Band {
-                padded: &padded,
+                x: &x[b * c * h * w..][..c * h * w],
+                mask: mask.map(|m| &m[b * c * h * w..][..c * h * w]),
                 taps,
                 c,
                 cout,
@@ -139,38 +137,49 @@ impl Conv3x3Cpu {
                 rows,
                 out: SharedMut(out[b * cout * h * w..].as_mut_ptr()),
             };
-            if bands >= 2 * threads {
+            if bands >= threads {
                 (0..bands)
                     .into_par_iter()
-                    .for_each_init(Vec::new, |buf, k| self.band(&band, k, buf, Parallelism::None));
+                    .for_each_init(Default::default, |bufs, k| self.band(&band, k, bufs, Parallelism::None));
             } else {
-                let mut buf = Vec::new();
+                let mut bufs = Default::default();
                 for k in 0..bands {
-                    self.band(&band, k, &mut buf, Parallelism::Rayon(threads));
+                    self.band(&band, k, &mut bufs, Parallelism::Rayon(threads));
                 }
             }
         }
         out
     }
 
-    /// Computes output rows `k * rows ..` of one image into `buf`, then writes them out.
-    fn band(&self, band: &Band, k: usize, buf: &mut Vec<f32>, parallelism: Parallelism) {
-        let Band { padded, taps, c, cout, h, w, rows, out } = *band;
+    /// Computes output rows `k * rows ..` of one image into `buf` from the rows of the input
+    /// they need, zero-padded into `padded`, then writes them out.
+    fn band(&self, band: &Band, k: usize, (padded, buf): &mut (Vec<f32>, Vec<f32>), parallelism: Parallelism) {
+        let Band { x, mask, taps, c, cout, h, w, rows, out } = *band;
         let pw = w + 2;
-        let plane = (h + 2) * pw + 2;
         let y0 = k * rows;
         let nr = rows.min(h - y0);
+        // padded[ci][r][1 + j] = x[ci][y0 + r - 1][j] for r < nr + 2 (zero outside the image).
+        let plane = (nr + 2) * pw + 2;
+        padded.clear();
+        padded.resize(c * plane, 0.0);
+        for (ci, p) in padded.chunks_exact_mut(plane).enumerate() {
+            for r in 0..nr + 2 {
+                let Some(y) = (y0 + r).checked_sub(1).filter(|&y| y < h) else { continue };
+                let at = (ci * h + y) * w;
+                copy_masked(&mut p[r * pw + 1..][..w], &x[at..at + w], mask.map(|m| &m[at..at + w]));
+            }
+        }
         let len = nr * pw;
         buf.resize(cout * len, 0.0);
         if let Some(bias) = &self.bias {
             buf.chunks_mut(len).zip(bias).for_each(|(row, &v)| row.fill(v));
         }
         for tap in 0..9 {
-            let offset = (y0 + tap / 3) * pw + tap % 3;
+            let offset = (tap / 3) * pw + tap % 3;
             // SAFETY: dst is `cout x len` with row stride len (buf's size). lhs reads
             // taps[tap][o][i] for o < cout, i < c. rhs reads padded[ci * plane + offset + j]
-            // for ci < c, j < len; the largest index is (y0 + nr + 2) * pw + 1 <=
-            // (h + 2) * pw + 1 < plane.
+            // for ci < c, j < len; the largest index within a plane is
+            // 2 * pw + 2 + nr * pw - 1 < plane.
             unsafe {
                 gemm::gemm(
                     cout,
@@ -232,7 +241,9 @@ impl Conv3x3Cpu {
 /// What every band of one image shares.
 #[derive(Clone, Copy)]
 struct Band<'a> {
-    padded: &'a [f32],
+    /// The image's input and its optional mask.
+    x: &'a [f32],
+    mask: Option<&'a [u8]>,
     taps: &'a [f32],
     c: usize,
     cout: usize,

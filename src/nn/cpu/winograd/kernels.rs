@@ -12,26 +12,16 @@ pub const LANES: usize = 16;
 /// Lanes of one value across [`LANES`] tiles.
 type Lanes = [f32; LANES];
 
-/// `src[..n]`, zero-filled to [`LANES`] (a fixed-size copy in the common full case).
+/// `src[..LANES]`.
 #[inline(always)]
-fn load(src: &[f32], n: usize) -> Lanes {
-    if n == LANES {
-        src[..LANES].try_into().expect("LANES elements")
-    } else {
-        let mut lanes = [0f32; LANES];
-        lanes[..n].copy_from_slice(&src[..n]);
-        lanes
-    }
+fn load(src: &[f32]) -> Lanes {
+    src[..LANES].try_into().expect("LANES elements")
 }
 
-/// Writes `lanes[..n]` to `dst` (a fixed-size copy in the common full case).
+/// `value` where `keep` is non-zero, else 0 (without a branch).
 #[inline(always)]
-fn store(dst: &mut [f32], lanes: &Lanes, n: usize) {
-    if n == LANES {
-        dst[..LANES].copy_from_slice(lanes);
-    } else {
-        dst[..n].copy_from_slice(&lanes[..n]);
-    }
+fn masked(value: f32, keep: u8) -> f32 {
+    f32::from_bits(value.to_bits() & 0u32.wrapping_sub(u32::from(keep != 0)))
 }
 
 /// `Bᵀ d`: the input transform of six values per lane.
@@ -117,14 +107,13 @@ impl Slots {
 
 multiversion! {
     /// Winograd kernels `G g Gᵀ` of up to [`LANES`] 3x3 kernels, kernel `i` read from
-    /// `weight[starts[i]..][..9]` (taps in reverse order when `flip`), written to tiles
-    /// `t..t + starts.len()` of `u`.
-    pub fn kernel_tiles(weight: &[f32], starts: &[usize], flip: bool, u: Slots, t: usize) {
+    /// `weight[starts[i]..][..9]`, written to tiles `t..t + starts.len()` of `u`.
+    pub fn kernel_tiles(weight: &[f32], starts: &[usize], u: Slots, t: usize) {
         let n = starts.len();
         let mut g = [[0f32; LANES]; 9];
         for (i, &start) in starts.iter().enumerate() {
             for (tap, gt) in g.iter_mut().enumerate() {
-                gt[i] = weight[start + if flip { 8 - tap } else { tap }];
+                gt[i] = weight[start + tap];
             }
         }
         // rows[a] = G applied along the kernel row a; then G along the columns.
@@ -134,57 +123,113 @@ multiversion! {
         for l in 0..A {
             for (k, lanes) in g6([&rows[0][l], &rows[1][l], &rows[2][l]]).iter().enumerate() {
                 // SAFETY: tiles t..t + n of every ξ, owned by the calling task.
-                store(unsafe { u.at(k * A + l, t, n) }, lanes, n);
+                unsafe { u.at(k * A + l, t, n) }.copy_from_slice(&lanes[..n]);
             }
         }
     }
 }
 
 multiversion! {
-    /// One channel's phase planes: `p[s][y][j] = padded[y][j * M + s]` for `y < rows`,
-    /// `j < cols`, where padded is the `h x w` plane `x` (zero where `mask` is zero) behind a
-    /// border of zeros.
-    pub fn split_phases(x: &[f32], mask: Option<&[u8]>, size: (usize, usize), p: &mut [f32], dims: (usize, usize)) {
+    /// Rows `y0..y0 + rows` of one channel's phase planes: `p[s][r][j] = padded[y0 + r][j * M + s]`
+    /// for `r < rows`, `j < cols`, where padded is the `h x w` plane `x` (zero where `mask` is
+    /// zero) behind a border of zeros.
+    pub fn split_phases(
+        x: &[f32],
+        mask: Option<&[u8]>,
+        size: (usize, usize),
+        y0: usize,
+        p: &mut [f32],
+        dims: (usize, usize),
+    ) {
         let (h, w) = size;
         let (rows, cols) = dims;
         p.fill(0.0);
-        for y in 0..h {
+        for r in 0..rows {
+            // Padded row y0 + r is input row y0 + r - 1.
+            let Some(y) = (y0 + r).checked_sub(1).filter(|&y| y < h) else { continue };
             let src = &x[y * w..][..w];
-            for s in 0..M {
-                let dst = &mut p[(s * rows + y + 1) * cols..][..cols];
-                // Padded column j * M + s is input column j * M + s - 1.
-                for (j, d) in dst.iter_mut().enumerate().skip(usize::from(s == 0)) {
-                    let col = j * M + s - 1;
-                    if col >= w {
-                        break;
-                    }
-                    *d = match mask {
-                        Some(m) if m[y * w + col] == 0 => 0.0,
-                        _ => src[col],
-                    };
+            let keep = mask.map(|m| &m[y * w..][..w]);
+            let value = |col: usize| match keep {
+                Some(k) => masked(src[col], k[col]),
+                None => src[col],
+            };
+            let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|s| (s * rows + r) * cols);
+            // Padded column j * M + s is input column j * M + s - 1: phases 1..3 of column 0
+            // hold input columns 0..2, then each group of four input columns fills one column
+            // of every phase, LANES groups at a time while they last.
+            for col in 0..w.min(M - 1) {
+                p[(col + 1) * rows * cols + r * cols] = value(col);
+            }
+            let mut j = 1;
+            let mut col = M - 1;
+            while col + M * LANES <= w {
+                let group: &[f32; M * LANES] = src[col..][..M * LANES].try_into().expect("M * LANES elements");
+                let mut values = *group;
+                if let Some(k) = keep {
+                    let k: &[u8; M * LANES] = k[col..][..M * LANES].try_into().expect("M * LANES elements");
+                    values = std::array::from_fn(|i| masked(group[i], k[i]));
                 }
+                for (s, at) in [p0, p1, p2, p3].into_iter().enumerate() {
+                    let lanes: Lanes = std::array::from_fn(|i| values[i * M + s]);
+                    p[at + j..][..LANES].copy_from_slice(&lanes);
+                }
+                j += LANES;
+                col += M * LANES;
+            }
+            while col + M <= w {
+                p[p0 + j] = value(col);
+                p[p1 + j] = value(col + 1);
+                p[p2 + j] = value(col + 2);
+                p[p3 + j] = value(col + 3);
+                j += 1;
+                col += M;
+            }
+            for (s, at) in (col..w).zip([p0, p1, p2]) {
+                p[at + j] = value(s);
             }
         }
     }
 }
 
+/// `Bᵀ` applied along padded row `y` of [`LANES`] tiles from tile column `j0` of phase planes
+/// `p` (each tile's row reversed where `reverse`).
+#[inline(always)]
+fn input_row(p: &[f32], (rows, cols): (usize, usize), y: usize, j0: usize, reverse: bool) -> [Lanes; A] {
+    let at = |s: usize| load(&p[((s % M) * rows + y) * cols + j0 + s / M..]);
+    let d =
+        if reverse { [at(5), at(4), at(3), at(2), at(1), at(0)] } else { [at(0), at(1), at(2), at(3), at(4), at(5)] };
+    bt6([&d[0], &d[1], &d[2], &d[3], &d[4], &d[5]])
+}
+
+/// `Aᵀ` applied to the six elements of [`LANES`] tiles that start at `m[first]`, `xi_stride`
+/// apart.
+#[inline(always)]
+fn output_row(m: &[f32], first: usize, xi_stride: usize) -> [Lanes; M] {
+    let at = |l: usize| load(&m[first + l * xi_stride..]);
+    let e = [at(0), at(1), at(2), at(3), at(4), at(5)];
+    at6([&e[0], &e[1], &e[2], &e[3], &e[4], &e[5]])
+}
+
 multiversion! {
-    /// Input transform `Bᵀ d B` of `n <= LANES` tiles starting at tile column `j0`, whose
-    /// rows start at row `y0` of one channel's (padded) phase planes `p` (`rows x cols`).
-    pub fn input_tiles(p: &[f32], dims: (usize, usize), y0: usize, j0: usize, n: usize, v: Slots, t: usize) {
-        let (rows, cols) = dims;
-        let mut e = [[[0f32; LANES]; A]; A];
-        for (r, er) in e.iter_mut().enumerate() {
-            let mut d = [[0f32; LANES]; A];
-            for (s, ds) in d.iter_mut().enumerate() {
-                *ds = load(&p[((s % M) * rows + y0 + r) * cols + j0 + s / M..], n);
-            }
-            *er = bt6([&d[0], &d[1], &d[2], &d[3], &d[4], &d[5]]);
-        }
+    /// Input transform `Bᵀ d B` of the [`LANES`] tiles from tile column `j0` whose rows start
+    /// at row `y0` of one channel's (padded) phase planes `p` (`rows x cols`, read up to
+    /// `LANES` elements past the end), each tile reversed (rows and columns) first where
+    /// `reverse`; written to slots `t..t + LANES` of `v`. Tiles past the row's last are
+    /// garbage: the caller keeps `LANES` spare slots after its tiles and transforms them in
+    /// increasing order, so the real tiles overwrite them.
+    pub fn input_tiles(p: &[f32], dims: (usize, usize), at: (usize, usize), reverse: bool, v: Slots, t: usize) {
+        let (y0, j0) = at;
+        // `Bᵀ` along each of the six rows, built as literals: no zeroed arrays to overwrite.
+        let row = |r| input_row(p, dims, y0 + r, j0, reverse);
+        let e = if reverse {
+            [row(5), row(4), row(3), row(2), row(1), row(0)]
+        } else {
+            [row(0), row(1), row(2), row(3), row(4), row(5)]
+        };
         for l in 0..A {
             for (k, lanes) in bt6(column(&e, l)).iter().enumerate() {
                 // SAFETY: this channel's row of V, owned by the calling task.
-                store(unsafe { v.at(k * A + l, t, n) }, lanes, n);
+                unsafe { v.at(k * A + l, t, LANES) }.copy_from_slice(lanes);
             }
         }
     }
@@ -192,41 +237,38 @@ multiversion! {
 
 multiversion! {
     /// Output transform `Aᵀ m A` of `n <= LANES` tiles read from `m` (element `ξ` of tile `j`
-    /// at `ξ * xi_stride + first + j`), plus `bias`, through the optional ReLU, written at row
-    /// `y0`, column `x0` of the `h x w` output `plane`.
+    /// at `ξ * xi_stride + first + j`, read for `LANES` tiles), each tile reversed (rows and
+    /// columns) where `reverse`, plus `bias`, through the optional ReLU, written at row `y0`,
+    /// column `x0` of the `h x w` output `plane`.
     pub fn output_tiles(
         m: &[f32],
         src: (usize, usize),
         n: usize,
-        epilogue: (f32, bool),
+        epilogue: (f32, bool, bool),
         plane: &mut [f32],
         at: (usize, usize, usize, usize),
     ) {
         let (first, xi_stride) = src;
-        let (bias, relu) = epilogue;
+        let (bias, relu, reverse) = epilogue;
         let (h, w, y0, x0) = at;
-        let mut f = [[[0f32; LANES]; M]; A];
-        for (k, fk) in f.iter_mut().enumerate() {
-            let mut row = [[0f32; LANES]; A];
-            for (l, lanes) in row.iter_mut().enumerate() {
-                *lanes = load(&m[(k * A + l) * xi_stride + first..], n);
-            }
-            *fk = at6([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
-        }
-        let mut columns = [[[0f32; LANES]; M]; M];
-        for (q, c) in columns.iter_mut().enumerate() {
-            *c = at6(column(&f, q));
-        }
+        let row = |k| output_row(m, first + k * A * xi_stride, xi_stride);
+        let f = [row(0), row(1), row(2), row(3), row(4), row(5)];
+        let columns = [at6(column(&f, 0)), at6(column(&f, 1)), at6(column(&f, 2)), at6(column(&f, 3))];
         let len = (n * M).min(w - x0);
         for p in 0..M.min(h - y0) {
             let mut interleaved = [0f32; LANES * M];
             for (i, quad) in interleaved.chunks_exact_mut(M).enumerate() {
                 for (q, v) in quad.iter_mut().enumerate() {
-                    let y = columns[q][p][i] + bias;
+                    let y = if reverse { columns[M - 1 - q][M - 1 - p][i] } else { columns[q][p][i] } + bias;
                     *v = if relu { y.max(0.0) } else { y };
                 }
             }
-            plane[(y0 + p) * w + x0..][..len].copy_from_slice(&interleaved[..len]);
+            let row = &mut plane[(y0 + p) * w + x0..][..len];
+            if len == LANES * M {
+                row.copy_from_slice(&interleaved);
+            } else {
+                row.copy_from_slice(&interleaved[..len]);
+            }
         }
     }
 }
@@ -294,7 +336,7 @@ mod tests {
         // Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A equals the 3x3 correlation of a 6x6 input on its 4x4 interior.
         let d: [[f32; A]; A] = std::array::from_fn(|r| std::array::from_fn(|s| ((r * 5 + s * 3) % 7) as f32 - 3.0));
         let g = [0.5, -1.0, 0.25, 2.0, 0.0, -0.5, 1.0, 0.75, -2.0];
-        let u = super::super::transform_weights(&g, 1, 1, false);
+        let u = super::super::transform_weights(&g, 1, 1);
         let mul = |a: &[Vec<f32>], b: &[Vec<f32>]| -> Vec<Vec<f32>> {
             let inner = |i: usize, j: usize| (0..b.len()).map(|k| a[i][k] * b[k][j]).sum();
             (0..a.len()).map(|i| (0..b[0].len()).map(|j| inner(i, j)).collect()).collect()

@@ -5,7 +5,7 @@
 //! Per band of tile rows, the input tiles are transformed into `V[ξ][c][t]` (36 matrices,
 //! tiles contiguous), the 36 products `M[ξ] = U[ξ] V[ξ]` run as independent GEMMs, and the
 //! output transform writes each tile back with bias and ReLU. The input gradient is the same
-//! convolution with the flipped, transposed kernel (its own `U`).
+//! convolution with the flipped, transposed kernel, which reuses `U` (see [`Job::gradient`]).
 //!
 //! Every transform runs over vectors of tiles: the padded input is first split by column
 //! phase (`x mod 4`), so the pixel at column offset `s` of every tile in a tile row is one
@@ -16,7 +16,7 @@ mod kernels;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::SharedMut;
+use super::{Scratch, SharedMut};
 use kernels::{input_tiles, kernel_tiles, output_tiles, split_phases, Slots, LANES};
 
 /// Output tile side.
@@ -26,28 +26,28 @@ const A: usize = M + 2;
 /// Transformed tile elements.
 const XI: usize = A * A;
 
-/// Bytes of transformed tiles (input and output side) a band of tile rows may span: what one
-/// core's L2 cache holds.
+/// Bytes of transformed tiles (input and output side) a band of tile rows spans at least:
+/// what one core's L2 cache holds.
 const BAND_BYTES: usize = 2 << 20;
 
-/// Transformed kernels `U[ξ][o][i]` of a `[cout, cin, 3, 3]` weight: for the convolution
-/// itself (`o` = output channel), or, with `transpose`, for its input gradient (the flipped
-/// kernel with channels swapped: `o` = input channel).
-pub fn transform_weights(weight: &[f32], cout: usize, cin: usize, transpose: bool) -> Vec<f32> {
-    let (outs, ins) = if transpose { (cin, cout) } else { (cout, cin) };
+/// Bytes of transformed tiles a band spans at most (bands grow past [`BAND_BYTES`] in wide
+/// layers, where reading all of `U` for every band would cost more than V and M).
+const MAX_BAND_BYTES: usize = 8 << 20;
+
+/// Transformed kernels `U[ξ][o][i]` of a `[cout, cin, 3, 3]` weight (`o` = output channel,
+/// `i` = input channel). Its input gradient uses the same `U` (see [`Job::gradient`]).
+pub fn transform_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     let pairs = cout * cin;
     let mut u = vec![0f32; XI * pairs];
     let slots = Slots { ptr: SharedMut(u.as_mut_ptr()), xi_stride: pairs, base: 0 };
-    (0..outs).into_par_iter().for_each(|o| {
+    (0..cout).into_par_iter().for_each(|o| {
         let mut starts = [0usize; LANES];
-        for i0 in (0..ins).step_by(LANES) {
-            let n = (ins - i0).min(LANES);
+        for i0 in (0..cin).step_by(LANES) {
+            let n = (cin - i0).min(LANES);
             for (lane, start) in starts[..n].iter_mut().enumerate() {
-                let i = i0 + lane;
-                let (co, ci) = if transpose { (i, o) } else { (o, i) };
-                *start = (co * cin + ci) * 9;
+                *start = (o * cin + i0 + lane) * 9;
             }
-            kernel_tiles(weight, &starts[..n], transpose, slots, o * ins + i0);
+            kernel_tiles(weight, &starts[..n], slots, o * cin + i0);
         }
     });
     u
@@ -63,6 +63,12 @@ pub struct Job<'a> {
     pub dims: (usize, usize, usize, usize),
     /// Transformed kernels from [`transform_weights`].
     pub u: &'a [f32],
+    /// Computes the input gradient of the convolution `u` belongs to (`x` is the output
+    /// gradient): the correlation with the flipped kernel, channels swapped. Flipping a
+    /// tile's kernel is reversing the tile: `corr(d, flip g) = R corr(R d, g)` (`R` reverses
+    /// rows and columns of a tile), so each input tile is reversed before its transform, `U`
+    /// is used transposed, and each output tile is reversed after its transform.
+    pub gradient: bool,
     /// Channels of the result.
     pub cout: usize,
     /// Per-channel bias of the result.
@@ -86,17 +92,24 @@ struct Bands {
     /// Tile rows and columns.
     th: usize,
     tw: usize,
-    /// Tile rows per band, and tiles per band (the row stride of the transformed matrices).
+    /// Tile rows per band, and the row stride of the transformed matrices (a band's tiles and
+    /// room for the garbage tiles of [`input_tiles`]).
     rows: usize,
-    tiles: usize,
+    stride: usize,
     count: usize,
 }
 
 impl Bands {
-    fn new(h: usize, w: usize, channels: usize) -> Self {
+    fn new(h: usize, w: usize, (c, cout): (usize, usize)) -> Self {
         let (th, tw) = (h.div_ceil(M), w.div_ceil(M));
-        let rows = (BAND_BYTES / (4 * XI * channels * tw)).clamp(1, th);
-        Self { th, tw, rows, tiles: rows * tw, count: th.div_ceil(rows) }
+        let row_bytes = 4 * XI * (c + cout) * tw;
+        // Enough tile rows to fill the L2 cache, or to read no more of U than of V and M
+        // (U is read once per band), whichever is more, within MAX_BAND_BYTES.
+        let (fit, reuse) = (BAND_BYTES / row_bytes, (c * cout / (c + cout)).div_ceil(tw));
+        let rows = fit.max(reuse).min(MAX_BAND_BYTES / row_bytes).clamp(1, th);
+        let count = th.div_ceil(rows);
+        let rows = th.div_ceil(count);
+        Self { th, tw, rows, stride: rows * tw + LANES, count }
     }
 
     /// Tile rows of band `k`.
@@ -109,8 +122,8 @@ impl Bands {
     /// time with every worker sharing its channels (`split` = 1).
     fn run(
         &self,
-        buffers: impl Fn() -> (Vec<f32>, Vec<f32>) + Sync + Send,
-        band: impl Fn(&mut (Vec<f32>, Vec<f32>), usize, usize) + Sync + Send,
+        buffers: impl Fn() -> (Scratch, Scratch) + Sync + Send,
+        band: impl Fn(&mut (Scratch, Scratch), usize, usize) + Sync + Send,
     ) {
         if self.count >= 2 * rayon::current_num_threads() {
             (0..self.count).into_par_iter().for_each_init(buffers, |bufs, k| band(bufs, k, usize::MAX));
@@ -124,9 +137,9 @@ impl Bands {
 }
 
 /// The 36 products of one band: `out[ξ] (rows x tiles) = U[ξ] (rows x inner) · src[ξ]
-/// (inner x tiles)`.
+/// (inner x tiles)`, with `U[ξ]` stored `inner x rows` (read transposed) where `transposed`.
 fn products(
-    u: &[f32],
+    (u, transposed): (&[f32], bool),
     (rows, inner): (usize, usize),
     src: &[f32],
     out: &mut [f32],
@@ -134,8 +147,9 @@ fn products(
     split: usize,
 ) {
     let op = SharedMut(out.as_mut_ptr());
+    let (u_cs, u_rs) = if transposed { (rows, 1) } else { (1, inner) };
     (0..XI).into_par_iter().with_min_len(split).for_each(|xi| {
-        // SAFETY: task xi reads U[xi] (rows x inner, within u's XI * rows * inner elements),
+        // SAFETY: task xi reads U[xi] (rows x inner or inner x rows, within u's XI * rows * inner elements),
         // src[xi] (inner x tiles, row stride `stride`) and writes only out[xi] (rows x tiles,
         // row stride `stride`); tiles <= stride.
         unsafe {
@@ -148,8 +162,8 @@ fn products(
                 stride as isize,
                 false,
                 u.as_ptr().add(xi * rows * inner),
-                1,
-                inner as isize,
+                u_cs as isize,
+                u_rs as isize,
                 src.as_ptr().add(xi * inner * stride),
                 1,
                 stride as isize,
@@ -168,37 +182,38 @@ fn products(
 pub fn convolve(job: &Job) -> Vec<f32> {
     let (n, c, h, w) = job.dims;
     let cout = job.cout;
-    let bands = Bands::new(h, w, c + cout);
-    let (th, tw, stride) = (bands.th, bands.tw, bands.tiles);
-    // phases[c][s][y][j] = padded[y][j * M + s]: the input with a one-pixel zero border.
-    let (rows, cols) = (th * M + 2, tw + 1);
-    let plane = M * rows * cols;
-    let mut out = vec![0f32; n * cout * h * w];
-    let mut phases = vec![0f32; c * plane];
+    let bands = Bands::new(h, w, (c, cout));
+    let (tw, stride) = (bands.tw, bands.stride);
+    // A band's phases: p[s][y][j] = padded[band's first row + y][j * M + s], where padded is
+    // a channel of the input with a one-pixel zero border.
+    let (rows, cols) = (bands.rows * M + 2, tw + 1);
+    let len = n * cout * h * w;
+    let mut out = Vec::<f32>::with_capacity(len);
     for b in 0..n {
-        phases.par_chunks_mut(plane).enumerate().for_each(|(ci, p)| {
-            let (x, mask) = job.plane(b, ci);
-            split_phases(x, mask, (h, w), p, (rows, cols));
-        });
-        let out_b = SharedMut(out[b * cout * h * w..].as_mut_ptr());
-        let buffers = || (vec![0f32; XI * c * stride], vec![0f32; XI * cout * stride]);
+        // SAFETY: within the allocation of `len` elements; written only (below).
+        let out_b = SharedMut(unsafe { out.as_mut_ptr().add(b * cout * h * w) });
+        let buffers = || (Scratch::new(XI * c * stride), Scratch::new(XI * cout * stride));
         bands.run(buffers, |(v, m), k, split| {
             let (t0, t1) = bands.range(k);
             let vp = SharedMut(v.as_mut_ptr());
-            (0..c).into_par_iter().with_min_len(split).for_each(|ci| {
-                let p = &phases[ci * plane..][..plane];
-                let slots = Slots { ptr: vp, xi_stride: c * stride, base: ci * stride };
-                for ti in t0..t1 {
-                    for j0 in (0..tw).step_by(LANES) {
-                        input_tiles(p, (rows, cols), ti * M, j0, (tw - j0).min(LANES), slots, (ti - t0) * tw + j0);
+            (0..c).into_par_iter().with_min_len(split).for_each_init(
+                || Scratch::new(M * rows * cols + LANES),
+                |p, ci| {
+                    let (x, mask) = job.plane(b, ci);
+                    split_phases(x, mask, (h, w), t0 * M, p, (rows, cols));
+                    let slots = Slots { ptr: vp, xi_stride: c * stride, base: ci * stride };
+                    for ti in t0..t1 {
+                        for j0 in (0..tw).step_by(LANES) {
+                            input_tiles(p, (rows, cols), ((ti - t0) * M, j0), job.gradient, slots, (ti - t0) * tw + j0);
+                        }
                     }
-                }
-            });
-            products(job.u, (cout, c), v, m, ((t1 - t0) * tw, stride), split);
+                },
+            );
+            products((job.u, job.gradient), (cout, c), v, m, ((t1 - t0) * tw, stride), split);
             (0..cout).into_par_iter().with_min_len(split).for_each(|co| {
                 // SAFETY: output plane co of image b belongs to this task alone.
                 let plane = unsafe { std::slice::from_raw_parts_mut(out_b.get().add(co * h * w), h * w) };
-                let epilogue = (job.bias.map_or(0.0, |bias| bias[co]), job.relu);
+                let epilogue = (job.bias.map_or(0.0, |bias| bias[co]), job.relu, job.gradient);
                 for ti in t0..t1 {
                     for j0 in (0..tw).step_by(LANES) {
                         let src = (co * stride + (ti - t0) * tw + j0, cout * stride);
@@ -208,5 +223,8 @@ pub fn convolve(job: &Job) -> Vec<f32> {
             });
         });
     }
+    // SAFETY: the output transforms wrote every pixel of every plane of every image (the
+    // tiles cover each plane, rows and columns past its edge are cut off).
+    unsafe { out.set_len(len) };
     out
 }
