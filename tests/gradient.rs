@@ -251,6 +251,28 @@ fn fast_cpu_3x3_convolution_matches_candle() {
 }
 
 #[test]
+fn pooled_gradient_matches_routing_then_backward() {
+    // The backward of a convolution followed by a ReLU and a 2x2 max-pool takes the pool's
+    // output gradient and mask and routes it on the fly (Winograd) or first (implicit GEMM);
+    // the reference routes with candle ops and runs candle's autograd. Odd sizes leave the
+    // last row and column without a pool window; 150x141 is wide enough for the vectorised
+    // phase split.
+    for (cin, cout, h, w) in [(16, 24, 150, 141), (24, 16, 9, 7), (5, 6, 11, 13)] {
+        let x = random(&[1, cin, h, w], 31, DType::F32);
+        let weight = (random(&[cout, cin, 3, 3], 32, DType::F32) - 0.5).unwrap();
+        let conv = Conv2d::new(weight.clone(), None, 1, Padding::Symmetric(1)).unwrap();
+        let (ho, wo) = (h / 2, w / 2);
+        let grad = random(&[1, cout, ho, wo], 33, DType::F32);
+        let mask = random(&[1, cout, h, w], 34, DType::F32).ge(0.5).unwrap();
+        let routed = grad.upsample_nearest2d(2 * ho, 2 * wo).unwrap().pad_with_zeros(2, 0, h - 2 * ho).unwrap();
+        let routed = (routed.pad_with_zeros(3, 0, w - 2 * wo).unwrap() * mask.to_dtype(DType::F32).unwrap()).unwrap();
+        let expected = autograd_input_grad(&x, &routed, |t| t.conv2d(&weight, 1, 1, 1, 1).unwrap());
+        let got = conv.backward_pooled(&grad, &mask, (h, w)).unwrap();
+        assert!(max_rel_diff(&got, &expected) < 1e-4, "{cin}x{h}x{w} -> {cout}");
+    }
+}
+
+#[test]
 fn fused_cpu_kernels_match_the_reference_path_through_the_network() {
     // In F32 on the CPU, convolutions fuse with their ReLU (mask fused into the backward) and
     // pools run their own kernels; in F64 every op is candle's. Tapping a convolution's own

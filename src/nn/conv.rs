@@ -2,7 +2,9 @@
 
 use candle_core::{CustomOp2, CustomOp3, DType, Result, Tensor};
 
-use super::cpu::{conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, FewChannelConvCpu};
+use super::cpu::{
+    conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, FewChannelConvCpu, PoolRouteCpu, PooledGradientCpu,
+};
 use super::padding::{dilate, output_len, pad_spatial, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.
@@ -190,6 +192,20 @@ impl Conv2d {
         match self.on_cpu(grad, Some(mask), size, None, true) {
             Some(g) => g,
             None => self.backward(&(grad * mask.to_dtype(grad.dtype())?)?, size),
+        }
+    }
+
+    /// Gradient with respect to the input of size `size` of this convolution followed by a
+    /// ReLU and a 2x2 max-pool, from the pool's output gradient and the pool's mask of
+    /// positive maxima (CPU `F32` tensors; the mask from `PoolMaskCpu { positive: true }`).
+    /// 3x3 convolutions take it in one pass, without the routed gradient in between.
+    pub fn backward_pooled(&self, grad: &Tensor, mask: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        let (grad, mask) = (grad.contiguous()?, mask.contiguous()?);
+        match self.cpu_kernels(grad.dtype()) {
+            Some(CpuKernels::Conv3x3([.., backward])) => {
+                grad.apply_op3_no_bwd(&self.weight, &mask, &PooledGradientCpu(backward))
+            }
+            _ => self.backward(&grad.apply_op2_no_bwd(&mask, &PoolRouteCpu)?, size),
         }
     }
 

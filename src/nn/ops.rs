@@ -57,7 +57,11 @@ impl Op {
             }
             Op::MaxPool2 if cpu_f32(x) => {
                 let x = x.contiguous()?;
-                let rec = if record { Record::PoolCpu(x.apply_op1_no_bwd(&PoolMaskCpu)?) } else { Record::None };
+                let rec = if record {
+                    Record::PoolCpu(x.apply_op1_no_bwd(&PoolMaskCpu { positive: false })?)
+                } else {
+                    Record::None
+                };
                 (x.apply_op1_no_bwd(&MaxPool2Cpu)?, rec)
             }
             Op::MaxPool2 => {
@@ -132,8 +136,11 @@ fn fuses(ops: &[Op], i: usize, exposed: &dyn Fn(usize) -> bool) -> bool {
     pair && !exposed(i + 1)
 }
 
-/// Runs `ops[i]` on `x`, or `ops[i]` and `ops[i + 1]` fused when they fuse (see [`fuses`]);
-/// pushes one record per op and returns the output and the number of ops run.
+/// Runs `ops[i]` on `x`, or `ops[i]` and `ops[i + 1]` fused when they fuse (see [`fuses`]),
+/// or a convolution, ReLU and max-pool as one on `F32` CPU tensors when neither the
+/// convolution's nor the ReLU's output is exposed: the pool's mask of positive maxima then
+/// stands for both masks, and the backward needs no routed gradient; pushes one record per op
+/// and returns the output and the number of ops run.
 fn forward_at(
     ops: &[Op],
     i: usize,
@@ -142,6 +149,19 @@ fn forward_at(
     record: bool,
     recs: &mut Vec<Record>,
 ) -> Result<(Tensor, usize)> {
+    if let (Some(Op::Conv(conv)), Some(Op::Relu), Some(Op::MaxPool2)) = (ops.get(i), ops.get(i + 1), ops.get(i + 2)) {
+        if cpu_f32(x) && !exposed(i + 1) && !exposed(i + 2) {
+            let (_, _, h, w) = x.dims4()?;
+            let y = conv.forward_activated(x, f32::INFINITY)?.contiguous()?;
+            let pool = if record {
+                Record::PoolCpu(y.apply_op1_no_bwd(&PoolMaskCpu { positive: true })?)
+            } else {
+                Record::None
+            };
+            recs.extend([Record::Size(h, w), Record::None, pool]);
+            return Ok((y.apply_op1_no_bwd(&MaxPool2Cpu)?, 3));
+        }
+    }
     if fuses(ops, i, exposed) {
         let (_, _, h, w) = x.dims4()?;
         let upper = if matches!(ops[i + 1], Op::Relu6) { 6.0 } else { f32::INFINITY };
@@ -159,9 +179,8 @@ fn forward_at(
     Ok((y, 1))
 }
 
-/// Gradient through `ops[..end]`'s last op, or its last two when they are a fused
-/// convolution and activation (see [`fuses`]); returns the gradient and the number of ops
-/// passed.
+/// Gradient through `ops[..end]`'s last op, or its last two or three when [`forward_at`] ran
+/// them as one; returns the gradient and the number of ops passed.
 fn backward_at(
     ops: &[Op],
     recs: &[Record],
@@ -169,6 +188,14 @@ fn backward_at(
     exposed: &dyn Fn(usize) -> bool,
     grad: &Tensor,
 ) -> Result<(Tensor, usize)> {
+    if end >= 3 {
+        let fused = (&ops[end - 3..end], &recs[end - 3..end]);
+        if let ([Op::Conv(conv), Op::Relu, Op::MaxPool2], [Record::Size(h, w), Record::None, Record::PoolCpu(mask)]) =
+            fused
+        {
+            return Ok((conv.backward_pooled(grad, mask, (*h, *w))?, 3));
+        }
+    }
     if end >= 2 && fuses(ops, end - 2, exposed) {
         if let (Record::Size(h, w), Record::Mask(mask)) = (&recs[end - 2], &recs[end - 1]) {
             match &ops[end - 2] {

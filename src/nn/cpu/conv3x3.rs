@@ -19,10 +19,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{CpuStorage, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::pool::route_plane;
 use super::winograd::{self, transform_weights};
 use super::{copy_masked, SharedMut};
 
@@ -84,11 +85,14 @@ impl Conv3x3Cpu {
         c.min(cout) >= MIN_CHANNELS && c * cout <= WINOGRAD_PAIRS
     }
 
+    /// The convolution of the `[n, c, h, w]` input `x` masked by `mask`, or with `pooled`, of
+    /// the routing of the pooled gradient `x` to the pool's `mask` (see [`PooledGradientCpu`]).
     fn run(
         &self,
         x: &[f32],
         mask: Option<&[u8]>,
         (n, c, h, w): (usize, usize, usize, usize),
+        pooled: bool,
         weight: &[f32],
     ) -> Vec<f32> {
         let cout = weight.len() / (9 * c);
@@ -100,6 +104,7 @@ impl Conv3x3Cpu {
                 x,
                 mask,
                 dims: (n, c, h, w),
+                pooled,
                 u,
                 gradient: self.transposed,
                 cout,
@@ -108,6 +113,13 @@ impl Conv3x3Cpu {
             };
             return winograd::convolve(&job);
         }
+        let routed;
+        let (x, mask) = if pooled {
+            routed = route(x, mask.expect("a pooled gradient comes with the pool's mask"), (h, w));
+            (&routed[..], None)
+        } else {
+            (x, mask)
+        };
         // taps[t][o][i]: weight[o][i][t], or for the input gradient weight[i][o][8 - t].
         let taps = self.tap_major.get_or_init(|| {
             let mut taps = vec![0f32; weight.len()];
@@ -233,8 +245,57 @@ impl Conv3x3Cpu {
         if (c, kh, kw) != (cin, 3, 3) {
             candle_core::bail!("conv3x3-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
         }
-        let out = self.run(x, mask, (n, c, h, w), weight);
+        let out = self.run(x, mask, (n, c, h, w), false, weight);
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
+    }
+}
+
+/// The `[n, c, h, w]` routing of the `[n, c, h/2, w/2]` pooled gradient `x` to the elements
+/// of the pool's `mask`.
+fn route(x: &[f32], mask: &[u8], (h, w): (usize, usize)) -> Vec<f32> {
+    let mut out = vec![0f32; mask.len()];
+    let pooled = (h / 2) * (w / 2);
+    if pooled > 0 {
+        out.par_chunks_mut(h * w)
+            .zip(mask.par_chunks(h * w))
+            .zip(x.par_chunks(pooled))
+            .for_each(|((o, m), g)| route_plane(g, m, (h, w), o));
+    }
+    out
+}
+
+/// The input gradient of a convolution whose output went through a ReLU and a 2x2 max-pool,
+/// from the pool's output gradient (first operand, `[n, c, h/2, w/2]`), the weight (second)
+/// and the pool's `U8` mask of positive maxima (third, `[n, c, h, w]`, see
+/// [`super::PoolMaskCpu`]), as one candle op: the routed gradient is never materialised on the
+/// Winograd path.
+#[derive(Debug, Clone, Copy)]
+pub struct PooledGradientCpu<'a>(pub &'a Conv3x3Cpu);
+
+impl CustomOp3 for PooledGradientCpu<'_> {
+    fn name(&self) -> &'static str {
+        "conv3x3-pooled-gradient-cpu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (n, c, h, w) = l3.shape().dims4()?;
+        let (wo, wi, kh, kw) = l2.shape().dims4()?;
+        if !self.0.transposed || l1.shape().dims4()? != (n, c, h / 2, w / 2) || (wo, kh, kw) != (c, 3, 3) {
+            candle_core::bail!("{name}: gradient {:?}, weight {:?}, mask {:?}", l1.shape(), l2.shape(), l3.shape());
+        }
+        let (x, weight, mask) =
+            (super::f32_data(s1, l1, name)?, super::f32_data(s2, l2, name)?, super::u8_data(s3, l3, name)?);
+        let out = self.0.run(x, Some(mask), (n, c, h, w), true, weight);
+        Ok((CpuStorage::F32(out), Shape::from((n, wi, h, w))))
     }
 }
 

@@ -94,7 +94,7 @@ mod winograd;
 use candle_core::{CpuStorage, Layout, Result};
 
 pub use conv1x1::Conv1x1Cpu;
-pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu};
+pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu, PooledGradientCpu};
 pub use depthwise::{DepthwiseCpu, FewChannelConvCpu};
 pub use pool::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
 

@@ -14,7 +14,11 @@ pub struct MaxPool2Cpu;
 /// The `U8` mask, shaped like the input, of the elements a [`MaxPool2Cpu`] picks: every
 /// element equal to its window's maximum (dropped trailing rows/columns are zero).
 #[derive(Debug, Clone, Copy)]
-pub struct PoolMaskCpu;
+pub struct PoolMaskCpu {
+    /// Only maxima above 0 count: applied to a ReLU's output, the mask then also stands for
+    /// the ReLU's own mask (a zero maximum's gradient stops at the ReLU anyway).
+    pub positive: bool,
+}
 
 /// Max-pool backward: an `[N, C, H/2, W/2]` gradient (first operand) routed in full to every
 /// element of the [`PoolMaskCpu`] mask (second operand), giving `[N, C, H, W]`.
@@ -34,6 +38,20 @@ fn pool_row(plane: &[f32], w: usize, i: usize, out: &mut [f32]) {
     let (top, bottom) = (&plane[2 * i * w..][..w], &plane[(2 * i + 1) * w..][..w]);
     for (j, o) in out.iter_mut().enumerate() {
         *o = top[2 * j].max(top[2 * j + 1]).max(bottom[2 * j]).max(bottom[2 * j + 1]);
+    }
+}
+
+/// Routes the pooled gradient plane `g` (`h/2 x w/2`) to the elements of the `h x w` plane
+/// `o` that the pool `mask` marks (the rest of `o` is left alone).
+pub fn route_plane(g: &[f32], mask: &[u8], (h, w): (usize, usize), o: &mut [f32]) {
+    let wo = w / 2;
+    for r in 0..h / 2 * 2 {
+        let g_row = &g[(r / 2) * wo..][..wo];
+        let (o_row, m_row) = (&mut o[r * w..][..2 * wo], &mask[r * w..][..2 * wo]);
+        for ((pair, keep), &v) in o_row.chunks_exact_mut(2).zip(m_row.chunks_exact(2)).zip(g_row) {
+            pair[0] = if keep[0] != 0 { v } else { 0.0 };
+            pair[1] = if keep[1] != 0 { v } else { 0.0 };
+        }
     }
 }
 
@@ -75,8 +93,9 @@ impl CustomOp1 for PoolMaskCpu {
                         pool_row(plane, w, i, row_max);
                         for r in 2 * i..2 * i + 2 {
                             for (j, &v) in row_max.iter().enumerate() {
-                                m[r * w + 2 * j] = u8::from(plane[r * w + 2 * j] == v);
-                                m[r * w + 2 * j + 1] = u8::from(plane[r * w + 2 * j + 1] == v);
+                                let counts = !self.positive || v > 0.0;
+                                m[r * w + 2 * j] = u8::from(plane[r * w + 2 * j] == v && counts);
+                                m[r * w + 2 * j + 1] = u8::from(plane[r * w + 2 * j + 1] == v && counts);
                             }
                         }
                     }
@@ -102,18 +121,10 @@ impl CustomOp2 for PoolRouteCpu {
         }
         let mut out = vec![0f32; mask.len()];
         if ho * wo > 0 {
-            out.par_chunks_mut(h * w).zip(mask.par_chunks(h * w)).zip(grad.par_chunks(ho * wo)).for_each(
-                |((o, m), g)| {
-                    for r in 0..2 * ho {
-                        let g_row = &g[(r / 2) * wo..][..wo];
-                        let (o_row, m_row) = (&mut o[r * w..][..2 * wo], &m[r * w..][..2 * wo]);
-                        for ((pair, keep), &v) in o_row.chunks_exact_mut(2).zip(m_row.chunks_exact(2)).zip(g_row) {
-                            pair[0] = if keep[0] != 0 { v } else { 0.0 };
-                            pair[1] = if keep[1] != 0 { v } else { 0.0 };
-                        }
-                    }
-                },
-            );
+            out.par_chunks_mut(h * w)
+                .zip(mask.par_chunks(h * w))
+                .zip(grad.par_chunks(ho * wo))
+                .for_each(|((o, m), g)| route_plane(g, m, (h, w), o));
         }
         Ok((CpuStorage::F32(out), l2.shape().clone()))
     }

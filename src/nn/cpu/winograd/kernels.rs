@@ -132,42 +132,50 @@ multiversion! {
 multiversion! {
     /// Rows `y0..y0 + rows` of one channel's phase planes: `p[s][r][j] = padded[y0 + r][j * M + s]`
     /// for `r < rows`, `j < cols`, where padded is the `h x w` plane `x` (zero where `mask` is
-    /// zero) behind a border of zeros.
+    /// zero) behind a border of zeros. With `pooled`, `x` is the `h/2 x w/2` gradient of a 2x2
+    /// max-pool's output instead, routed back: element `(y, x)` is `x[y / 2][x / 2]` (odd
+    /// trailing rows and columns zero), kept where the pool's `mask` is non-zero.
     pub fn split_phases(
         x: &[f32],
         mask: Option<&[u8]>,
         size: (usize, usize),
+        pooled: bool,
         y0: usize,
         p: &mut [f32],
         dims: (usize, usize),
     ) {
         let (h, w) = size;
         let (rows, cols) = dims;
+        // Rows and columns with values, and the shift from a coordinate to its place in `x`.
+        let (shift, hs, ws) = if pooled { (1, h / 2 * 2, w / 2 * 2) } else { (0, h, w) };
         p.fill(0.0);
         for r in 0..rows {
             // Padded row y0 + r is input row y0 + r - 1.
-            let Some(y) = (y0 + r).checked_sub(1).filter(|&y| y < h) else { continue };
-            let src = &x[y * w..][..w];
+            let Some(y) = (y0 + r).checked_sub(1).filter(|&y| y < hs) else { continue };
+            let src = &x[(y >> shift) * (ws >> shift)..][..ws >> shift];
             let keep = mask.map(|m| &m[y * w..][..w]);
             let value = |col: usize| match keep {
-                Some(k) => masked(src[col], k[col]),
-                None => src[col],
+                Some(k) => masked(src[col >> shift], k[col]),
+                None => src[col >> shift],
             };
             let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|s| (s * rows + r) * cols);
             // Padded column j * M + s is input column j * M + s - 1: phases 1..3 of column 0
             // hold input columns 0..2, then each group of four input columns fills one column
             // of every phase, LANES groups at a time while they last.
-            for col in 0..w.min(M - 1) {
+            for col in 0..ws.min(M - 1) {
                 p[(col + 1) * rows * cols + r * cols] = value(col);
             }
             let mut j = 1;
             let mut col = M - 1;
-            while col + M * LANES <= w {
-                let group: &[f32; M * LANES] = src[col..][..M * LANES].try_into().expect("M * LANES elements");
-                let mut values = *group;
+            while col + M * LANES <= ws {
+                let mut values: [f32; M * LANES] = if pooled {
+                    std::array::from_fn(|i| src[(col + i) >> 1])
+                } else {
+                    src[col..][..M * LANES].try_into().expect("M * LANES elements")
+                };
                 if let Some(k) = keep {
                     let k: &[u8; M * LANES] = k[col..][..M * LANES].try_into().expect("M * LANES elements");
-                    values = std::array::from_fn(|i| masked(group[i], k[i]));
+                    values = std::array::from_fn(|i| masked(values[i], k[i]));
                 }
                 for (s, at) in [p0, p1, p2, p3].into_iter().enumerate() {
                     let lanes: Lanes = std::array::from_fn(|i| values[i * M + s]);
@@ -176,7 +184,7 @@ multiversion! {
                 j += LANES;
                 col += M * LANES;
             }
-            while col + M <= w {
+            while col + M <= ws {
                 p[p0 + j] = value(col);
                 p[p1 + j] = value(col + 1);
                 p[p2 + j] = value(col + 2);
@@ -184,7 +192,7 @@ multiversion! {
                 j += 1;
                 col += M;
             }
-            for (s, at) in (col..w).zip([p0, p1, p2]) {
+            for (s, at) in (col..ws).zip([p0, p1, p2]) {
                 p[at + j] = value(s);
             }
         }

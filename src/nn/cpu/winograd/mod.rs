@@ -59,8 +59,11 @@ pub struct Job<'a> {
     pub x: &'a [f32],
     /// Optional `u8` mask of `x` (zero: the element counts as 0).
     pub mask: Option<&'a [u8]>,
-    /// Dimensions of `x`.
+    /// Dimensions of the input.
     pub dims: (usize, usize, usize, usize),
+    /// `x` is the `[n, c, h/2, w/2]` gradient of a 2x2 max-pool's output, and the input its
+    /// routing to the elements of `mask` (which the pool's mask must be).
+    pub pooled: bool,
     /// Transformed kernels from [`transform_weights`].
     pub u: &'a [f32],
     /// Computes the input gradient of the convolution `u` belongs to (`x` is the output
@@ -81,8 +84,9 @@ impl Job<'_> {
     /// `x` and `mask` of image `b`, channel `ci`.
     fn plane(&self, b: usize, ci: usize) -> (&[f32], Option<&[u8]>) {
         let (_, c, h, w) = self.dims;
-        let range = (b * c + ci) * h * w..(b * c + ci + 1) * h * w;
-        (&self.x[range.clone()], self.mask.map(|m| &m[range]))
+        let len = if self.pooled { (h / 2) * (w / 2) } else { h * w };
+        let at = b * c + ci;
+        (&self.x[at * len..][..len], self.mask.map(|m| &m[at * h * w..][..h * w]))
     }
 }
 
@@ -200,7 +204,7 @@ pub fn convolve(job: &Job) -> Vec<f32> {
                 || Scratch::new(M * rows * cols + LANES),
                 |p, ci| {
                     let (x, mask) = job.plane(b, ci);
-                    split_phases(x, mask, (h, w), t0 * M, p, (rows, cols));
+                    split_phases(x, mask, (h, w), job.pooled, t0 * M, p, (rows, cols));
                     let slots = Slots { ptr: vp, xi_stride: c * stride, base: ci * stride };
                     for ti in t0..t1 {
                         for j0 in (0..tw).step_by(LANES) {
