@@ -7,9 +7,10 @@
 //! output transform writes each tile back with bias and ReLU. The input gradient is the same
 //! convolution with the flipped, transposed kernel, which reuses `U` (see [`Job::gradient`]).
 //!
-//! Every transform runs over vectors of tiles: the padded input is first split by column
-//! phase (`x mod 4`), so the pixel at column offset `s` of every tile in a tile row is one
-//! contiguous run (see [`kernels`]).
+//! Every transform runs over vectors of tiles: each channel's rows of a band are first split by
+//! column phase (`x mod 4`, padded, into a buffer that stays in L1), so the pixel at column
+//! offset `s` of every tile in a tile row is one contiguous run (see [`kernels`]). The
+//! gradient of a ReLU and max-pool that followed the convolution is applied in that split.
 
 mod kernels;
 
