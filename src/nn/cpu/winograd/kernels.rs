@@ -3,6 +3,8 @@
 //! matrices. Each kernel is compiled for AVX-512, AVX2+FMA and the baseline, and picks the best
 //! the CPU supports at run time.
 
+use std::mem::MaybeUninit;
+
 use super::{A, M};
 use crate::nn::cpu::SharedMut;
 
@@ -247,13 +249,13 @@ multiversion! {
     /// Output transform `Aᵀ m A` of `n <= LANES` tiles read from `m` (element `ξ` of tile `j`
     /// at `ξ * xi_stride + first + j`, read for `LANES` tiles), each tile reversed (rows and
     /// columns) where `reverse`, plus `bias`, through the optional ReLU, written at row `y0`,
-    /// column `x0` of the `h x w` output `plane`.
+    /// column `x0` of the `h x w` output `plane` (which may start uninitialised).
     pub fn output_tiles(
         m: &[f32],
         src: (usize, usize),
         n: usize,
         epilogue: (f32, bool, bool),
-        plane: &mut [f32],
+        plane: &mut [MaybeUninit<f32>],
         at: (usize, usize, usize, usize),
     ) {
         let (first, xi_stride) = src;
@@ -273,9 +275,9 @@ multiversion! {
             }
             let row = &mut plane[(y0 + p) * w + x0..][..len];
             if len == LANES * M {
-                row.copy_from_slice(&interleaved);
+                row.iter_mut().zip(&interleaved).for_each(|(d, &v)| _ = d.write(v));
             } else {
-                row.copy_from_slice(&interleaved[..len]);
+                row.iter_mut().zip(&interleaved[..len]).for_each(|(d, &v)| _ = d.write(v));
             }
         }
     }

@@ -14,6 +14,8 @@
 
 mod kernels;
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -154,9 +156,9 @@ fn products(
     let op = SharedMut(out.as_mut_ptr());
     let (u_cs, u_rs) = if transposed { (rows, 1) } else { (1, inner) };
     (0..XI).into_par_iter().with_min_len(split).for_each(|xi| {
-        // SAFETY: task xi reads U[xi] (rows x inner or inner x rows, within u's XI * rows * inner elements),
-        // src[xi] (inner x tiles, row stride `stride`) and writes only out[xi] (rows x tiles,
-        // row stride `stride`); tiles <= stride.
+        // SAFETY: task xi reads U[xi] (rows x inner or inner x rows, within u's
+        // XI * rows * inner elements), src[xi] (inner x tiles, row stride `stride`) and writes
+        // only out[xi] (rows x tiles, row stride `stride`); tiles <= stride.
         unsafe {
             gemm::gemm(
                 rows,
@@ -192,11 +194,12 @@ pub fn convolve(job: &Job) -> Vec<f32> {
     // A band's phases: p[s][y][j] = padded[band's first row + y][j * M + s], where padded is
     // a channel of the input with a one-pixel zero border.
     let (rows, cols) = (bands.rows * M + 2, tw + 1);
+    // Written once, by the output transforms: no zeroing first.
     let len = n * cout * h * w;
     let mut out = Vec::<f32>::with_capacity(len);
+    let spare = out.spare_capacity_mut();
     for b in 0..n {
-        // SAFETY: within the allocation of `len` elements; written only (below).
-        let out_b = SharedMut(unsafe { out.as_mut_ptr().add(b * cout * h * w) });
+        let out_b = SharedMut(spare[b * cout * h * w..].as_mut_ptr().cast());
         let buffers = || (Scratch::new(XI * c * stride), Scratch::new(XI * cout * stride));
         bands.run(buffers, |(v, m), k, split| {
             let (t0, t1) = bands.range(k);
@@ -215,21 +218,30 @@ pub fn convolve(job: &Job) -> Vec<f32> {
                 },
             );
             products((job.u, job.gradient), (cout, c), v, m, ((t1 - t0) * tw, stride), split);
+            // Output rows y0..y1 of every plane belong to this band.
+            let (y0, y1) = (t0 * M, (t1 * M).min(h));
             (0..cout).into_par_iter().with_min_len(split).for_each(|co| {
-                // SAFETY: output plane co of image b belongs to this task alone.
-                let plane = unsafe { std::slice::from_raw_parts_mut(out_b.get().add(co * h * w), h * w) };
+                // SAFETY: rows y0..y1 of output plane co of image b belong to this task alone
+                // (other tasks of this band write other planes, other bands other rows).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out_b.get().add((co * h + y0) * w).cast::<MaybeUninit<f32>>(),
+                        (y1 - y0) * w,
+                    )
+                };
                 let epilogue = (job.bias.map_or(0.0, |bias| bias[co]), job.relu, job.gradient);
                 for ti in t0..t1 {
                     for j0 in (0..tw).step_by(LANES) {
                         let src = (co * stride + (ti - t0) * tw + j0, cout * stride);
-                        output_tiles(m, src, (tw - j0).min(LANES), epilogue, plane, (h, w, ti * M, j0 * M));
+                        let at = (y1 - y0, w, (ti - t0) * M, j0 * M);
+                        output_tiles(m, src, (tw - j0).min(LANES), epilogue, dst, at);
                     }
                 }
             });
         });
     }
-    // SAFETY: the output transforms wrote every pixel of every plane of every image (the
-    // tiles cover each plane, rows and columns past its edge are cut off).
+    // SAFETY: the output transforms wrote every element (the tiles of the bands cover every
+    // plane; the rows and columns they have past its edge are cut off).
     unsafe { out.set_len(len) };
     out
 }
