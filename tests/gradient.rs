@@ -274,13 +274,15 @@ fn pooled_gradient_matches_routing_then_backward() {
 
 #[test]
 fn fused_cpu_kernels_match_the_reference_path_through_the_network() {
-    // In F32 on the CPU, convolutions fuse with their ReLU (mask fused into the backward) and
-    // pools run their own kernels; in F64 every op is candle's. Tapping a convolution's own
+    // In F32 on the CPU, convolutions fuse with their ReLU (mask fused into the backward), and
+    // before a max-pool with the pool too (its mask routes the gradient inside the
+    // convolution's backward); in F64 every op is candle's. Tapping a convolution's own
     // output (features.2, features.28) keeps it unfused; odd sizes exercise the pool crops.
-    // The fixture's 4-8 channel layers run as implicit GEMM, the wider network's (16+) as
-    // Winograd.
+    // The fixture's 4-8 channel layers run as implicit GEMM, the wider networks' (16+, up to
+    // VGG19's own 64-512) as Winograd.
     let wide = common::vgg_with_widths(&[16, 16, 32, 32, 32, 32, 32, 32, 48, 48, 48, 48, 48, 48, 48, 48]);
-    for net in [common::fixture_vgg(), wide] {
+    let real = common::vgg_with_widths(&dreamvid::fixture::VGG19_WIDTHS);
+    for net in [common::fixture_vgg(), wide, real] {
         let layers = ["features.2", "features.9", "features.28", "features.30", "features.36"];
         check_against_reference(&net, &layers, &[(1, 37, 42), (2, 35, 40)]);
     }
