@@ -23,7 +23,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::pool::route_plane;
+use super::pool::route;
 use super::winograd::{self, transform_weights};
 use super::{copy_masked, SharedMut};
 
@@ -248,20 +248,6 @@ impl Conv3x3Cpu {
         let out = self.run(x, mask, (n, c, h, w), false, weight);
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
     }
-}
-
-/// The `[n, c, h, w]` routing of the `[n, c, h/2, w/2]` pooled gradient `x` to the elements
-/// of the pool's `mask`.
-fn route(x: &[f32], mask: &[u8], (h, w): (usize, usize)) -> Vec<f32> {
-    let mut out = vec![0f32; mask.len()];
-    let pooled = (h / 2) * (w / 2);
-    if pooled > 0 {
-        out.par_chunks_mut(h * w)
-            .zip(mask.par_chunks(h * w))
-            .zip(x.par_chunks(pooled))
-            .for_each(|((o, m), g)| route_plane(g, m, (h, w), o));
-    }
-    out
 }
 
 /// The input gradient of a convolution whose output went through a ReLU and a 2x2 max-pool,

@@ -41,9 +41,23 @@ fn pool_row(plane: &[f32], w: usize, i: usize, out: &mut [f32]) {
     }
 }
 
+/// The `[n, c, h, w]` routing of the `[n, c, h/2, w/2]` pooled gradient `grad` to the
+/// elements the pool's `[n, c, h, w]` `mask` marks (zero elsewhere).
+pub fn route(grad: &[f32], mask: &[u8], (h, w): (usize, usize)) -> Vec<f32> {
+    let mut out = vec![0f32; mask.len()];
+    let pooled = (h / 2) * (w / 2);
+    if pooled > 0 {
+        out.par_chunks_mut(h * w)
+            .zip(mask.par_chunks(h * w))
+            .zip(grad.par_chunks(pooled))
+            .for_each(|((o, m), g)| route_plane(g, m, (h, w), o));
+    }
+    out
+}
+
 /// Routes the pooled gradient plane `g` (`h/2 x w/2`) to the elements of the `h x w` plane
 /// `o` that the pool `mask` marks (the rest of `o` is left alone).
-pub fn route_plane(g: &[f32], mask: &[u8], (h, w): (usize, usize), o: &mut [f32]) {
+fn route_plane(g: &[f32], mask: &[u8], (h, w): (usize, usize), o: &mut [f32]) {
     let wo = w / 2;
     for r in 0..h / 2 * 2 {
         let g_row = &g[(r / 2) * wo..][..wo];
@@ -119,14 +133,7 @@ impl CustomOp2 for PoolRouteCpu {
         if l2.shape().dims()[..2] != [n, c] || (h / 2, w / 2) != (ho, wo) {
             candle_core::bail!("maxpool2-backward-cpu: gradient {:?} does not match mask {:?}", l1.shape(), l2.shape());
         }
-        let mut out = vec![0f32; mask.len()];
-        if ho * wo > 0 {
-            out.par_chunks_mut(h * w)
-                .zip(mask.par_chunks(h * w))
-                .zip(grad.par_chunks(ho * wo))
-                .for_each(|((o, m), g)| route_plane(g, m, (h, w), o));
-        }
-        Ok((CpuStorage::F32(out), l2.shape().clone()))
+        Ok((CpuStorage::F32(route(grad, mask, (h, w))), l2.shape().clone()))
     }
 }
 
