@@ -6,6 +6,8 @@ use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::masked;
+
 /// A 1x1 convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 1, 1]` weight (second operand), or, with `gradient`, the input gradient of one
 /// given the output gradient. A third `U8` operand shaped like the first masks it.
@@ -36,11 +38,11 @@ impl Conv1x1Cpu<'_> {
             candle_core::bail!("conv1x1-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
         }
         let hw = h * w;
-        let masked;
+        let kept;
         let x = match mask {
             Some(m) => {
-                masked = x.par_iter().zip(m).map(|(&v, &keep)| if keep != 0 { v } else { 0.0 }).collect::<Vec<f32>>();
-                &masked[..]
+                kept = x.par_iter().zip(m).map(|(&v, &keep)| masked(v, keep)).collect::<Vec<f32>>();
+                &kept[..]
             }
             None => x,
         };

@@ -122,12 +122,19 @@ fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]
     }
 }
 
+/// `value` where `keep` is non-zero, else 0, without a branch (the activation and pool masks
+/// are unpredictable): the one rule every masked kernel applies.
+#[inline(always)]
+fn masked(value: f32, keep: u8) -> f32 {
+    f32::from_bits(value.to_bits() & 0u32.wrapping_sub(u32::from(keep != 0)))
+}
+
 /// `dst = src` where `mask` (if given) is non-zero, 0 elsewhere: an activation's backward
 /// applied on the way into a kernel.
 #[inline(always)]
 fn copy_masked(dst: &mut [f32], src: &[f32], mask: Option<&[u8]>) {
     match mask {
-        Some(m) => dst.iter_mut().zip(src).zip(m).for_each(|((d, &v), &keep)| *d = if keep != 0 { v } else { 0.0 }),
+        Some(m) => dst.iter_mut().zip(src).zip(m).for_each(|((d, &v), &keep)| *d = masked(v, keep)),
         None => dst.copy_from_slice(src),
     }
 }

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::{f32_data, u8_data};
+use super::{f32_data, masked, u8_data};
 
 /// 2x2 max-pool with stride 2, floor mode (odd trailing rows/columns are dropped), of an `F32`
 /// NCHW tensor.
@@ -63,8 +63,8 @@ fn route_plane(g: &[f32], mask: &[u8], (h, w): (usize, usize), o: &mut [f32]) {
         let g_row = &g[(r / 2) * wo..][..wo];
         let (o_row, m_row) = (&mut o[r * w..][..2 * wo], &mask[r * w..][..2 * wo]);
         for ((pair, keep), &v) in o_row.chunks_exact_mut(2).zip(m_row.chunks_exact(2)).zip(g_row) {
-            pair[0] = if keep[0] != 0 { v } else { 0.0 };
-            pair[1] = if keep[1] != 0 { v } else { 0.0 };
+            pair[0] = masked(v, keep[0]);
+            pair[1] = masked(v, keep[1]);
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::mem::MaybeUninit;
 
 use super::{A, M};
-use crate::nn::cpu::SharedMut;
+use crate::nn::cpu::{masked, SharedMut};
 
 /// Tiles transformed together: one 512-bit vector of `f32`.
 pub const LANES: usize = 16;
@@ -18,12 +18,6 @@ type Lanes = [f32; LANES];
 #[inline(always)]
 fn load(src: &[f32]) -> Lanes {
     src[..LANES].try_into().expect("LANES elements")
-}
-
-/// `value` where `keep` is non-zero, else 0 (without a branch).
-#[inline(always)]
-fn masked(value: f32, keep: u8) -> f32 {
-    f32::from_bits(value.to_bits() & 0u32.wrapping_sub(u32::from(keep != 0)))
 }
 
 /// `Bᵀ d`: the input transform of six values per lane.
