@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use dreamvid::fixture::clip::moving_pattern;
-use dreamvid::video::coherence::{motion, Coherence, DEFAULT_SCENE_CUT};
+use dreamvid::settings::Settings;
+use dreamvid::video::coherence::{motion, Coherence};
 use dreamvid::video::flow::Plane;
 
 fn main() {
@@ -14,11 +15,11 @@ fn main() {
     let (w, h) = (args.first().copied().unwrap_or(640), args.get(1).copied().unwrap_or(360));
     let frame = moving_pattern(w, h, 3, 1);
     let (a, b) = (Plane::luma(&frame(0)), Plane::luma(&frame(1)));
-    motion(&a, &b, Coherence::Flow, DEFAULT_SCENE_CUT as f32);
+    motion(&a, &b, Coherence::Flow, Settings::default().scene_cut as f32);
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
             let t = Instant::now();
-            motion(&a, &b, Coherence::Flow, DEFAULT_SCENE_CUT as f32);
+            motion(&a, &b, Coherence::Flow, Settings::default().scene_cut as f32);
             t.elapsed().as_secs_f64()
         })
         .collect();

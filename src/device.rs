@@ -3,12 +3,24 @@
 use candle_core::Device;
 
 /// Compute device requested on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
     /// The CPU (all cores).
     Cpu,
     /// The first CUDA GPU (needs a build with `--features cuda`).
     Cuda,
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda),
+            _ => Err(format!("unknown device `{s}` (cpu or cuda)")),
+        }
+    }
 }
 
 impl DeviceKind {
@@ -38,7 +50,7 @@ fn open_cuda() -> anyhow::Result<Device> {
 }
 
 /// Arithmetic precision of the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     /// 32-bit floats (everywhere).
     F32,
@@ -46,6 +58,19 @@ pub enum Precision {
     F16,
     /// bfloat16 (CUDA only).
     Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision `{s}` (f32, f16 or bf16)")),
+        }
+    }
 }
 
 impl Precision {

@@ -1,10 +1,11 @@
 //! dreamvid: DeepDream for images, videos and infinite-zoom animations.
 //!
 //! - [`pipeline`]: the video render, top to bottom; [`zoom`]: infinite-zoom animations.
-//! - [`preset`], [`plan`]: TOML presets with keyframed schedules, and per-frame parameters.
+//! - [`settings`]: every setting, defined once; [`preset`], [`plan`]: TOML presets with
+//!   keyframed schedules, and per-frame parameters; [`resume`]: render records and checkpoints.
 //! - [`models`]: the pretrained CNNs (VGG19, EfficientNet-Lite0) and their weights files.
 //! - [`nn`]: network ops with an input-only backward pass.
-//! - [`dream`]: the octave gradient-ascent algorithm.
+//! - [`dream`]: the octave gradient-ascent algorithm; [`resample`]: resizing, blur, camera warps.
 //! - [`video`]: FFmpeg decode/encode, optical flow, temporal coherence.
 //! - [`image_io`], [`animation`], [`output`], [`compare`]: files in and out, and checking them.
 
@@ -13,6 +14,7 @@ pub mod animation;
 pub mod compare;
 pub mod device;
 pub mod dream;
+#[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod image_io;
 pub mod models;
@@ -21,5 +23,8 @@ pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod preset;
+pub mod resample;
+pub mod resume;
+pub mod settings;
 pub mod video;
 pub mod zoom;

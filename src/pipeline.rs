@@ -21,16 +21,19 @@ use candle_core::{Device, Tensor};
 use ffmpeg_next::Packet;
 use image::RgbImage;
 
-use crate::dream::{self, DreamParams};
+use crate::dream;
 use crate::image_io::tensor_to_rgb;
 use crate::nn::Network;
 use crate::output::write_atomically;
+use crate::plan::FrameParams;
+use crate::resume::Checkpoints;
 use crate::video::coherence::{self, Coherence, Motion};
 use crate::video::flow::Plane;
 use crate::video::{EncodeSettings, Item, SourceFrame, VideoInfo, VideoReader, VideoWriter};
 
-/// Per-frame settings: `(frame index, frames per second) -> (dream parameters, blend)`.
-pub type FrameParams<'a> = dyn Fn(usize, f64) -> anyhow::Result<(DreamParams, f32)> + Sync + 'a;
+/// The parameters of each frame: `(frame index, frames per second) -> parameters` (see
+/// [`crate::plan::Plan::frame`]).
+pub type FramePlan<'a> = dyn Fn(usize, f64) -> anyhow::Result<FrameParams> + Sync + 'a;
 
 /// Everything one video render needs.
 pub struct VideoJob<'a> {
@@ -42,10 +45,8 @@ pub struct VideoJob<'a> {
     pub net: &'a Network,
     /// Where the network lives.
     pub device: Device,
-    /// Dream settings of frame `i` of a video at `fps` frames per second, and the weight in
-    /// `[0, 1]` of what is carried over from the previous frame (the seed is then mixed with
-    /// the frame index).
-    pub frame_params: &'a FrameParams<'a>,
+    /// The dream settings and carry-over weight of each frame, with each frame's own seed.
+    pub frame_params: &'a FramePlan<'a>,
     /// How frames build on the previous dreamed frame.
     pub coherence: Coherence,
     /// Mean luma difference above which a frame starts a new shot.
@@ -241,12 +242,11 @@ fn dream_stage(
             None => {
                 let t = Instant::now();
                 let prev = previous.as_ref().map(|(s, d)| (s, d));
-                let (params, blend) = (job.frame_params)(source.index, fps)?;
-                let init = coherence::initial_image(&source.image, prev, motion.as_ref(), job.coherence, blend);
+                let params = (job.frame_params)(source.index, fps)?;
+                let init = coherence::initial_image(&source.image, prev, motion.as_ref(), job.coherence, params.blend);
                 let (w, h) = source.image.dimensions();
                 let x = Tensor::from_vec(init, (1, 3, h as usize, w as usize), &job.device)?;
-                let params = DreamParams { seed: frame_seed(params.seed, source.index), ..params };
-                let img = tensor_to_rgb(&dream::dream(job.net, &x, &params, &mut |_| {})?)?;
+                let img = tensor_to_rgb(&dream::dream(job.net, &x, &params.dream, &mut |_| {})?)?;
                 dreaming += t.elapsed();
                 checkpoints.save(source.index, &img)?;
                 img
@@ -261,80 +261,6 @@ fn dream_stage(
         bail!("no video frames could be decoded from {} (empty or corrupt video stream)", job.input.display());
     }
     Ok((frames, resumed, dreaming))
-}
-
-/// Seed of frame `index`: independent of the frames before it, so resuming is exact.
-pub fn frame_seed(seed: u64, index: usize) -> u64 {
-    dream::Rng::new(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
-}
-
-/// Per-frame PNGs of a render in progress, beside the output.
-struct Checkpoints {
-    dir: PathBuf,
-}
-
-impl Checkpoints {
-    fn dir_for(output: &Path) -> PathBuf {
-        let name = output.file_name().unwrap_or_default().to_string_lossy();
-        output.with_file_name(format!(".{name}.dreamvid-frames"))
-    }
-
-    fn prepare(output: &Path, record: &str, resume: bool) -> anyhow::Result<Self> {
-        let dir = Self::dir_for(output);
-        let job = dir.join("job.toml");
-        if resume && dir.is_dir() {
-            let saved = std::fs::read_to_string(&job).unwrap_or_default();
-            if saved != record {
-                bail!(
-                    "the checkpoints in {} were made with other settings or input; \
-                     rerun with the same options, or without --resume to start over",
-                    dir.display()
-                );
-            }
-            return Ok(Self { dir });
-        }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot clear old checkpoints in {}", dir.display()))?;
-        }
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                bail!(
-                    "cannot write {}: folder {} does not exist (create it first)",
-                    output.display(),
-                    parent.display()
-                );
-            }
-        }
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
-        std::fs::write(&job, record).with_context(|| format!("cannot write {}", job.display()))?;
-        Ok(Self { dir })
-    }
-
-    fn path(&self, index: usize) -> PathBuf {
-        self.dir.join(format!("{index:06}.png"))
-    }
-
-    fn load(&self, index: usize) -> Option<RgbImage> {
-        image::open(self.path(index)).ok().map(|i| i.to_rgb8())
-    }
-
-    fn save(&self, index: usize, img: &RgbImage) -> anyhow::Result<()> {
-        let path = self.path(index);
-        write_atomically(&path, |tmp| Ok(img.save(tmp)?))
-            .with_context(|| format!("cannot write checkpoint {}", path.display()))
-    }
-
-    /// Number of frames checkpointed so far.
-    fn saved_frames(&self) -> usize {
-        std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "png")).count())
-            .unwrap_or(0)
-    }
-
-    fn remove(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).

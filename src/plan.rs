@@ -1,11 +1,12 @@
-//! From presets and command-line overrides to the dream parameters of each frame.
+//! From presets and command-line flags to the parameters of each frame.
 
 use anyhow::Context;
 
-use crate::dream::DreamParams;
+use crate::dream::{DreamParams, Rng};
 use crate::models::ModelKind;
 use crate::nn::{Network, Objective};
-use crate::preset::{source, FrameSettings, Preset, PresetError};
+use crate::preset::{source, Preset, RawPreset};
+use crate::settings::{Partial, Setting, Settings};
 use crate::zoom::CameraStep;
 
 /// What a command is making; each has its own default preset.
@@ -30,26 +31,77 @@ pub fn default_preset(purpose: Purpose, model: ModelKind) -> &'static str {
     }
 }
 
-/// Loads the preset `spec` (or the default for `purpose`), checking its layers against the
-/// model: `model` when the user chose one, else the preset's own, else EfficientNet-Lite0.
+/// Loads the preset `spec` (or the default for `purpose`) for the model: `model` when the user
+/// chose one, else the preset's own, else EfficientNet-Lite0; then applies `flags` (raw
+/// `(setting, text)` pairs from the command line, checked like preset values) for the whole
+/// render.
 pub fn load_preset(
     spec: Option<&str>,
     purpose: Purpose,
     model: Option<ModelKind>,
-) -> Result<(Preset, ModelKind), PresetError> {
+    flags: &[(&'static Setting, String)],
+) -> anyhow::Result<(Preset, ModelKind)> {
     let name = spec.unwrap_or_else(|| default_preset(purpose, model.unwrap_or(ModelKind::EfficientNetLite0)));
     let (origin, text) = source(name)?;
-    let unchecked = Preset::parse(&text, &origin, model)?;
-    let kind = model.or(unchecked.fixed.model).unwrap_or(ModelKind::EfficientNetLite0);
-    let mut preset = if model.is_some() { unchecked } else { Preset::parse(&text, &origin, Some(kind))? };
+    let raw = RawPreset::parse(&text, &origin)?;
+    let kind = model.or(raw.model()).unwrap_or(ModelKind::EfficientNetLite0);
+    let mut preset = raw.resolve(&text, &origin, Some(kind))?;
     if preset.base.layers.is_empty() {
         preset.base.layers = vec![(kind.default_layer().to_string(), 1.0)];
     }
+    let mut pinned = Partial::default();
+    for (row, text) in flags {
+        pinned = pinned.merged(&row.parse_flag(text, Some(kind)).map_err(anyhow::Error::msg)?);
+    }
+    preset.pin(&pinned);
     Ok((preset, kind))
 }
 
-/// The dream parameters of one frame's settings on `net`.
-pub fn dream_params(net: &Network, s: &FrameSettings, seed: u64, tile: usize) -> anyhow::Result<DreamParams> {
+/// Everything that drives one frame of a video or zoom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameParams {
+    /// The dream, with this frame's seed.
+    pub dream: DreamParams,
+    /// Weight in `[0, 1]` of what is carried over from the previous frame (video).
+    pub blend: f32,
+    /// Camera motion to the next frame (zoom).
+    pub camera: CameraStep,
+}
+
+/// Per-frame parameters of `preset` on `net`.
+pub struct Plan<'a> {
+    /// Settings and schedules.
+    pub preset: &'a Preset,
+    /// The network the layers are found in.
+    pub net: &'a Network,
+}
+
+impl Plan<'_> {
+    /// Frame `index` of a render at `fps` frames per second; its seed is mixed with the index
+    /// ([`frame_seed`]).
+    pub fn frame(&self, index: usize, fps: f64) -> anyhow::Result<FrameParams> {
+        let s = self.preset.at(index, fps);
+        Ok(FrameParams {
+            dream: dream_params(self.net, &s, frame_seed(s.seed, index))?,
+            blend: s.blend as f32,
+            camera: CameraStep { zoom: s.zoom, rotate: s.rotate, translate: s.translate },
+        })
+    }
+
+    /// A still image: the settings at frame 0 with the preset's own seed.
+    pub fn still(&self) -> anyhow::Result<DreamParams> {
+        let s = self.preset.at(0, 25.0);
+        dream_params(self.net, &s, s.seed)
+    }
+}
+
+/// Seed of frame `index`: independent of the frames before it, so resuming is exact.
+pub fn frame_seed(seed: u64, index: usize) -> u64 {
+    Rng::new(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
+}
+
+/// The dream parameters of `s` on `net`, with `seed`.
+pub fn dream_params(net: &Network, s: &Settings, seed: u64) -> anyhow::Result<DreamParams> {
     let terms = s
         .layers
         .iter()
@@ -57,20 +109,5 @@ pub fn dream_params(net: &Network, s: &FrameSettings, seed: u64, tile: usize) ->
             net.find_tap(name).map(|t| (t, *w as f32)).with_context(|| format!("the model has no layer `{name}`"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(DreamParams {
-        objective: Objective { terms, channels: s.channels.clone() },
-        octaves: s.octaves,
-        octave_scale: s.octave_scale,
-        iterations: s.iterations,
-        step: s.lr,
-        jitter: s.jitter,
-        smoothing: s.smooth,
-        seed,
-        tile,
-    })
-}
-
-/// The camera motion of one frame's settings.
-pub fn camera_step(s: &FrameSettings) -> CameraStep {
-    CameraStep { zoom: s.zoom, rotate: s.rotate, translate: s.translate }
+    Ok(DreamParams::new(s, Objective { terms, channels: s.channels.clone() }, seed))
 }

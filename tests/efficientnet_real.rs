@@ -3,10 +3,11 @@
 mod common;
 
 use candle_core::{Device, Tensor, D};
-use dreamvid::dream::{self, resample, DreamParams};
+use dreamvid::dream::{self, DreamParams};
 use dreamvid::image_io::load_image;
 use dreamvid::models::{ModelKind, WeightFile};
 use dreamvid::nn::Objective;
+use dreamvid::resample;
 
 /// ImageNet classes of domestic cats: tabby, tiger cat, Persian, Siamese, Egyptian cat.
 const CAT_CLASSES: [u32; 5] = [281, 282, 283, 284, 285];

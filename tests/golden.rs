@@ -24,9 +24,9 @@ fn fixture_dream(seed: u64) -> Tensor {
         octaves: 3,
         octave_scale: 1.4,
         iterations: 4,
-        step: 0.02,
+        lr: 0.02,
         jitter: 4,
-        smoothing: 0.5,
+        smooth: 0.5,
         seed,
         tile: 0,
     };

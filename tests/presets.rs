@@ -18,7 +18,7 @@ fn shipped_presets_are_valid_for_their_models() {
     assert!(SHIPPED.len() >= 9);
     for (name, _) in SHIPPED {
         let p = Preset::find(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let model = p.fixed.model.unwrap_or_else(|| panic!("{name} names no model"));
+        let model = p.model.unwrap_or_else(|| panic!("{name} names no model"));
         let (origin, text) = dreamvid::preset::source(name).unwrap();
         Preset::parse(&text, &origin, Some(model)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!p.description.is_empty(), "{name} has no description");
@@ -194,5 +194,48 @@ fn a_preset_file_and_flags_reach_the_render_record() {
         "features.20",
     ] {
         assert!(record.contains(expected), "`{expected}` missing from:\n{record}");
+    }
+}
+
+#[test]
+fn the_preset_docs_list_every_setting_as_the_binary_does() {
+    let docs = std::fs::read_to_string(common::repo().join("presets/README.md")).unwrap();
+    let table = dreamvid::settings::reference();
+    assert!(docs.contains(&table), "presets/README.md is out of date: paste the output of `dreamvid settings`");
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamvid")).arg("settings").output().unwrap();
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), table);
+    for s in dreamvid::settings::TABLE {
+        assert!(table.contains(&format!("`{}`", s.name)), "{} missing", s.name);
+    }
+}
+
+#[test]
+fn keys_in_the_wrong_place_or_renamed_are_explained() {
+    fails("[zoom]\nfactor = 1.1\n", 2, "now called `zoom`");
+    fails("[dream]\nblend = 0.5\n", 2, "belongs in [video]");
+    fails("[dream]\ntile = 512\n", 2, "--tile");
+    fails("[[keyframe]]\nframe = 0\nseed = 3\n", 3, "fixed for a whole render");
+    fails("[video]\ncoherence = \"wobbly\"\n", 2, "flow");
+    let p = parse("[zoom]\nzoom = 1.2\n[[keyframe]]\nframe = 4\nzoom = 1.4\n").unwrap();
+    assert_eq!((p.at(0, 25.0).zoom, p.at(9, 25.0).zoom), (1.4, 1.4), "a keyframe holds before and after");
+}
+
+#[test]
+fn every_setting_of_a_command_is_a_flag_with_help() {
+    use dreamvid::settings::{Section, TABLE};
+    let help = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(args).output().unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (video, image, zoom) = (help(&["--help"]), help(&["image", "--help"]), help(&["zoom", "--help"]));
+    for s in TABLE {
+        let flag = format!("--{}", s.flag());
+        let on = |text: &str| text.contains(&flag);
+        match s.section {
+            Section::Dream | Section::Compute => assert!(on(&video) && on(&image) && on(&zoom), "{flag}"),
+            Section::Video => assert!(on(&video) && !on(&image) && !on(&zoom), "{flag}"),
+            Section::Zoom => assert!(on(&zoom) && !on(&video), "{flag}"),
+            Section::Encode => assert!(on(&video) && on(&zoom) && !on(&image), "{flag}"),
+        }
     }
 }

@@ -14,9 +14,11 @@ use dreamvid::compare::{frames, psnr};
 use dreamvid::dream::DreamParams;
 use dreamvid::fixture::clip::{moving_pattern, write_clip, ClipSpec};
 use dreamvid::nn::Objective;
-use dreamvid::pipeline::{render_video, sidecar_path, FrameParams, VideoJob};
+use dreamvid::pipeline::{render_video, sidecar_path, FramePlan, VideoJob};
+use dreamvid::plan::{frame_seed, FrameParams};
 use dreamvid::video::coherence::Coherence;
 use dreamvid::video::{EncodeSettings, Item, VideoReader};
+use dreamvid::zoom::CameraStep;
 
 /// Frame timestamps in seconds and audio packets (bytes, seconds) of a file.
 fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
@@ -36,9 +38,13 @@ fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
     (v, a)
 }
 
-/// The same settings for every frame, carrying over 60% of the previous dream.
-fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<(DreamParams, f32)> + Sync {
-    move |_, _| Ok((params.clone(), 0.6))
+/// The same settings for every frame (each with its own seed), carrying over 60% of the
+/// previous dream.
+fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameParams> + Sync {
+    move |i, _| {
+        let dream = DreamParams { seed: frame_seed(params.seed, i), ..params.clone() };
+        Ok(FrameParams { dream, blend: 0.6, camera: CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) } })
+    }
 }
 
 fn job<'a>(
@@ -46,7 +52,7 @@ fn job<'a>(
     input: PathBuf,
     output: PathBuf,
     coherence: Coherence,
-    frame_params: &'a FrameParams<'a>,
+    frame_params: &'a FramePlan<'a>,
 ) -> VideoJob<'a> {
     VideoJob {
         input,
@@ -121,7 +127,7 @@ fn golden_params(net: &dreamvid::nn::Network) -> DreamParams {
         objective: Objective::layer(net.find_tap("features.20").unwrap()),
         octaves: 2,
         iterations: 3,
-        step: 0.02,
+        lr: 0.02,
         jitter: 4,
         seed: 3,
         ..DreamParams::default()
@@ -246,7 +252,7 @@ fn flow_coherence_follows_motion_better_than_blending_or_independent_frames() {
         objective: Objective::layer(net.find_tap("features.20").unwrap()),
         octaves: 2,
         iterations: 4,
-        step: 0.02,
+        lr: 0.02,
         jitter: 6,
         ..DreamParams::default()
     };

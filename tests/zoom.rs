@@ -10,6 +10,7 @@ use candle_core::Device;
 use dreamvid::compare::psnr;
 use dreamvid::dream::DreamParams;
 use dreamvid::nn::Objective;
+use dreamvid::plan::FrameParams;
 use dreamvid::zoom::{noise_image, render_zoom, CameraStep, ZoomJob};
 use image::RgbImage;
 
@@ -89,12 +90,16 @@ fn fixture_zoom(frames: usize, looped: bool) -> Vec<RgbImage> {
             objective: Objective::layer(layer),
             octaves: 2,
             iterations: 2,
-            step: 0.02,
+            lr: 0.02,
             jitter: 4,
             seed: i as u64,
             ..DreamParams::default()
         };
-        (params, CameraStep { zoom: 1.05, rotate: 0.5, translate: (0.0, 0.0) })
+        Ok(FrameParams {
+            dream: params,
+            blend: 0.0,
+            camera: CameraStep { zoom: 1.05, rotate: 0.5, translate: (0.0, 0.0) },
+        })
     };
     let job = ZoomJob {
         net: &net,

@@ -7,7 +7,6 @@
 //! to valid pixels. What the octave added becomes the detail passed to the next one.
 
 mod octave;
-pub mod resample;
 mod rng;
 pub mod tiles;
 
@@ -17,13 +16,11 @@ pub use octave::octave_sizes;
 pub use rng::Rng;
 
 use crate::nn::{Network, Objective};
+use crate::resample;
+use crate::settings::Settings;
 
 /// Octaves whose shorter side would fall below this many pixels are skipped.
 pub const MIN_OCTAVE_SIDE: usize = 32;
-
-/// Images with a side longer than this many pixels get their gradients in tiles (about 2 GB
-/// of working memory for VGG19 features[:31] on the CPU; a 4K frame is 15 tiles).
-pub const DEFAULT_TILE: usize = 768;
 
 /// Smallest tile worth its halo of context.
 pub const MIN_TILE: usize = 128;
@@ -40,11 +37,11 @@ pub struct DreamParams {
     /// Gradient steps per octave.
     pub iterations: usize,
     /// Step size, in pixel units (`[0, 1]` range) per unit of mean gradient magnitude.
-    pub step: f64,
+    pub lr: f64,
     /// Largest random shift in pixels applied before each step.
     pub jitter: usize,
     /// Standard deviation in pixels of the Gaussian applied to each gradient (0 disables).
-    pub smoothing: f64,
+    pub smooth: f64,
     /// Seed of the jitter sequence.
     pub seed: u64,
     /// Longest side, in pixels, pushed through the network at once; larger images get their
@@ -52,19 +49,28 @@ pub struct DreamParams {
     pub tile: usize,
 }
 
-impl Default for DreamParams {
-    fn default() -> Self {
+impl DreamParams {
+    /// The dream settings of `s`, amplifying `objective`, with `seed`.
+    pub fn new(s: &Settings, objective: Objective, seed: u64) -> Self {
         Self {
-            objective: Objective::layer(0),
-            octaves: 4,
-            octave_scale: 1.4,
-            iterations: 10,
-            step: 0.01,
-            jitter: 16,
-            smoothing: 0.5,
-            seed: 0,
-            tile: DEFAULT_TILE,
+            objective,
+            octaves: s.octaves,
+            octave_scale: s.octave_scale,
+            iterations: s.iterations,
+            lr: s.lr,
+            jitter: s.jitter,
+            smooth: s.smooth,
+            seed,
+            tile: s.tile,
         }
+    }
+}
+
+impl Default for DreamParams {
+    /// The settings table's defaults, on the first tap.
+    fn default() -> Self {
+        let s = Settings::default();
+        Self::new(&s, Objective::layer(0), s.seed)
     }
 }
 
@@ -126,8 +132,8 @@ pub fn ascend(net: &Network, x: &Tensor, params: &DreamParams, rng: &mut Rng) ->
     let (dy, dx) = (rng.symmetric(params.jitter), rng.symmetric(params.jitter));
     let shifted = x.roll(dy as i32, 2)?.roll(dx as i32, 3)?;
     let (objective, grad) = tiles::objective_gradient(net, &shifted, &params.objective, params.tile, rng)?;
-    let grad = resample::gaussian_blur(&grad.roll(-dy as i32, 2)?.roll(-dx as i32, 3)?, params.smoothing)?;
+    let grad = resample::gaussian_blur(&grad.roll(-dy as i32, 2)?.roll(-dx as i32, 3)?, params.smooth)?;
     let mean_abs = grad.abs()?.mean_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let stepped = (x + (grad * (params.step / (mean_abs + 1e-12)))?)?;
+    let stepped = (x + (grad * (params.lr / (mean_abs + 1e-12)))?)?;
     Ok((stepped.clamp(0.0, 1.0)?, objective))
 }

@@ -16,19 +16,28 @@ use crate::nn::Network;
 pub const WEIGHTS_DIR_ENV: &str = "DREAMVID_WEIGHTS_DIR";
 
 /// A supported model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum ModelKind {
     /// EfficientNet-Lite0 (ImageNet, 4.7 M parameters): freely downloadable, the default.
-    #[value(name = "efficientnet-lite0")]
     #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
     /// VGG19 features in torchvision layout: the classic DeepDream look.
-    #[value(name = "vgg19")]
     #[serde(rename = "vgg19")]
     Vgg19,
 }
 
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| format!("unknown model `{s}`"))
+    }
+}
+
 impl ModelKind {
+    /// Every model.
+    pub const ALL: [ModelKind; 2] = [ModelKind::EfficientNetLite0, ModelKind::Vgg19];
+
     /// Name as written on the command line.
     pub fn name(self) -> &'static str {
         match self {

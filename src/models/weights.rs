@@ -10,21 +10,62 @@ use candle_core::{DType, Device, Tensor};
 pub enum WeightsError {
     /// The file does not exist.
     #[error("weights file {path} not found.\n  fix: {fix}")]
-    Missing { path: PathBuf, fix: String },
+    Missing {
+        /// The weights file.
+        path: PathBuf,
+        /// How to fix it.
+        fix: String,
+    },
     /// The file exists but is not a readable safetensors file.
     #[error("{path} is not a readable safetensors file ({reason}).\n  fix: delete it and fetch it again: {fix}")]
-    Unreadable { path: PathBuf, reason: String, fix: String },
+    Unreadable {
+        /// The weights file.
+        path: PathBuf,
+        /// What the reader said.
+        reason: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// A tensor the model needs is absent.
     #[error("{path} has no tensor `{tensor}`; this is not a {model} weights file.\n  fix: {fix}")]
-    MissingTensor { path: PathBuf, tensor: String, model: String, fix: String },
+    MissingTensor {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// The model being loaded.
+        model: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// A tensor has the wrong shape.
     #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected}.\n  fix: {fix}")]
-    WrongShape { path: PathBuf, tensor: String, found: Vec<usize>, expected: String, fix: String },
+    WrongShape {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// What the file has.
+        found: Vec<usize>,
+        /// What the model needs.
+        expected: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// A tensor is not floating point.
     #[error(
         "{path}: tensor `{tensor}` has dtype {found:?}, expected a float type (F32, F16, BF16 or F64).\n  fix: {fix}"
     )]
-    WrongDtype { path: PathBuf, tensor: String, found: DType, fix: String },
+    WrongDtype {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// What the file has.
+        found: DType,
+        /// How to fix it.
+        fix: String,
+    },
 }
 
 /// An open safetensors file from which a model pulls its tensors, converted to `F32` on a device.

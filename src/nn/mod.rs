@@ -10,9 +10,11 @@
 
 mod conv;
 mod cpu;
+mod network;
 mod ops;
 mod padding;
 
 pub use conv::{Conv2d, DepthwiseConv2d};
-pub use ops::{match_layer, Network, Objective, Op, Region, Tap};
+pub use network::{match_layer, Network, Objective, Region, Tap};
+pub use ops::Op;
 pub use padding::Padding;

@@ -1,9 +1,11 @@
 //! Keyframed parameter tracks and their interpolation.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+use crate::settings::Value;
 
 /// How a value travels from one keyframe to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Interpolation {
     /// Straight line.
@@ -53,10 +55,10 @@ impl<T: Clone> Track<T> {
     }
 }
 
-impl Track<f64> {
-    /// The interpolated value at `frame`, or `base` for an empty track.
-    pub fn value(&self, frame: f64, base: f64) -> f64 {
-        self.bracket(frame).map_or(base, |(a, b, s)| a + (b - a) * s)
+impl<T: Value> Track<T> {
+    /// The value at `frame` (see [`Value::between`]), or `base` for an empty track.
+    pub fn value(&self, frame: f64, base: T) -> T {
+        self.bracket(frame).map_or(base, |(a, b, s)| T::between(&a, &b, s))
     }
 }
 

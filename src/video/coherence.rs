@@ -1,13 +1,11 @@
 //! Temporal coherence: what each frame's dream starts from, given the previous frame.
 
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
 
 use super::flow::{self, Flow, FlowParams, Plane};
 
 /// How a frame's dream builds on the previous dreamed frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coherence {
     /// Dream every frame independently (flickers).
     None,
@@ -16,6 +14,28 @@ pub enum Coherence {
     /// Carry the previous dream's residual (dreamed - source) along the optical flow, skipping
     /// occluded pixels, so patterns stick to moving content.
     Flow,
+}
+
+impl Coherence {
+    /// Every mode, by name.
+    pub const NAMES: &'static [&'static str] = &["none", "blend", "flow"];
+
+    /// The mode's name in presets and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coherence::None => "none",
+            Coherence::Blend => "blend",
+            Coherence::Flow => "flow",
+        }
+    }
+}
+
+impl std::str::FromStr for Coherence {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [Coherence::None, Coherence::Blend, Coherence::Flow].into_iter().find(|c| c.name() == s).ok_or(())
+    }
 }
 
 /// Motion from the previous source frame to the current one.
@@ -27,9 +47,6 @@ pub struct Motion {
     /// The frames differ so much that this is a new shot: nothing is carried over.
     pub cut: bool,
 }
-
-/// Mean absolute luma difference above which two frames count as different shots.
-pub const DEFAULT_SCENE_CUT: f64 = 0.25;
 
 /// Analyses the step from `prev` to `cur` (luma planes) for `mode`.
 pub fn motion(prev: &Plane, cur: &Plane, mode: Coherence, scene_cut: f32) -> Motion {
@@ -111,8 +128,8 @@ mod tests {
     #[test]
     fn scene_cuts_reset_and_flow_carries_the_residual() {
         let (a, b) = (Plane::luma(&solid(10)), Plane::luma(&solid(240)));
-        assert!(motion(&a, &b, Coherence::Flow, DEFAULT_SCENE_CUT as f32).cut);
-        let m = motion(&a, &a, Coherence::Flow, DEFAULT_SCENE_CUT as f32);
+        assert!(motion(&a, &b, Coherence::Flow, crate::settings::Settings::default().scene_cut as f32).cut);
+        let m = motion(&a, &a, Coherence::Flow, crate::settings::Settings::default().scene_cut as f32);
         assert!(!m.cut);
         let cut = Motion { back: None, reliable: vec![], cut: true };
         let x = initial_image(&solid(100), Some((&solid(100), &solid(200))), Some(&cut), Coherence::Blend, 0.5);

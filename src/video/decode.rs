@@ -60,17 +60,10 @@ pub struct VideoReader {
     pending: std::collections::VecDeque<Item>,
 }
 
-/// Initialises FFmpeg once and keeps its log to errors only.
-pub fn init() -> anyhow::Result<()> {
-    ffmpeg::init().context("cannot initialise FFmpeg")?;
-    ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
-    Ok(())
-}
-
 impl VideoReader {
     /// Opens `path`, failing with a clear message if it is missing or has no decodable video.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        init()?;
+        super::init()?;
         if !path.is_file() {
             bail!("input video {} does not exist", path.display());
         }
@@ -173,7 +166,7 @@ impl VideoReader {
         let key = (decoded.format(), decoded.width(), decoded.height());
         if self.scaler.as_ref().is_none_or(|(_, k)| *k != key) {
             let ctx =
-                scaling::Context::get(key.0, key.1, key.2, format::Pixel::RGB24, key.1, key.2, scaling::Flags::BICUBIC)
+                scaling::Context::get(key.0, key.1, key.2, format::Pixel::RGB24, key.1, key.2, super::scale_flags())
                     .context("cannot convert the video's pixel format to RGB")?;
             self.scaler = Some((super::Scaler(ctx), key));
         }

@@ -23,8 +23,15 @@ pub struct EncodeSettings {
 }
 
 impl Default for EncodeSettings {
+    /// The settings table's defaults.
     fn default() -> Self {
-        Self { codec: "libx264".into(), crf: 18, metadata: Vec::new() }
+        Self::from(&crate::settings::Settings::default())
+    }
+}
+
+impl From<&crate::settings::Settings> for EncodeSettings {
+    fn from(s: &crate::settings::Settings) -> Self {
+        Self { codec: s.codec.clone(), crf: s.crf as u32, metadata: Vec::new() }
     }
 }
 
@@ -44,6 +51,18 @@ pub struct VideoWriter {
     last: Option<(i64, RgbImage)>,
 }
 
+/// Options every encoder opens with: for libx264 on CPUs with AVX-512, its AVX-512 code is left
+/// out (it reads memory it did not write, so the same frames could encode differently from run
+/// to run); x264's other code paths all give the same bitstream.
+pub fn encoder_options(codec: &str) -> Dictionary<'static> {
+    let mut opts = Dictionary::new();
+    #[cfg(target_arch = "x86_64")]
+    if codec == "libx264" && std::arch::is_x86_feature_detected!("avx512f") {
+        opts.set("x264-params", "asm=AVX2");
+    }
+    opts
+}
+
 /// Rounds a size up to even (4:2:0 chroma needs even sizes).
 pub fn even(v: u32) -> u32 {
     v + (v & 1)
@@ -53,7 +72,7 @@ impl VideoWriter {
     /// Creates `path` (its extension picks the container) for frames of `info`'s size and
     /// timing, with `info`'s audio streams copied.
     pub fn create(path: &Path, info: &VideoInfo, settings: &EncodeSettings) -> anyhow::Result<Self> {
-        super::decode::init()?;
+        super::init()?;
         let mut output = format::output(path)
             .with_context(|| format!("cannot create {} (unknown container extension?)", path.display()))?;
         let codec = encoder::find_by_name(&settings.codec).with_context(|| {
@@ -77,7 +96,7 @@ impl VideoWriter {
         if global_header {
             enc.set_flags(codec::Flags::GLOBAL_HEADER);
         }
-        let mut opts = Dictionary::new();
+        let mut opts = encoder_options(&settings.codec);
         opts.set("crf", &settings.crf.to_string());
         let encoder = enc
             .open_with(opts)
@@ -111,7 +130,7 @@ impl VideoWriter {
             pixel,
             width,
             height,
-            scaling::Flags::BICUBIC,
+            super::scale_flags(),
         )?);
         Ok(Self {
             output,

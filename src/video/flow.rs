@@ -29,14 +29,7 @@ impl Plane {
 
     /// Bilinear sample with clamped edges.
     pub fn sample(&self, x: f32, y: f32) -> f32 {
-        let x = x.clamp(0.0, (self.w - 1) as f32);
-        let y = y.clamp(0.0, (self.h - 1) as f32);
-        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-        let (x1, y1) = ((x0 + 1).min(self.w - 1), (y0 + 1).min(self.h - 1));
-        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-        let top = self.at(x0, y0) * (1.0 - fx) + self.at(x1, y0) * fx;
-        let bottom = self.at(x0, y1) * (1.0 - fx) + self.at(x1, y1) * fx;
-        top * (1.0 - fy) + bottom * fy
+        sample(&self.data, self.w, self.h, x, y)
     }
 
     /// Half-size copy (2x2 means; a trailing odd row/column is dropped).
@@ -75,6 +68,18 @@ impl Plane {
     }
 }
 
+/// Bilinear sample at `(x, y)` of the `w x h` row-major plane `data`, edges clamped.
+pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
+    let x = x.clamp(0.0, (w - 1) as f32);
+    let y = y.clamp(0.0, (h - 1) as f32);
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let top = data[y0 * w + x0] * (1.0 - fx) + data[y0 * w + x1] * fx;
+    let bottom = data[y1 * w + x0] * (1.0 - fx) + data[y1 * w + x1] * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
 fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut out = vec![0f32; w * h];
     for y in 0..h {
@@ -106,23 +111,16 @@ impl Flow {
 
     /// Doubles the resolution and the displacements.
     fn upscale(&self, w: usize, h: usize) -> Self {
-        let (su, sv) = (
-            Plane { w: self.w, h: self.h, data: self.u.clone() },
-            Plane { w: self.w, h: self.h, data: self.v.clone() },
-        );
         let (fx, fy) = (self.w as f32 / w as f32, self.h as f32 / h as f32);
-        let sample = |p: &Plane, scale: f32| -> Vec<f32> {
+        let resample = |d: &[f32], scale: f32| -> Vec<f32> {
             (0..w * h)
-                .map(|i| scale * p.sample(((i % w) as f32 + 0.5) * fx - 0.5, ((i / w) as f32 + 0.5) * fy - 0.5))
+                .map(|i| {
+                    let (x, y) = (((i % w) as f32 + 0.5) * fx - 0.5, ((i / w) as f32 + 0.5) * fy - 0.5);
+                    scale * sample(d, self.w, self.h, x, y)
+                })
                 .collect()
         };
-        Self { w, h, u: sample(&su, 1.0 / fx), v: sample(&sv, 1.0 / fy) }
-    }
-
-    /// Bilinearly interpolated displacement at a real position.
-    pub fn at(&self, x: f32, y: f32) -> (f32, f32) {
-        let p = |d: &Vec<f32>| Plane { w: self.w, h: self.h, data: d.clone() };
-        (p(&self.u).sample(x, y), p(&self.v).sample(x, y))
+        Self { w, h, u: resample(&self.u, 1.0 / fx), v: resample(&self.v, 1.0 / fy) }
     }
 }
 
@@ -210,7 +208,6 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
 /// frame get 0 (Sundaram et al. 2010).
 pub fn consistency(forward: &Flow, backward: &Flow) -> Vec<f32> {
     let (w, h) = (forward.w, forward.h);
-    let (bu, bv) = (Plane { w, h, data: backward.u.clone() }, Plane { w, h, data: backward.v.clone() });
     (0..w * h)
         .into_par_iter()
         .map(|i| {
@@ -220,7 +217,7 @@ pub fn consistency(forward: &Flow, backward: &Flow) -> Vec<f32> {
             if qx < 0.0 || qy < 0.0 || qx > (w - 1) as f32 || qy > (h - 1) as f32 {
                 return 0.0;
             }
-            let (bx, by) = (bu.sample(qx, qy), bv.sample(qx, qy));
+            let (bx, by) = (sample(&backward.u, w, h, qx, qy), sample(&backward.v, w, h, qx, qy));
             let err = (u + bx).powi(2) + (v + by).powi(2);
             let bound = 0.01 * (u * u + v * v + bx * bx + by * by) + 0.5;
             if err <= bound {
@@ -238,9 +235,9 @@ pub fn warp(src: &[f32], channels: usize, flow: &Flow) -> Vec<f32> {
     let (w, h) = (flow.w, flow.h);
     let mut out = vec![0f32; channels * w * h];
     out.par_chunks_mut(w * h).enumerate().for_each(|(c, plane_out)| {
-        let plane = Plane { w, h, data: src[c * w * h..(c + 1) * w * h].to_vec() };
+        let plane = &src[c * w * h..(c + 1) * w * h];
         for (i, o) in plane_out.iter_mut().enumerate() {
-            *o = plane.sample((i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i]);
+            *o = sample(plane, w, h, (i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i]);
         }
     });
     out

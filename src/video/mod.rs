@@ -9,6 +9,22 @@ pub mod flow;
 pub use decode::{Item, SourceFrame, VideoInfo, VideoReader};
 pub use encode::{EncodeSettings, VideoWriter};
 
+/// Initialises FFmpeg (once; later calls do nothing) and keeps its log to errors only.
+pub fn init() -> anyhow::Result<()> {
+    use anyhow::Context;
+    ffmpeg_next::init().context("cannot initialise FFmpeg")?;
+    ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+    Ok(())
+}
+
+/// How every RGB <-> YUV conversion is done: bicubic, with exact rounding and bit-exact on every
+/// CPU (swscale's SIMD paths otherwise round differently on AVX2 and AVX-512 machines, and the
+/// same input would give other frames elsewhere).
+pub fn scale_flags() -> ffmpeg_next::software::scaling::Flags {
+    use ffmpeg_next::software::scaling::Flags;
+    Flags::BICUBIC | Flags::ACCURATE_RND | Flags::BITEXACT
+}
+
 /// An FFmpeg pixel-format converter that may move to another thread.
 pub(crate) struct Scaler(pub(crate) ffmpeg_next::software::scaling::Context);
 

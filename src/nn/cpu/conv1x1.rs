@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::masked;
+use super::operands::masked;
 
 /// A 1x1 convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 1, 1]` weight (second operand), or, with `gradient`, the input gradient of one

@@ -23,9 +23,10 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::buffers::SharedMut;
+use super::operands::copy_masked;
 use super::pool::route;
 use super::winograd::{self, transform_weights};
-use super::{copy_masked, SharedMut};
 
 /// Bytes of output plus input a band may span (half of the L2 cache of the cores we target).
 const BAND_BYTES: usize = 1 << 20;
@@ -278,8 +279,11 @@ impl CustomOp3 for PooledGradientCpu<'_> {
         if !self.0.transposed || l1.shape().dims4()? != (n, c, h / 2, w / 2) || (wo, kh, kw) != (c, 3, 3) {
             candle_core::bail!("{name}: gradient {:?}, weight {:?}, mask {:?}", l1.shape(), l2.shape(), l3.shape());
         }
-        let (x, weight, mask) =
-            (super::f32_data(s1, l1, name)?, super::f32_data(s2, l2, name)?, super::u8_data(s3, l3, name)?);
+        let (x, weight, mask) = (
+            super::operands::f32_data(s1, l1, name)?,
+            super::operands::f32_data(s2, l2, name)?,
+            super::operands::u8_data(s3, l3, name)?,
+        );
         let out = self.0.run(x, Some(mask), (n, c, h, w), true, weight);
         Ok((CpuStorage::F32(out), Shape::from((n, wi, h, w))))
     }

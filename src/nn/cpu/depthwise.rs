@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::copy_masked;
+use super::operands::copy_masked;
 
 /// A depthwise convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[c, 1, k, k]` weight (second operand), or, with `gradient`, the input gradient of one

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::{f32_data, masked, u8_data};
+use super::operands::{f32_data, masked, u8_data};
 
 /// 2x2 max-pool with stride 2, floor mode (odd trailing rows/columns are dropped), of an `F32`
 /// NCHW tensor.

@@ -5,11 +5,16 @@
 
 use std::mem::MaybeUninit;
 
-use super::{A, M};
-use crate::nn::cpu::{masked, SharedMut};
+use crate::nn::cpu::buffers::SharedMut;
+use crate::nn::cpu::operands::masked;
 
 /// Tiles transformed together: one 512-bit vector of `f32`.
 pub const LANES: usize = 16;
+
+/// Output tile side.
+pub const M: usize = 4;
+/// Input tile side.
+pub const A: usize = M + 2;
 
 /// Lanes of one value across [`LANES`] tiles.
 type Lanes = [f32; LANES];

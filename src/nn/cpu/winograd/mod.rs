@@ -19,13 +19,9 @@ use std::mem::MaybeUninit;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{Scratch, SharedMut};
-use kernels::{input_tiles, kernel_tiles, output_tiles, split_phases, Slots, LANES};
+use super::buffers::{Scratch, SharedMut};
+use kernels::{input_tiles, kernel_tiles, output_tiles, split_phases, Slots, A, LANES, M};
 
-/// Output tile side.
-const M: usize = 4;
-/// Input tile side.
-const A: usize = M + 2;
 /// Transformed tile elements.
 const XI: usize = A * A;
 

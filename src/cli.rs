@@ -1,0 +1,284 @@
+//! The command line's definitions (clap); the settings' flags come from the settings table.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Arg, ArgMatches, Args, Parser, Subcommand};
+
+use dreamvid::device::{DeviceKind, Precision};
+use dreamvid::models::ModelKind;
+use dreamvid::settings::{Section, Setting, Settings, TABLE};
+
+/// DeepDream for videos, images and infinite-zoom animations.
+///
+/// Amplifies what a pretrained network sees: gradient ascent on the pixels to increase the
+/// activations of one layer, over several octaves (scales). Videos keep their timing and
+/// audio; each frame builds on the previous dreamed frame, carried along the optical flow, so
+/// the dream sticks to moving objects instead of flickering. Settings come from presets
+/// (`dreamvid presets`), which flags override.
+///
+/// Examples:
+///   dreamvid clip.mp4 -o dream.mp4                      (preset lite0-video)
+///   dreamvid clip.mp4 -o dream.mp4 --preset layer30     (VGG19, the classic look)
+///   dreamvid clip.mp4 -o dream.mp4 --resume             (continue an interrupted render)
+///   dreamvid image photo.jpg -o dream.png --layer blocks.6
+///   dreamvid zoom --noise -o zoom.gif --frames 48 --loop
+///   dreamvid layers --model vgg19
+///   dreamvid compare golden.mp4 dream.mp4 --min-psnr 35
+#[derive(Parser)]
+#[command(
+    name = "dreamvid",
+    version,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// A subcommand, or none to dream a video.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Dreaming a video (the default command).
+    #[command(flatten)]
+    pub video: VideoArgs,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Dream on one image (PNG or JPEG) and write the result.
+    Image(ImageArgs),
+    /// Grow an infinite-zoom animation from an image or noise (GIF, MP4 or PNG frames).
+    Zoom(ZoomArgs),
+    /// List a model's layers with their output shapes, to choose a --layer.
+    Layers(LayersArgs),
+    /// List the shipped presets.
+    Presets,
+    /// List every setting: preset key, flag, range, default, and what it does.
+    Settings,
+    /// Compare two videos frame by frame (PSNR); fails if any frame is below --min-psnr.
+    Compare(CompareArgs),
+}
+
+/// A parser for a type with [`FromStr`] whose values are the words `names`.
+fn words<T: FromStr + Clone + Send + Sync + 'static>(
+    names: &'static [&'static str],
+) -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(names).map(|s| s.parse::<T>().unwrap_or_else(|_| unreachable!("`{s}` is a listed value")))
+}
+
+/// Which network, from where, on which device.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// Network: efficientnet-lite0 (free, scripts/fetch-weights) or vgg19 (the classic look).
+    /// Default: the preset's model, else efficientnet-lite0.
+    #[arg(long, value_parser = words::<ModelKind>(&["efficientnet-lite0", "vgg19"]))]
+    pub model: Option<ModelKind>,
+    /// Weights file (safetensors). Default: <model file> in $DREAMVID_WEIGHTS_DIR, ./weights,
+    /// or the repository's weights/ folder.
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+    /// Where to compute: cpu (all cores) or cuda (the first GPU; needs a CUDA build).
+    #[arg(long, default_value = "cpu", value_parser = words::<DeviceKind>(&["cpu", "cuda"]))]
+    pub device: DeviceKind,
+    /// Arithmetic precision; f16 and bf16 halve memory and run faster on GPUs (CUDA only).
+    #[arg(long, default_value = "f32", value_parser = words::<Precision>(&["f32", "f16", "bf16"]))]
+    pub precision: Precision,
+}
+
+/// The flags of the settings table's rows in the sections `S` (a bitmask of
+/// [`section_bit`]s), as given: `(row, text)`, checked later like preset values.
+pub struct SettingFlags<const S: u8> {
+    /// The flags given, in table order.
+    pub given: Vec<(&'static Setting, String)>,
+}
+
+/// The bit of a section in [`SettingFlags`]' mask.
+pub const fn section_bit(s: Section) -> u8 {
+    match s {
+        Section::Dream => 1,
+        Section::Video => 2,
+        Section::Zoom => 4,
+        Section::Compute => 8,
+        Section::Encode => 16,
+    }
+}
+
+/// Sections of each command's flags.
+pub const IMAGE: u8 = section_bit(Section::Dream) | section_bit(Section::Compute);
+/// Sections of the video command's flags.
+pub const VIDEO: u8 = IMAGE | section_bit(Section::Video) | section_bit(Section::Encode);
+/// Sections of the zoom command's flags.
+pub const ZOOM: u8 = IMAGE | section_bit(Section::Zoom) | section_bit(Section::Encode);
+
+impl<const S: u8> SettingFlags<S> {
+    fn rows() -> impl Iterator<Item = &'static Setting> {
+        TABLE.iter().filter(|s| section_bit(s.section) & S != 0)
+    }
+}
+
+/// The help of one setting's flag: its text, then where presets set it and its default.
+fn flag_help(row: &Setting) -> (String, String) {
+    let text = row.help.trim().replace('\n', " ");
+    let short = text.split(". ").next().unwrap_or(&text).trim_end_matches('.').to_string();
+    let default = Settings::default().to_table().get(row.name).map(|v| v.to_string());
+    let mut long = text.clone();
+    match row.section.preset_table() {
+        Some(table) => {
+            long += &format!("\n[preset: `{}` in [{table}]", row.name);
+            if row.keyframed {
+                long += ", keyframable";
+            }
+            long += &format!("; default: the preset's, else {}]", default.unwrap_or_else(|| "none".into()));
+        }
+        None => long += &format!("\n[default: {}]", default.unwrap_or_else(|| "none".into())),
+    }
+    (short, long)
+}
+
+impl<const S: u8> Args for SettingFlags<S> {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for row in Self::rows() {
+            let (short, long) = flag_help(row);
+            let mut arg = Arg::new(row.name).long(row.flag()).value_name(row.shape).help(short).long_help(long);
+            if let Some(alias) = row.alias {
+                arg = arg.visible_alias(alias);
+            }
+            if !row.choices.is_empty() {
+                arg = arg.value_parser(PossibleValuesParser::new(row.choices));
+            }
+            cmd = cmd.arg(arg.help_heading("Settings (override the preset)"));
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl<const S: u8> clap::FromArgMatches for SettingFlags<S> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let given = Self::rows().filter_map(|row| m.get_one::<String>(row.name).map(|v| (row, v.clone()))).collect();
+        Ok(Self { given })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+/// A preset, and flags that override it for the whole render.
+#[derive(Args)]
+pub struct DreamArgs<const S: u8> {
+    /// Preset name (see `dreamvid presets`) or path to a .toml file. Default: lite0 for
+    /// images, lite0-video for videos, zoom for zooms (layer30 / zoom-vgg with --model vgg19).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// The settings' flags.
+    #[command(flatten)]
+    pub settings: SettingFlags<S>,
+}
+
+/// Dreaming a video (the default command).
+#[derive(Args)]
+pub struct VideoArgs {
+    /// Video to dream on (any container and codec FFmpeg reads).
+    #[arg(required = true)]
+    pub input: Option<PathBuf>,
+    /// Where to write the dreamed video; the extension picks the container (.mp4, .mkv, .mov).
+    #[arg(short, long, required = true)]
+    pub output: Option<PathBuf>,
+    /// The network.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The preset and settings.
+    #[command(flatten)]
+    pub dream: DreamArgs<VIDEO>,
+    /// Continue an interrupted render from its per-frame checkpoints (same options needed).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Dreaming one image.
+#[derive(Args)]
+pub struct ImageArgs {
+    /// Image to dream on.
+    pub input: PathBuf,
+    /// Where to write the dreamed image (.png or .jpg).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The network.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The preset and settings.
+    #[command(flatten)]
+    pub dream: DreamArgs<IMAGE>,
+}
+
+/// Growing an infinite zoom.
+#[derive(Args)]
+pub struct ZoomArgs {
+    /// Image to start from (omit with --noise).
+    pub seed_image: Option<PathBuf>,
+    /// Start from noise instead of an image.
+    #[arg(long, conflicts_with = "seed_image")]
+    pub noise: bool,
+    /// Output: .gif (looping), .mp4/.mkv/.mov/.webm, or a folder ending in / for PNG frames.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Number of frames.
+    #[arg(long, default_value_t = 48)]
+    pub frames: usize,
+    /// Frames per second (also what keyframe `seconds` are measured in).
+    #[arg(long, default_value_t = 12)]
+    pub fps: u32,
+    /// Frame size WIDTHxHEIGHT (default: the seed image's size, or 256x256 for noise).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(usize, usize)>,
+    /// Make the last frame lead seamlessly into the first (for endless playback).
+    #[arg(long = "loop")]
+    pub looped: bool,
+    /// GIF palette quality: 1 (best, slowest) to 30 (fastest).
+    #[arg(long, default_value_t = 10)]
+    pub gif_quality: i32,
+    /// The network.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The preset and settings.
+    #[command(flatten)]
+    pub dream: DreamArgs<ZOOM>,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT, e.g. 320x240")?;
+    let (w, h) = (w.parse::<usize>().map_err(|e| e.to_string())?, h.parse::<usize>().map_err(|e| e.to_string())?);
+    if !(16..=4096).contains(&w) || !(16..=4096).contains(&h) {
+        return Err("width and height must be between 16 and 4096".into());
+    }
+    Ok((w, h))
+}
+
+/// Listing a model's layers.
+#[derive(Args)]
+pub struct LayersArgs {
+    /// The network.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input size (square) used to compute the output shapes.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+}
+
+/// Comparing two videos.
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Reference video.
+    pub reference: PathBuf,
+    /// Video to check against it.
+    pub candidate: PathBuf,
+    /// Lowest acceptable PSNR of any frame, in dB.
+    #[arg(long, default_value_t = 30.0)]
+    pub min_psnr: f64,
+}

@@ -1,0 +1,210 @@
+//! What each command does: load the preset and the network, run the library, show progress.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use dreamvid::animation::{write_frames, Target};
+use dreamvid::compare::compare_videos;
+use dreamvid::dream;
+use dreamvid::image_io::{check_image_path, load_image, save_image};
+use dreamvid::models::ModelKind;
+use dreamvid::nn::Network;
+use dreamvid::pipeline::{render_video, VideoJob};
+use dreamvid::plan::{load_preset, Plan, Purpose};
+use dreamvid::preset::Preset;
+use dreamvid::resample::resize;
+use dreamvid::resume::render_record;
+use dreamvid::video::EncodeSettings;
+use dreamvid::zoom::{generated_frames, noise_image, render_zoom, ZoomJob};
+
+use crate::cli::{CompareArgs, DreamArgs, ImageArgs, LayersArgs, ModelArgs, VideoArgs, ZoomArgs};
+
+/// A preset with flags applied, the network it runs on, and where that came from.
+struct Setup {
+    preset: Preset,
+    model: ModelKind,
+    weights: PathBuf,
+    net: Network,
+    device: candle_core::Device,
+}
+
+impl Setup {
+    fn new<const S: u8>(model: &ModelArgs, dream: &DreamArgs<S>, purpose: Purpose) -> anyhow::Result<Self> {
+        let (preset, kind) = load_preset(dream.preset.as_deref(), purpose, model.model, &dream.settings.given)?;
+        let (net, device, weights) = load_model(model, kind)?;
+        Ok(Setup { preset, model: kind, weights, net, device })
+    }
+
+    fn plan(&self) -> Plan<'_> {
+        Plan { preset: &self.preset, net: &self.net }
+    }
+}
+
+/// Opens the device and loads `kind` from the given or default weights at the precision.
+fn load_model(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<(Network, candle_core::Device, PathBuf)> {
+    let weights = match &args.weights {
+        Some(p) => p.clone(),
+        None => kind.locate_weights()?,
+    };
+    let device = args.device.open()?;
+    let dtype = args.precision.dtype_on(&device)?;
+    let net = kind.load(&weights, &device)?.to_dtype(dtype)?;
+    Ok((net, device, weights))
+}
+
+/// `dreamvid INPUT -o OUTPUT`.
+pub fn video(args: VideoArgs) -> anyhow::Result<()> {
+    let (input, output) = (args.input.expect("required by clap"), args.output.expect("required by clap"));
+    let s = Setup::new(&args.model, &args.dream, Purpose::Video)?;
+    let plan = s.plan();
+    let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
+    let base = &s.preset.base;
+    let job = VideoJob {
+        record: render_record(&input, s.model, &s.weights, &s.preset),
+        input,
+        output,
+        net: &s.net,
+        device: s.device.clone(),
+        frame_params: &frame_params,
+        coherence: base.coherence,
+        scene_cut: base.scene_cut as f32,
+        encode: EncodeSettings::from(base),
+        resume: args.resume,
+    };
+    let bar = bar("frames");
+    let report = render_video(&job, &mut |p| {
+        if let Some(total) = p.total {
+            bar.set_length(total as u64);
+        }
+        bar.set_position(p.done as u64);
+        bar.set_message(if p.resumed { "(from checkpoints)" } else { "" });
+    })?;
+    bar.finish();
+    let outside = 1.0 - report.dreaming.as_secs_f64() / report.wall.as_secs_f64().max(1e-9);
+    eprintln!(
+        "wrote {} ({} frames{}, {:.2} s/frame, {:.0}% of the time outside the dream step{})",
+        job.output.display(),
+        report.frames,
+        if report.resumed > 0 { format!(", {} from checkpoints", report.resumed) } else { String::new() },
+        report.wall.as_secs_f64() / report.frames as f64,
+        100.0 * outside,
+        report.peak_rss_bytes.map_or(String::new(), |b| format!(", peak memory {} MiB", b >> 20)),
+    );
+    Ok(())
+}
+
+/// `dreamvid image INPUT -o OUTPUT`.
+pub fn image(args: ImageArgs) -> anyhow::Result<()> {
+    check_image_path(&args.output)?;
+    let s = Setup::new(&args.model, &args.dream, Purpose::Image)?;
+    let params = s.plan().still()?;
+    let image = load_image(&args.input, &s.device)?;
+    let (_, _, h, w) = image.dims4()?;
+    let bar = bar("steps");
+    bar.set_length(dream::total_steps(h, w, &params) as u64);
+    bar.set_prefix(format!("{w}x{h}"));
+    let dreamed = dream::dream(&s.net, &image, &params, &mut |st| {
+        bar.set_message(format!("octave {}/{} objective {:.1}", st.octave + 1, st.octaves, st.objective));
+        bar.inc(1);
+    })
+    .context("dream failed")?;
+    bar.finish();
+    save_image(&dreamed, &args.output)?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// `dreamvid zoom [SEED_IMAGE | --noise] -o OUTPUT`.
+pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
+    let target = Target::for_path(&args.output)?;
+    if args.frames == 0 {
+        bail!("--frames must be at least 1");
+    }
+    if args.fps == 0 || args.fps > 100 {
+        bail!("--fps must be between 1 and 100 (got {})", args.fps);
+    }
+    let s = Setup::new(&args.model, &args.dream, Purpose::Zoom)?;
+    let seed_image = match (&args.seed_image, args.noise) {
+        (Some(path), _) => {
+            let img = load_image(path, &s.device)?;
+            match args.size {
+                Some((w, h)) => resize(&img, h, w)?,
+                None => img,
+            }
+        }
+        (None, true) => {
+            let (w, h) = args.size.unwrap_or((256, 256));
+            noise_image(h, w, s.preset.base.seed, &s.device)?
+        }
+        (None, false) => bail!("give a seed image, or --noise to start from noise"),
+    };
+    let (plan, fps) = (s.plan(), f64::from(args.fps));
+    let frame_settings = |i: usize| plan.frame(i, fps);
+    let job =
+        ZoomJob { net: &s.net, seed_image, frames: args.frames, looped: args.looped, frame_settings: &frame_settings };
+    let bar = bar("frames");
+    bar.set_length(generated_frames(args.frames, args.looped) as u64);
+    let frames = render_zoom(&job, &mut |done| bar.set_position(done as u64))?;
+    bar.finish();
+    write_frames(&target, &frames, args.fps, args.gif_quality, &EncodeSettings::from(&s.preset.base))?;
+    eprintln!(
+        "wrote {} ({} frames at {} fps{})",
+        args.output.display(),
+        frames.len(),
+        args.fps,
+        if args.looped { ", looping" } else { "" }
+    );
+    Ok(())
+}
+
+/// `dreamvid layers`.
+pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
+    let (net, device, _) = load_model(&args.model, args.model.model.unwrap_or(ModelKind::EfficientNetLite0))?;
+    let x = candle_core::Tensor::zeros((1, 3, args.size, args.size), net.dtype(), &device)?;
+    let shapes = net.tap_shapes(&x)?;
+    println!("{:<14} {:<28} output shape for {}x{} input", "layer", "op", args.size, args.size);
+    for (tap, shape) in net.taps().iter().zip(shapes) {
+        println!("{:<14} {:<28} {:?}", tap.name, tap.kind, &shape[1..]);
+    }
+    Ok(())
+}
+
+/// `dreamvid presets`.
+pub fn presets() -> anyhow::Result<()> {
+    for (name, description) in Preset::shipped_descriptions() {
+        println!("{name:<16} {description}");
+    }
+    println!("\nUse one with --preset NAME, or write your own (see presets/README.md) and pass --preset FILE.toml.");
+    Ok(())
+}
+
+/// `dreamvid compare REFERENCE CANDIDATE`.
+pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let psnrs = compare_videos(&args.reference, &args.candidate)?;
+    let mut worst = f64::INFINITY;
+    for (i, p) in psnrs.iter().enumerate() {
+        println!("frame {i:>6}: {p:>7.2} dB");
+        worst = worst.min(*p);
+    }
+    println!("{} frames, lowest PSNR {worst:.2} dB (threshold {:.2} dB)", psnrs.len(), args.min_psnr);
+    if worst < args.min_psnr {
+        bail!("{} differs from {} beyond the threshold", args.candidate.display(), args.reference.display());
+    }
+    Ok(())
+}
+
+/// A progress bar with rate and ETA; the length is set by the caller.
+fn bar(unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit}, {{per_sec}}, ETA {{eta}} {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}

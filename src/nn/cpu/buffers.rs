@@ -1,0 +1,70 @@
+//! Work buffers reused per thread, and the pointer parallel workers write their disjoint
+//! output regions through.
+
+thread_local! {
+    /// Buffers [`Scratch`] returned on this thread, for the next one to reuse.
+    static SPARE: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread for reuse.
+const SPARE_BUFFERS: usize = 4;
+
+/// A work buffer of unspecified contents, reused from the thread's spare buffers when one is
+/// there (a fresh buffer is zeroed once): kernels that run for every band of every layer need
+/// no allocation or clearing of their buffers. Goes back to the spares of the thread that
+/// drops it.
+pub(super) struct Scratch(Vec<f32>);
+
+impl Scratch {
+    /// A buffer of `len` elements.
+    pub(super) fn new(len: usize) -> Self {
+        let spare = SPARE.with(|spare| spare.borrow_mut().pop());
+        // A spare twice as large as needed is let go, so that big buffers of wide layers are
+        // not held through the rest of the network.
+        let mut buffer = spare.filter(|b| b.capacity() <= 2 * len).unwrap_or_default();
+        buffer.resize(len, 0.0);
+        Self(buffer)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Vec<f32>;
+
+    fn deref(&self) -> &Vec<f32> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut Vec<f32> {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.0);
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buffer);
+            }
+        });
+    }
+}
+
+/// A pointer that parallel workers write through, each to its own disjoint region.
+#[derive(Clone, Copy)]
+pub(super) struct SharedMut(pub(super) *mut f32);
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not the field).
+    pub(super) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: only used to hand disjoint output regions to rayon workers (see each use).
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}

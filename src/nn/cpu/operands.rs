@@ -1,0 +1,45 @@
+//! Kernel operands: candle's CPU storage as contiguous slices, and the masking rule every
+//! masked kernel applies.
+
+use candle_core::{CpuStorage, Layout, Result};
+
+/// The contiguous `F32` data of a CPU operand.
+pub(super) fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    match storage {
+        CpuStorage::F32(data) => contiguous(data, layout, op),
+        _ => candle_core::bail!("{op}: F32 operand expected"),
+    }
+}
+
+/// The contiguous `U8` data of a CPU operand (a mask).
+pub(super) fn u8_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [u8]> {
+    match storage {
+        CpuStorage::U8(data) => contiguous(data, layout, op),
+        _ => candle_core::bail!("{op}: U8 mask operand expected"),
+    }
+}
+
+/// The part of `data` a contiguous `layout` covers.
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: contiguous operand expected"),
+    }
+}
+
+/// `value` where `keep` is non-zero, else 0, without a branch (the activation and pool masks
+/// are unpredictable): the one rule every masked kernel applies.
+#[inline(always)]
+pub(super) fn masked(value: f32, keep: u8) -> f32 {
+    f32::from_bits(value.to_bits() & 0u32.wrapping_sub(u32::from(keep != 0)))
+}
+
+/// `dst = src` where `mask` (if given) is non-zero, 0 elsewhere: an activation's backward
+/// applied on the way into a kernel.
+#[inline(always)]
+pub(super) fn copy_masked(dst: &mut [f32], src: &[f32], mask: Option<&[u8]>) {
+    match mask {
+        Some(m) => dst.iter_mut().zip(src).zip(m).for_each(|((d, &v), &keep)| *d = masked(v, keep)),
+        None => dst.copy_from_slice(src),
+    }
+}

@@ -1,0 +1,603 @@
+//! Every setting of a dream, a video render and a zoom, each defined once.
+//!
+//! A row of [`settings!`] gives a setting's name (the TOML key in its preset section, the
+//! command-line flag with `-` for `_`, the key in render records and in the docs), its type,
+//! default, section, whether keyframes may change it, its range and its help text. Parsing
+//! presets, keyframe interpolation, flag overrides, range errors, render records and the
+//! defaults of [`crate::dream::DreamParams`] all derive from this table: adding a setting is
+//! one row here plus the code that uses it.
+
+use crate::models::ModelKind;
+use crate::preset::schedule::{crossfade, Interpolation, Track};
+use crate::video::coherence::Coherence;
+
+/// Where a setting lives in a preset, and which commands take it as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `[dream]`: the dream itself (every command).
+    Dream,
+    /// `[video]`: how frames of a video build on each other.
+    Video,
+    /// `[zoom]`: the camera of an infinite zoom.
+    Zoom,
+    /// How this run computes (flags only, not part of a preset's look).
+    Compute,
+    /// How videos and animations are encoded (flags only).
+    Encode,
+}
+
+impl Section {
+    /// The preset table this section is read from (`None`: flags only).
+    pub fn preset_table(self) -> Option<&'static str> {
+        match self {
+            Section::Dream => Some("dream"),
+            Section::Video => Some("video"),
+            Section::Zoom => Some("zoom"),
+            Section::Compute | Section::Encode => None,
+        }
+    }
+}
+
+/// The values a numeric setting accepts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Range {
+    /// Any value of the type.
+    Any,
+    /// From the first to the second, inclusive (each component of a pair).
+    Span(f64, f64),
+    /// 0 (off), or from the first to the second inclusive.
+    ZeroOr(f64, f64),
+}
+
+impl Range {
+    /// Why `v` is not allowed, as a phrase following the value (`is out of range (1 to 12)`).
+    pub fn check(self, v: f64) -> Result<(), String> {
+        match self {
+            Range::Any => Ok(()),
+            Range::Span(lo, hi) if v.is_finite() && v >= lo && v <= hi => Ok(()),
+            Range::Span(lo, hi) => Err(format!("is out of range ({lo} to {hi})")),
+            Range::ZeroOr(..) if v == 0.0 => Ok(()),
+            Range::ZeroOr(lo, _) if v.is_finite() && v < lo => {
+                Err(format!("is too small: use at least {lo}, or 0 to turn it off"))
+            }
+            Range::ZeroOr(lo, hi) => Range::Span(lo, hi).check(v),
+        }
+    }
+}
+
+/// One row of the settings table.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The one name: TOML key, flag (`-` for `_`), render-record key.
+    pub name: &'static str,
+    /// Another key presets and flags may use (`layer` for a single layer).
+    pub alias: Option<&'static str>,
+    /// Preset section, and which commands take it.
+    pub section: Section,
+    /// Whether keyframes may change it during a render.
+    pub keyframed: bool,
+    /// Allowed numbers.
+    pub range: Range,
+    /// What a value looks like (`NUMBER`, `COUNT`, `LAYER[=W],...`).
+    pub shape: &'static str,
+    /// The allowed words, for settings that are a choice.
+    pub choices: &'static [&'static str],
+    /// Help text: the first line, then details.
+    pub help: &'static str,
+}
+
+impl Setting {
+    /// The command-line flag, without the dashes.
+    pub fn flag(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// Whether `key` names this setting (its name or alias).
+    pub fn is_called(&self, key: &str) -> bool {
+        self.name == key || self.alias == Some(key)
+    }
+
+    /// Parses and range-checks `text` given on the command line, for `model`.
+    pub fn parse_flag(&self, text: &str, model: Option<ModelKind>) -> Result<Partial, String> {
+        let mut p = Partial::default();
+        p.set(self, Raw::Text(text), model).map_err(|e| e.describe(self.name, Naming::Flag))?;
+        Ok(p)
+    }
+}
+
+/// A value as written: preset TOML or flag text.
+#[derive(Debug, Clone, Copy)]
+pub enum Raw<'a> {
+    /// A TOML value from a preset.
+    Toml(&'a toml::Value),
+    /// A command-line flag's text.
+    Text(&'a str),
+}
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueError {
+    /// Not of the setting's type: the phrase (starting with its separator, as in
+    /// ` must be a number`) says what is expected.
+    Type(String),
+    /// A number outside the range: `(component suffix, value, reason)`.
+    Range(&'static str, f64, String),
+}
+
+impl ValueError {
+    /// The error as a sentence about the setting `name` as `how` names it.
+    pub fn describe(&self, name: &str, how: Naming) -> String {
+        match (self, how) {
+            (ValueError::Type(what), Naming::Key) => format!("`{name}`{what}"),
+            (ValueError::Type(what), Naming::Flag) => format!("--{}{what}", name.replace('_', "-")),
+            (ValueError::Range(suffix, v, why), Naming::Key) => format!("`{name}{suffix}` = {v} {why}"),
+            (ValueError::Range(suffix, v, why), Naming::Flag) => {
+                format!("--{}{} {v} {why}", name.replace('_', "-"), suffix.replace('_', "-"))
+            }
+        }
+    }
+}
+
+/// How an error names a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// As a preset key: `` `octave_scale` = 9 ``.
+    Key,
+    /// As a flag: `--octave-scale 9`.
+    Flag,
+}
+
+/// A type settings can have.
+pub trait Value: Sized + Clone + std::fmt::Debug + PartialEq {
+    /// What a value looks like on the command line.
+    const SHAPE: &'static str;
+    /// The allowed words, for choices.
+    const CHOICES: &'static [&'static str] = &[];
+    /// Reads a value (ranges are checked by the caller, through [`Value::bounded`]).
+    fn parse(raw: Raw, model: Option<ModelKind>) -> Result<Self, String>;
+    /// The value in a render record (`None`: left out).
+    fn to_toml(&self) -> Option<toml::Value>;
+    /// The numbers a [`Range`] bounds, each with the suffix that names it.
+    fn bounded(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+    /// The value a fraction `s` of the way from `a` to `b` (between keyframes); settings that
+    /// cannot blend hold `a`.
+    fn between(a: &Self, _b: &Self, _s: f64) -> Self {
+        a.clone()
+    }
+}
+
+fn number(raw: Raw) -> Result<f64, String> {
+    match raw {
+        Raw::Toml(toml::Value::Float(f)) => Ok(*f),
+        Raw::Toml(toml::Value::Integer(i)) => Ok(*i as f64),
+        Raw::Text(t) => t.trim().parse().map_err(|_| format!(" must be a number (got `{t}`)")),
+        Raw::Toml(v) => Err(format!(" must be a number (got {v})")),
+    }
+}
+
+fn whole(raw: Raw) -> Result<u64, String> {
+    let n = match raw {
+        Raw::Toml(toml::Value::Integer(i)) => *i,
+        Raw::Text(t) => t.trim().parse::<i64>().map_err(|_| format!(" must be a whole number (got `{t}`)"))?,
+        Raw::Toml(v) => return Err(format!(" must be a whole number (got {v})")),
+    };
+    u64::try_from(n).map_err(|_| format!(" must be 0 or more (got {n})"))
+}
+
+fn word<'a>(raw: Raw<'a>) -> Result<&'a str, String> {
+    match raw {
+        Raw::Toml(toml::Value::String(s)) => Ok(s),
+        Raw::Text(t) => Ok(t),
+        Raw::Toml(v) => Err(format!(" must be a string (got {v})")),
+    }
+}
+
+impl Value for f64 {
+    const SHAPE: &'static str = "NUMBER";
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        number(raw)
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::Float(*self))
+    }
+    fn bounded(&self) -> Vec<(&'static str, f64)> {
+        vec![("", *self)]
+    }
+    fn between(a: &Self, b: &Self, s: f64) -> Self {
+        a + (b - a) * s
+    }
+}
+
+impl Value for usize {
+    const SHAPE: &'static str = "COUNT";
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        whole(raw).and_then(|n| usize::try_from(n).map_err(|e| format!(" {e}")))
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::Integer(*self as i64))
+    }
+    fn bounded(&self) -> Vec<(&'static str, f64)> {
+        vec![("", *self as f64)]
+    }
+    /// Interpolated, then rounded.
+    fn between(a: &Self, b: &Self, s: f64) -> Self {
+        f64::between(&(*a as f64), &(*b as f64), s).round() as usize
+    }
+}
+
+impl Value for u64 {
+    const SHAPE: &'static str = "N";
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        whole(raw)
+            .and_then(|n| i64::try_from(n).map(|_| n).map_err(|_| format!(" must be at most {} (got {n})", i64::MAX)))
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::Integer(*self as i64))
+    }
+}
+
+/// An `(x, y)` pair: `[x, y]` in presets, `X,Y` on the command line; its components are
+/// range-checked as `NAME_x` and `NAME_y`.
+impl Value for (f64, f64) {
+    const SHAPE: &'static str = "X,Y";
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        let parts: Vec<f64> = match raw {
+            Raw::Toml(toml::Value::Array(a)) => a.iter().map(|v| number(Raw::Toml(v))).collect::<Result<_, _>>()?,
+            Raw::Text(t) => t.split(',').map(|p| number(Raw::Text(p))).collect::<Result<_, _>>()?,
+            Raw::Toml(v) => return Err(format!(" must be a pair [x, y] (got {v})")),
+        };
+        match parts[..] {
+            [x, y] => Ok((x, y)),
+            _ => Err(format!(" must be a pair of two numbers (got {})", parts.len())),
+        }
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::Array(vec![toml::Value::Float(self.0), toml::Value::Float(self.1)]))
+    }
+    fn bounded(&self) -> Vec<(&'static str, f64)> {
+        vec![("_x", self.0), ("_y", self.1)]
+    }
+    fn between(a: &Self, b: &Self, s: f64) -> Self {
+        (f64::between(&a.0, &b.0, s), f64::between(&a.1, &b.1, s))
+    }
+}
+
+impl Value for String {
+    const SHAPE: &'static str = "NAME";
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        word(raw).map(str::to_string)
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.clone()))
+    }
+}
+
+impl Value for Coherence {
+    const SHAPE: &'static str = "MODE";
+    const CHOICES: &'static [&'static str] = Coherence::NAMES;
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        let w = word(raw)?;
+        w.parse().map_err(|_| format!(" must be one of {} (got `{w}`)", Self::CHOICES.join(", ")))
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.name().to_string()))
+    }
+}
+
+/// Only these channels of a layer count (all when `None`).
+pub type Channels = Option<Vec<usize>>;
+
+impl Value for Channels {
+    const SHAPE: &'static str = "C,C,...";
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        let list: Vec<usize> = match raw {
+            Raw::Toml(toml::Value::Array(a)) => {
+                a.iter().map(|v| usize::parse(Raw::Toml(v), None)).collect::<Result<_, _>>()?
+            }
+            Raw::Text(t) => t.split(',').map(|p| usize::parse(Raw::Text(p), None)).collect::<Result<_, _>>()?,
+            Raw::Toml(v) => return Err(format!(" must be a list of channel numbers (got {v})")),
+        };
+        Ok(Some(list))
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        self.as_ref().map(|c| toml::Value::Array(c.iter().map(|&i| toml::Value::Integer(i as i64)).collect()))
+    }
+}
+
+/// A weighted set of layers, by the model's names: `"blocks.6"` or
+/// `{ "blocks.6" = 1.0, "blocks.10" = 0.5 }` in presets, `blocks.6=1,blocks.10=0.5` on the
+/// command line; layer numbers (`30`) stand for the name ending in them (`features.30`).
+pub type Layers = Vec<(String, f64)>;
+
+/// Largest weight of one layer in a [`Layers`] set.
+const MAX_LAYER_WEIGHT: f64 = 100.0;
+
+impl Value for Layers {
+    const SHAPE: &'static str = "LAYER[=W],...";
+    fn parse(raw: Raw, model: Option<ModelKind>) -> Result<Self, String> {
+        let set: Vec<(String, f64)> = match raw {
+            Raw::Toml(toml::Value::String(s)) => vec![(s.clone(), 1.0)],
+            Raw::Toml(toml::Value::Table(t)) => {
+                t.iter().map(|(k, v)| Ok((k.clone(), number(Raw::Toml(v))?))).collect::<Result<_, String>>()?
+            }
+            // `[["name", weight], ...]`, as render records write it.
+            Raw::Toml(toml::Value::Array(pairs)) => pairs
+                .iter()
+                .map(|pair| match pair.as_array().map(Vec::as_slice) {
+                    Some([toml::Value::String(name), w]) => Ok((name.clone(), number(Raw::Toml(w))?)),
+                    _ => Err(format!(" must hold [\"layer\", weight] pairs (got {pair})")),
+                })
+                .collect::<Result<_, String>>()?,
+            Raw::Text(t) => t
+                .split(',')
+                .map(|part| match part.split_once('=') {
+                    Some((name, w)) => Ok((name.trim().to_string(), number(Raw::Text(w))?)),
+                    None => Ok((part.trim().to_string(), 1.0)),
+                })
+                .collect::<Result<_, String>>()?,
+            Raw::Toml(v) => return Err(format!(" must be a layer name or a table of layer weights (got {v})")),
+        };
+        if set.is_empty() {
+            return Err(" is empty".into());
+        }
+        set.into_iter()
+            .map(|(name, w)| {
+                if !(w.is_finite() && (0.0..=MAX_LAYER_WEIGHT).contains(&w)) {
+                    return Err(format!(" weight {w} for `{name}` must be between 0 and {MAX_LAYER_WEIGHT}"));
+                }
+                let Some(m) = model else { return Ok((name, w)) };
+                match m.resolve_layer(&name) {
+                    Some(resolved) => Ok((resolved, w)),
+                    None => Err(format!(
+                        ": {} has no layer `{name}`; choose one of: {} (see `dreamvid layers --model {}`)",
+                        m.name(),
+                        m.layer_names().join(", "),
+                        m.name()
+                    )),
+                }
+            })
+            .collect()
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        let pair =
+            |(n, w): &(String, f64)| toml::Value::Array(vec![toml::Value::String(n.clone()), toml::Value::Float(*w)]);
+        Some(toml::Value::Array(self.iter().map(pair).collect()))
+    }
+    /// A layer change cross-fades: `(1 - s) * a + s * b`.
+    fn between(a: &Self, b: &Self, s: f64) -> Self {
+        crossfade(a, b, s)
+    }
+}
+
+/// Defines [`Settings`], [`Partial`] and [`TABLE`] from one list of rows:
+/// `/// help` `name: Type = default, [Section, keyframed?, range, alias];`.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $ty:ty = $default:expr, [$section:ident, $keyframed:literal, $range:expr, $alias:expr];
+    )*) => {
+        /// The value of every setting.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Settings {
+            $($(#[doc = $doc])+ pub $name: $ty,)*
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Self { $($name: $default,)* }
+            }
+        }
+
+        /// Some settings' values: what a preset section, a keyframe or the flags set.
+        #[derive(Debug, Clone, PartialEq, Default)]
+        pub struct Partial {
+            $($(#[doc = $doc])+ pub $name: Option<$ty>,)*
+        }
+
+        /// Every setting, in the order of [`Settings`]' fields.
+        pub const TABLE: &[Setting] = &[$(Setting {
+            name: stringify!($name),
+            alias: $alias,
+            section: Section::$section,
+            keyframed: $keyframed,
+            range: $range,
+            shape: <$ty as Value>::SHAPE,
+            choices: <$ty as Value>::CHOICES,
+            help: concat!($($doc, "\n"),+),
+        },)*];
+
+        impl Partial {
+            /// Reads `raw` into the setting `row`, range-checked.
+            pub fn set(&mut self, row: &Setting, raw: Raw, model: Option<ModelKind>) -> Result<(), ValueError> {
+                $(if row.name == stringify!($name) {
+                    let v = <$ty as Value>::parse(raw, model).map_err(ValueError::Type)?;
+                    for (suffix, x) in v.bounded() {
+                        row.range.check(x).map_err(|why| ValueError::Range(suffix, x, why))?;
+                    }
+                    self.$name = Some(v);
+                    return Ok(());
+                })*
+                unreachable!("`{}` is a row of the table", row.name)
+            }
+
+            /// Whether the setting `name` has a value here.
+            pub fn has(&self, name: &str) -> bool {
+                $(if name == stringify!($name) {
+                    return self.$name.is_some();
+                })*
+                false
+            }
+
+            /// Forgets the setting `name`.
+            pub fn clear(&mut self, name: &str) {
+                $(if name == stringify!($name) {
+                    self.$name = None;
+                })*
+            }
+
+            /// The names of the settings with a value here.
+            pub fn names(&self) -> Vec<&'static str> {
+                TABLE.iter().map(|s| s.name).filter(|n| self.has(n)).collect()
+            }
+
+            /// These values, then `other`'s where it has one.
+            pub fn merged(&self, other: &Partial) -> Partial {
+                Partial { $($name: other.$name.clone().or_else(|| self.$name.clone()),)* }
+            }
+        }
+
+        impl Settings {
+            /// These settings with `p`'s values where it has them.
+            pub fn with(&self, p: &Partial) -> Settings {
+                Settings { $($name: p.$name.clone().unwrap_or_else(|| self.$name.clone()),)* }
+            }
+
+            /// The settings at time `t` (in frames) given keyframes `(time, interpolation
+            /// towards the next, values)` in time order: a keyframed setting holds its first
+            /// keyframe value before it and its last one after it; settings that no keyframe
+            /// sets keep these values.
+            pub fn at(&self, t: f64, keys: &[(f64, Interpolation, &Partial)]) -> Settings {
+                let mut out = self.clone();
+                $(if $keyframed {
+                    let keys = keys.iter().filter_map(|(time, how, p)| p.$name.clone().map(|v| (*time, v, *how)));
+                    out.$name = Track { keys: keys.collect() }.value(t, self.$name.clone());
+                })*
+                out
+            }
+
+            /// Every setting as `name = value` (render records).
+            pub fn to_table(&self) -> toml::Table {
+                let mut t = toml::Table::new();
+                $(if let Some(v) = Value::to_toml(&self.$name) {
+                    t.insert(stringify!($name).into(), v);
+                })*
+                t
+            }
+        }
+    };
+}
+
+/// Default smallest side, in pixels, of the tiles large frames get their gradient in.
+pub const DEFAULT_TILE: usize = 768;
+
+settings! {
+    /// Layer(s) to amplify: a name from `dreamvid layers` (features.30, blocks.10) or its number.
+    /// Deeper layers give more object-like patterns. Several layers with weights:
+    /// `blocks.6=1,blocks.10=0.5` (in presets `layers = { "blocks.6" = 1.0, ... }`); a change
+    /// between keyframes cross-fades. Default: the model's (features.30, blocks.10).
+    layers: Layers = Vec::new(), [Dream, true, Range::Any, Some("layer")];
+    /// Only these channels of the layers count (default: all); keyframes switch them.
+    channels: Channels = None, [Dream, true, Range::Any, None];
+    /// Number of octaves (scales); each is octave_scale times smaller than the last.
+    octaves: usize = 4, [Dream, true, Range::Span(1.0, 12.0), None];
+    /// Size ratio between octaves.
+    octave_scale: f64 = 1.4, [Dream, true, Range::Span(1.01, 4.0), None];
+    /// Gradient steps per octave.
+    iterations: usize = 10, [Dream, true, Range::Span(0.0, 1000.0), None];
+    /// Step size per iteration (pixel range 0..1, relative to the mean gradient).
+    lr: f64 = 0.01, [Dream, true, Range::Span(1e-6, 1.0), None];
+    /// Largest random shift in pixels before each step (hides tiling artefacts).
+    jitter: usize = 16, [Dream, true, Range::Span(0.0, 256.0), None];
+    /// Gaussian smoothing of the gradient, in pixels (0 = off).
+    smooth: f64 = 0.5, [Dream, true, Range::Span(0.0, 20.0), None];
+    /// Random seed: the same input, settings and seed give the same output.
+    seed: u64 = 0, [Dream, false, Range::Any, None];
+    /// How each video frame builds on the previous dreamed frame: flow (carry the dream along
+    /// the motion), blend (plain mix, ghosts on motion) or none (independent frames, flickers).
+    coherence: Coherence = Coherence::Flow, [Video, false, Range::Any, None];
+    /// Weight of the previous dream carried into the next frame (0..1).
+    blend: f64 = 0.6, [Video, true, Range::Span(0.0, 1.0), None];
+    /// Mean brightness change (0..1) between frames that counts as a cut: the carry-over resets.
+    scene_cut: f64 = 0.25, [Video, false, Range::Span(0.0, 1.0), None];
+    /// Zoom factor per frame (> 1 zooms in).
+    zoom: f64 = 1.0, [Zoom, true, Range::Span(0.5, 2.0), None];
+    /// Rotation per frame in degrees, clockwise.
+    rotate: f64 = 0.0, [Zoom, true, Range::Span(-45.0, 45.0), None];
+    /// Camera shift per frame in pixels, `X,Y`.
+    translate: (f64, f64) = (0.0, 0.0), [Zoom, true, Range::Span(-256.0, 256.0), None];
+    /// Frames with a side longer than this many pixels get their gradients in tiles (at random
+    /// offsets, so no seams), which bounds memory: at 768, a 4K frame dreams with VGG19 in
+    /// under 4 GB. 0 never tiles.
+    tile: usize = DEFAULT_TILE, [Compute, false, Range::ZeroOr(crate::dream::MIN_TILE as f64, 1e9), None];
+    /// FFmpeg video encoder (libx264, libx265, libvpx-vp9, mpeg4, ...).
+    codec: String = "libx264".to_string(), [Encode, false, Range::Any, None];
+    /// Quality: constant rate factor (lower = better, bigger), for encoders that have one.
+    crf: usize = 18, [Encode, false, Range::Span(0.0, 63.0), None];
+}
+
+/// Keys that were renamed, with their new names, so old presets get a pointer.
+pub const RENAMED: &[(&str, &str)] = &[("factor", "zoom"), ("step", "lr"), ("smoothing", "smooth")];
+
+/// Every setting as a Markdown table (`dreamvid settings`; `presets/README.md` holds a copy
+/// that a test keeps current).
+pub fn reference() -> String {
+    let defaults = Settings::default().to_table();
+    let mut out = String::from(
+        "| setting | preset table | flag | keyframes | range | default | what it does |\n|---|---|---|---|---|---|---|\n",
+    );
+    for s in TABLE {
+        let table = s.section.preset_table().map_or("(flag only)".to_string(), |t| format!("[{t}]"));
+        let flag = match s.alias {
+            Some(a) => format!("--{} (--{a})", s.flag()),
+            None => format!("--{}", s.flag()),
+        };
+        let range = match (s.range, s.choices) {
+            (_, [_, ..]) => s.choices.join(", "),
+            (Range::Any, _) => "any".to_string(),
+            (Range::Span(lo, hi), _) => format!("{lo} to {hi}"),
+            (Range::ZeroOr(lo, _), _) => format!("0 (off), or {lo} and more"),
+        };
+        let default = defaults.get(s.name).map_or("none".to_string(), |v| v.to_string());
+        let default = if s.name == "layers" { "the model's".to_string() } else { default };
+        let help = s.help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let keyed = if s.keyframed { "yes" } else { "no" };
+        out += &format!("| `{}` | {table} | `{flag}` | {keyed} | {range} | {default} | {help} |\n", s.name);
+    }
+    out
+}
+
+/// The row of the setting called `key` (its name or alias).
+pub fn find(key: &str) -> Option<&'static Setting> {
+    TABLE.iter().find(|s| s.is_called(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_defaults_read_back() {
+        for (i, s) in TABLE.iter().enumerate() {
+            assert!(TABLE[..i].iter().all(|o| !o.is_called(s.name) && s.alias.is_none_or(|a| !o.is_called(a))));
+            assert!(!s.help.trim().is_empty(), "{} has no help", s.name);
+        }
+        let d = Settings { layers: vec![("blocks.10".into(), 1.0)], ..Settings::default() }.to_table();
+        for s in TABLE {
+            if let Some(v) = d.get(s.name) {
+                let mut p = Partial::default();
+                p.set(s, Raw::Toml(v), None).unwrap_or_else(|e| panic!("default of {}: {e:?}", s.name));
+            }
+        }
+    }
+
+    #[test]
+    fn flags_and_toml_read_the_same_values() {
+        let lr = find("lr").unwrap();
+        assert_eq!(lr.parse_flag("0.02", None).unwrap().lr, Some(0.02));
+        assert_eq!(lr.parse_flag("7", None).unwrap_err(), "--lr 7 is out of range (0.000001 to 1)");
+        let tile = find("tile").unwrap();
+        assert!(tile.parse_flag("5", None).unwrap_err().starts_with("--tile 5 is too small"));
+        assert_eq!(tile.parse_flag("0", None).unwrap().tile, Some(0));
+        let t = find("translate").unwrap();
+        assert_eq!(t.parse_flag("1,-2", None).unwrap().translate, Some((1.0, -2.0)));
+        assert!(t.parse_flag("1,900", None).unwrap_err().contains("--translate-y 900"));
+        let layers = find("layer").unwrap();
+        let p = layers.parse_flag("30", Some(ModelKind::Vgg19)).unwrap();
+        assert_eq!(p.layers, Some(vec![("features.30".to_string(), 1.0)]));
+        let p = layers.parse_flag("blocks.6=1,blocks.10=0.5", Some(ModelKind::EfficientNetLite0)).unwrap();
+        assert_eq!(p.layers.unwrap().len(), 2);
+        assert!(find("coherence").unwrap().parse_flag("wobble", None).unwrap_err().contains("flow"));
+    }
+}
