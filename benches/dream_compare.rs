@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     let mut work = || -> anyhow::Result<()> {
         match mode {
             "step" => {
-                ascend(&net, &image, &params, &mut rng)?.0.to_dtype(DType::F32)?;
+                ascend(&net, &image, &params, None, &mut rng)?.0.to_dtype(DType::F32)?;
             }
             "octaves" => {
                 dream(&net, &image, &params, &mut |_| {})?;

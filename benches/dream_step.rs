@@ -20,11 +20,11 @@ fn time_steps(name: &str, net: &Network, layer: &str, size: usize, runs: usize) 
     let x = test_image(size, size, &Device::Cpu).unwrap();
     let params = DreamParams { objective: Objective::layer(net.find_tap(layer).unwrap()), ..DreamParams::default() };
     let mut rng = Rng::new(0);
-    ascend(net, &x, &params, &mut rng).unwrap(); // warm-up
+    ascend(net, &x, &params, None, &mut rng).unwrap(); // warm-up
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
-            ascend(net, &x, &params, &mut rng).unwrap();
+            ascend(net, &x, &params, None, &mut rng).unwrap();
             t.elapsed().as_secs_f64()
         })
         .collect();

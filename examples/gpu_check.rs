@@ -33,13 +33,13 @@ fn step_seconds(net: &Network, layer: &str, size: usize, runs: usize, device: &D
         DreamParams { objective: Objective::layer(net.find_tap(layer).context("layer")?), ..DreamParams::default() };
     let mut rng = Rng::new(0);
     for _ in 0..2 {
-        ascend(net, &x, &params, &mut rng)?;
+        ascend(net, &x, &params, None, &mut rng)?;
     }
     device.synchronize()?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        ascend(net, &x, &params, &mut rng)?;
+        ascend(net, &x, &params, None, &mut rng)?;
         device.synchronize()?;
         times.push(t.elapsed().as_secs_f64());
     }

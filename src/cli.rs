@@ -58,6 +58,8 @@ pub enum Command {
     Settings,
     /// Compare two videos frame by frame (PSNR); fails if any frame is below --min-psnr.
     Compare(CompareArgs),
+    /// How much flicker a dreamed video adds to its source (warping error), per shot.
+    Stability(StabilityArgs),
 }
 
 /// A parser for a type with [`FromStr`] whose values are the words `names`.
@@ -269,6 +271,27 @@ pub struct LayersArgs {
     /// Input size (square) used to compute the output shapes.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
+}
+
+/// Measuring the flicker a dream adds.
+///
+/// Prints, for the clip and each shot, the warping error E_warp of the source and of the
+/// dreamed video (Lai et al. 2018: the mean squared difference, RGB in 0..1, between each
+/// frame and the previous one moved along the source's optical flow, over the pixels whose
+/// forward and backward flows agree), the flicker the dream adds (their difference), the
+/// dream's strength (mean |dreamed - source| in 0..255) and the brightness drift (change of
+/// the mean luma difference from the first to the last tenth of the frames). The flow is
+/// dreamvid's own, the one renders use; scripts/coherence-bench measures with OpenCV's.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct StabilityArgs {
+    /// The source video.
+    pub source: PathBuf,
+    /// Its dream (same frame count and size).
+    pub dreamed: PathBuf,
+    /// How different consecutive frames must be to count as a cut (see `dreamvid settings`).
+    #[arg(long, default_value_t = Settings::default().scene_cut)]
+    pub scene_cut: f64,
 }
 
 /// Comparing two videos.

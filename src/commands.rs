@@ -20,7 +20,7 @@ use dreamvid::resume::render_record;
 use dreamvid::video::EncodeSettings;
 use dreamvid::zoom::{generated_frames, noise_image, render_zoom, ZoomJob};
 
-use crate::cli::{CompareArgs, DreamArgs, ImageArgs, LayersArgs, ModelArgs, VideoArgs, ZoomArgs};
+use crate::cli::{CompareArgs, DreamArgs, ImageArgs, LayersArgs, ModelArgs, StabilityArgs, VideoArgs, ZoomArgs};
 
 /// A preset with flags applied, the network it runs on, and where that came from.
 struct Setup {
@@ -38,8 +38,8 @@ impl Setup {
         Ok(Setup { preset, model: kind, weights, net, device })
     }
 
-    fn plan(&self) -> Plan<'_> {
-        Plan { preset: &self.preset, net: &self.net }
+    fn plan(&self, vary_seed: bool) -> Plan<'_> {
+        Plan { preset: &self.preset, net: &self.net, vary_seed }
     }
 }
 
@@ -59,7 +59,7 @@ fn load_model(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<(Network, can
 pub fn video(args: VideoArgs) -> anyhow::Result<()> {
     let (input, output) = (args.input.expect("required by clap"), args.output.expect("required by clap"));
     let s = Setup::new(&args.model, &args.dream, Purpose::Video)?;
-    let plan = s.plan();
+    let plan = s.plan(false);
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
     let base = &s.preset.base;
     let job = VideoJob {
@@ -100,7 +100,7 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
 pub fn image(args: ImageArgs) -> anyhow::Result<()> {
     check_image_path(&args.output)?;
     let s = Setup::new(&args.model, &args.dream, Purpose::Image)?;
-    let params = s.plan().still()?;
+    let params = s.plan(false).still()?;
     let image = load_image(&args.input, &s.device)?;
     let (_, _, h, w) = image.dims4()?;
     let bar = bar("steps");
@@ -141,7 +141,7 @@ pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
         }
         (None, false) => bail!("give a seed image, or --noise to start from noise"),
     };
-    let (plan, fps) = (s.plan(), f64::from(args.fps));
+    let (plan, fps) = (s.plan(true), f64::from(args.fps));
     let frame_settings = |i: usize| plan.frame(i, fps);
     let job =
         ZoomJob { net: &s.net, seed_image, frames: args.frames, looped: args.looped, frame_settings: &frame_settings };
@@ -193,6 +193,28 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
     if worst < args.min_psnr {
         bail!("{} differs from {} beyond the threshold", args.candidate.display(), args.reference.display());
     }
+    Ok(())
+}
+
+/// `dreamvid stability SOURCE DREAMED`.
+pub fn stability(args: StabilityArgs) -> anyhow::Result<()> {
+    let s = dreamvid::video::stability::measure(&args.source, &args.dreamed, args.scene_cut as f32)?;
+    println!(
+        "{:<16} {:>16} {:>16} {:>14} {:>10} {:>10}",
+        "", "E_warp source", "E_warp dreamed", "added", "strength", "drift"
+    );
+    for r in s.summary() {
+        println!(
+            "{:<16} {:>16.3} {:>16.3} {:>14.3} {:>10.2} {:>+10.2}",
+            r.scope,
+            1e3 * r.source,
+            1e3 * r.dreamed,
+            1e3 * r.added(),
+            r.strength,
+            r.drift
+        );
+    }
+    println!("(E_warp and added flicker x 1e-3; strength and drift in 0..255)");
     Ok(())
 }
 

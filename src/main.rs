@@ -21,6 +21,7 @@ fn main() {
             Ok(())
         }
         Some(Command::Compare(args)) => commands::compare(args),
+        Some(Command::Stability(args)) => commands::stability(args),
         None => commands::video(cli.video),
     };
     if let Err(e) = result {

@@ -243,10 +243,12 @@ fn dream_stage(
                 let t = Instant::now();
                 let prev = previous.as_ref().map(|(s, d)| (s, d));
                 let params = (job.frame_params)(source.index, fps)?;
-                let init = coherence::initial_image(&source.image, prev, motion.as_ref(), job.coherence, params.blend);
-                let (w, h) = source.image.dimensions();
-                let x = Tensor::from_vec(init, (1, 3, h as usize, w as usize), &job.device)?;
-                let img = tensor_to_rgb(&dream::dream(job.net, &x, &params.dream, &mut |_| {})?)?;
+                let start = coherence::start(&source.image, prev, motion.as_ref(), job.coherence, params.carry);
+                let (w, h) = (source.image.width() as usize, source.image.height() as usize);
+                let x = Tensor::from_vec(start.image, (1, 3, h, w), &job.device)?;
+                let weight = start.step_weight.map(|m| Tensor::from_vec(m, (1, 1, h, w), &job.device)).transpose()?;
+                let dreamed = dream::dream_weighted(job.net, &x, &params.dream, weight.as_ref(), &mut |_| {})?;
+                let img = tensor_to_rgb(&dreamed)?;
                 dreaming += t.elapsed();
                 checkpoints.save(source.index, &img)?;
                 img

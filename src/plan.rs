@@ -7,6 +7,7 @@ use crate::models::ModelKind;
 use crate::nn::{Network, Objective};
 use crate::preset::{source, Preset, RawPreset};
 use crate::settings::{Partial, Setting, Settings};
+use crate::video::coherence::Carry;
 use crate::zoom::CameraStep;
 
 /// What a command is making; each has its own default preset.
@@ -62,8 +63,8 @@ pub fn load_preset(
 pub struct FrameParams {
     /// The dream, with this frame's seed.
     pub dream: DreamParams,
-    /// Weight in `[0, 1]` of what is carried over from the previous frame (video).
-    pub blend: f32,
+    /// What is carried over from the previous frame (video).
+    pub carry: Carry,
     /// Camera motion to the next frame (zoom).
     pub camera: CameraStep,
 }
@@ -74,16 +75,19 @@ pub struct Plan<'a> {
     pub preset: &'a Preset,
     /// The network the layers are found in.
     pub net: &'a Network,
+    /// Mix the frame index into each frame's seed ([`frame_seed`]): zooms dream new patterns
+    /// every frame. Videos keep one seed, so the jitter takes the same path every frame and
+    /// content that stays put dreams the same way (much less flicker).
+    pub vary_seed: bool,
 }
 
 impl Plan<'_> {
-    /// Frame `index` of a render at `fps` frames per second; its seed is mixed with the index
-    /// ([`frame_seed`]).
+    /// Frame `index` of a render at `fps` frames per second.
     pub fn frame(&self, index: usize, fps: f64) -> anyhow::Result<FrameParams> {
         let s = self.preset.at(index, fps);
         Ok(FrameParams {
-            dream: dream_params(self.net, &s, frame_seed(s.seed, index))?,
-            blend: s.blend as f32,
+            dream: dream_params(self.net, &s, if self.vary_seed { frame_seed(s.seed, index) } else { s.seed })?,
+            carry: Carry { blend: s.blend as f32, temporal_weight: s.temporal_weight as f32 },
             camera: CameraStep { zoom: s.zoom, rotate: s.rotate, translate: s.translate },
         })
     }

@@ -507,10 +507,18 @@ settings! {
     /// How each video frame builds on the previous dreamed frame: flow (carry the dream along
     /// the motion), blend (plain mix, ghosts on motion) or none (independent frames, flickers).
     coherence: Coherence = Coherence::Flow, [Video, false, Range::Any, None];
-    /// Weight of the previous dream carried into the next frame (0..1).
-    blend: f64 = 0.6, [Video, true, Range::Span(0.0, 1.0), None];
-    /// Mean brightness change (0..1) between frames that counts as a cut: the carry-over resets.
-    scene_cut: f64 = 0.25, [Video, false, Range::Span(0.0, 1.0), None];
+    /// Weight of what each video frame takes over from the previous one (0..1): in flow
+    /// coherence the previous dream's difference from its source (near 1 keeps the dream; lower
+    /// lets it fade), in blend the previous dreamed frame itself (0.5-0.7; more ghosts).
+    blend: f64 = 0.97, [Video, true, Range::Span(0.0, 1.0), None];
+    /// In flow coherence, how much of each frame's dream is held back where the previous dream
+    /// carries over reliably (0: every pixel is dreamed afresh each frame; 1: only content that
+    /// comes into view is dreamed, the rest follows the motion).
+    temporal_weight: f64 = 0.7, [Video, true, Range::Span(0.0, 1.0), None];
+    /// How different consecutive frames must be to count as a cut, where the carry-over resets:
+    /// the distance of their brightness histograms plus their mean brightness difference (within
+    /// a shot about 0.2 at most, even with fast motion; hard cuts 0.4 and more).
+    scene_cut: f64 = 0.3, [Video, false, Range::Span(0.0, 2.0), None];
     /// Zoom factor per frame (> 1 zooms in).
     zoom: f64 = 1.0, [Zoom, true, Range::Span(0.5, 2.0), None];
     /// Rotation per frame in degrees, clockwise.

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use dreamvid::compare::{frames, psnr};
 use dreamvid::dream::DreamParams;
-use dreamvid::fixture::clip::{moving_pattern, write_clip, ClipSpec};
+use dreamvid::fixture::clip::{moving_pattern, occlusion_scene, write_clip, ClipSpec};
 use dreamvid::nn::Objective;
 use dreamvid::pipeline::{render_video, sidecar_path, FramePlan, VideoJob};
 use dreamvid::plan::{frame_seed, FrameParams};
-use dreamvid::video::coherence::Coherence;
+use dreamvid::video::coherence::{Carry, Coherence};
 use dreamvid::video::{EncodeSettings, Item, VideoReader};
 use dreamvid::zoom::CameraStep;
 
@@ -43,7 +43,8 @@ fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
 fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameParams> + Sync {
     move |i, _| {
         let dream = DreamParams { seed: frame_seed(params.seed, i), ..params.clone() };
-        Ok(FrameParams { dream, blend: 0.6, camera: CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) } })
+        let carry = Carry { blend: 0.6, temporal_weight: 0.0 };
+        Ok(FrameParams { dream, carry, camera: CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) } })
     }
 }
 
@@ -339,4 +340,96 @@ fn compare_passes_identical_videos_and_fails_different_ones() {
     let diff = dreamvid(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--min-psnr", "30"]);
     assert_eq!(diff.status.code(), Some(1));
     assert!(stderr(&diff).contains("beyond the threshold"));
+}
+
+/// The flicker a render adds (`E_warp` dreamed - source, dreamvid's flow) and its strength.
+fn added_flicker(source: &Path, dreamed: &Path) -> (f64, f64) {
+    let s = dreamvid::video::stability::measure(source, dreamed, 0.3).unwrap();
+    let clip = &s.summary()[0];
+    (clip.added(), clip.strength)
+}
+
+#[test]
+fn flow_coherence_holds_through_occlusion_and_zoom() {
+    let dir = common::scratch("pipeline-occlusion");
+    let input = dir.join("in.mp4");
+    write_clip(&input, &ClipSpec::constant(112, 80, 20, 25), occlusion_scene(112, 80)).unwrap();
+    let net = common::fixture_vgg();
+    let dream = DreamParams {
+        objective: Objective::layer(net.find_tap("features.20").unwrap()),
+        octaves: 2,
+        iterations: 3,
+        lr: 0.02,
+        jitter: 4,
+        seed: 5,
+        ..DreamParams::default()
+    };
+    // The shipped video preset's carry-over, and one seed for every frame, as videos render.
+    let video = dreamvid::preset::Preset::find("lite0-video").unwrap().base;
+    let carry = Carry { blend: video.blend as f32, temporal_weight: video.temporal_weight as f32 };
+    let frame_params = move |_: usize, _: f64| {
+        Ok(FrameParams {
+            dream: dream.clone(),
+            carry,
+            camera: CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) },
+        })
+    };
+    let measure = |mode: Coherence| {
+        let out = dir.join(format!("{mode:?}.mp4"));
+        render_video(&job(&net, input.clone(), out.clone(), mode, &frame_params), &mut |_| {}).unwrap();
+        added_flicker(&input, &out)
+    };
+    let ((flow, flow_strength), (blend, _), (none, none_strength)) =
+        (measure(Coherence::Flow), measure(Coherence::Blend), measure(Coherence::None));
+    eprintln!("added flicker x1e3: flow {:.2}, blend {:.2}, none {:.2}", 1e3 * flow, 1e3 * blend, 1e3 * none);
+    eprintln!("strength: flow {flow_strength:.1}, none {none_strength:.1}");
+    assert!(flow < 0.3 * none, "flow {flow:.5} vs independent frames {none:.5}");
+    assert!(flow < 0.5 * blend, "flow {flow:.5} vs blending {blend:.5}");
+    assert!(flow_strength > 0.9 * none_strength, "a weaker dream must not pass for a steadier one");
+}
+
+#[test]
+fn stability_measures_the_flicker_a_dream_adds() {
+    let dir = common::scratch("pipeline-stability");
+    let (input, dreamed) = (dir.join("in.mp4"), dir.join("dreamed.mp4"));
+    write_clip(&input, &ClipSpec::constant(96, 64, 8, 25), occlusion_scene(96, 64)).unwrap();
+    let weights = fixture_weights(&dir);
+    let o = dreamvid(
+        &[input.to_str().unwrap(), "-o", dreamed.to_str().unwrap(), "--model", "vgg19"]
+            .into_iter()
+            .chain([
+                "--weights",
+                &weights,
+                "--layer",
+                "20",
+                "--octaves",
+                "1",
+                "--iterations",
+                "4",
+                "--coherence",
+                "none",
+            ])
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let same = dreamvid(&["stability", input.to_str().unwrap(), input.to_str().unwrap()]);
+    assert!(same.status.success(), "{}", stderr(&same));
+    let text = String::from_utf8_lossy(&same.stdout).into_owned();
+    let clip: Vec<f64> = text
+        .lines()
+        .find(|l| l.starts_with("clip"))
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!((clip[2], clip[3]), (0.0, 0.0), "a video adds no flicker to itself: {text}");
+    assert!(clip[0] > 0.0, "the source has its own warping error: {text}");
+    let (added, strength) = added_flicker(&input, &dreamed);
+    assert!(added > 1e-4 && strength > 1.0, "independent dreams flicker: {added} {strength}");
+    let other = dir.join("short.mp4");
+    write_clip(&other, &ClipSpec::constant(96, 64, 5, 25), occlusion_scene(96, 64)).unwrap();
+    let o = dreamvid(&["stability", input.to_str().unwrap(), other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("different frame counts"), "{}", stderr(&o));
 }

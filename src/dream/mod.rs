@@ -100,7 +100,21 @@ pub fn dream(
     params: &DreamParams,
     on_step: &mut dyn FnMut(StepReport),
 ) -> Result<Tensor> {
+    dream_weighted(net, image, params, None, on_step)
+}
+
+/// [`dream`] with every step scaled per pixel by `weight` (`[1, 1, H, W]`, in `[0, 1]`; resized
+/// to each octave): 0 leaves a pixel as it is, 1 dreams it fully. The step size is still
+/// normalised by the mean gradient magnitude over the whole image.
+pub fn dream_weighted(
+    net: &Network,
+    image: &Tensor,
+    params: &DreamParams,
+    weight: Option<&Tensor>,
+    on_step: &mut dyn FnMut(StepReport),
+) -> Result<Tensor> {
     let image = &image.to_dtype(net.dtype())?;
+    let weight = weight.map(|w| w.to_dtype(net.dtype())).transpose()?;
     let (_, _, h, w) = image.dims4()?;
     let sizes = octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE);
     let mut pyramid = vec![image.clone()];
@@ -117,9 +131,10 @@ pub fn dream(
             Some(d) => (base + resample::resize(d, oh, ow)?)?,
             None => base.clone(),
         };
+        let weight = weight.as_ref().map(|w| resample::resize(w, oh, ow)).transpose()?;
         for iteration in 0..params.iterations {
             let objective;
-            (x, objective) = ascend(net, &x, params, &mut rng)?;
+            (x, objective) = ascend(net, &x, params, weight.as_ref(), &mut rng)?;
             on_step(StepReport { octave, octaves: pyramid.len(), iteration, objective });
         }
         detail = Some((&x - base)?);
@@ -127,13 +142,24 @@ pub fn dream(
     Ok(x)
 }
 
-/// One jittered, normalised gradient-ascent step; returns the new image and the objective.
-pub fn ascend(net: &Network, x: &Tensor, params: &DreamParams, rng: &mut Rng) -> Result<(Tensor, f32)> {
+/// One jittered, normalised gradient-ascent step, scaled per pixel by `weight` when given
+/// (`[1, 1, H, W]`); returns the new image and the objective.
+pub fn ascend(
+    net: &Network,
+    x: &Tensor,
+    params: &DreamParams,
+    weight: Option<&Tensor>,
+    rng: &mut Rng,
+) -> Result<(Tensor, f32)> {
     let (dy, dx) = (rng.symmetric(params.jitter), rng.symmetric(params.jitter));
     let shifted = x.roll(dy as i32, 2)?.roll(dx as i32, 3)?;
     let (objective, grad) = tiles::objective_gradient(net, &shifted, &params.objective, params.tile, rng)?;
     let grad = resample::gaussian_blur(&grad.roll(-dy as i32, 2)?.roll(-dx as i32, 3)?, params.smooth)?;
     let mean_abs = grad.abs()?.mean_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let stepped = (x + (grad * (params.lr / (mean_abs + 1e-12)))?)?;
-    Ok((stepped.clamp(0.0, 1.0)?, objective))
+    let step = (grad * (params.lr / (mean_abs + 1e-12)))?;
+    let step = match weight {
+        Some(w) => step.broadcast_mul(w)?,
+        None => step,
+    };
+    Ok(((x + step)?.clamp(0.0, 1.0)?, objective))
 }

@@ -3,6 +3,7 @@
 use image::RgbImage;
 
 use super::flow::{self, Flow, FlowParams, Plane};
+use super::shots::is_cut;
 
 /// How a frame's dream builds on the previous dreamed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +51,7 @@ pub struct Motion {
 
 /// Analyses the step from `prev` to `cur` (luma planes) for `mode`.
 pub fn motion(prev: &Plane, cur: &Plane, mode: Coherence, scene_cut: f32) -> Motion {
-    let diff = prev.data.iter().zip(&cur.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / cur.data.len() as f32;
-    let cut = diff > scene_cut;
+    let cut = is_cut(prev, cur, scene_cut);
     if mode != Coherence::Flow || cut {
         return Motion { back: None, reliable: Vec::new(), cut };
     }
@@ -75,42 +75,71 @@ pub fn chw(img: &RgbImage) -> Vec<f32> {
     out
 }
 
-/// The image a frame's dream starts from: the current source frame, plus what is carried
-/// over from the previous frame (`prev_source`, `prev_dreamed`) according to `mode`, weighted
-/// by `blend` in `[0, 1]`.
-pub fn initial_image(
+/// How much of the previous frame's dream a frame takes over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Carry {
+    /// Weight in `[0, 1]` of what is carried over (the previous dream's residual in `flow`
+    /// mode, the previous dreamed frame in `blend` mode).
+    pub blend: f32,
+    /// In `flow` mode, how much of each dream step is held back where the carried dream is
+    /// reliable, in `[0, 1]`: 0 dreams every pixel fully each frame, 1 dreams only where new
+    /// content appears.
+    pub temporal_weight: f32,
+}
+
+/// What a frame's dream starts from.
+pub struct Start {
+    /// The starting image, CHW floats in `[0, 1]`.
+    pub image: Vec<f32>,
+    /// Per-pixel weight in `[0, 1]` of every dream step (row-major `H x W`); `None`: 1.
+    pub step_weight: Option<Vec<f32>>,
+}
+
+/// What a frame's dream starts from: the current source frame, plus what is carried over
+/// from the previous frame (`prev_source`, `prev_dreamed`) according to `mode`.
+pub fn start(
     current: &RgbImage,
     previous: Option<(&RgbImage, &RgbImage)>,
     motion: Option<&Motion>,
     mode: Coherence,
-    blend: f32,
-) -> Vec<f32> {
+    carry: Carry,
+) -> Start {
     let cur = chw(current);
+    let fresh = |image| Start { image, step_weight: None };
     let Some((prev_src, prev_dream)) = previous else {
-        return cur;
+        return fresh(cur);
     };
-    if motion.is_some_and(|m| m.cut) || mode == Coherence::None || blend == 0.0 {
-        return cur;
+    if motion.is_some_and(|m| m.cut) || mode == Coherence::None || carry.blend == 0.0 {
+        return fresh(cur);
     }
     let dreamed = chw(prev_dream);
+    let blend = carry.blend;
     match (mode, motion.and_then(|m| m.back.as_ref().map(|b| (b, &m.reliable)))) {
         (Coherence::Flow, Some((back, reliable))) => {
             let residual: Vec<f32> = dreamed.iter().zip(chw(prev_src)).map(|(d, s)| d - s).collect();
             let carried = flow::warp(&residual, 3, back);
             let n = reliable.len();
-            cur.iter()
+            let image = cur
+                .iter()
                 .zip(carried)
                 .enumerate()
                 .map(|(i, (c, r))| (c + blend * reliable[i % n] * r).clamp(0.0, 1.0))
-                .collect()
+                .collect();
+            let step_weight = (carry.temporal_weight > 0.0)
+                .then(|| reliable.iter().map(|r| 1.0 - carry.temporal_weight * r).collect());
+            Start { image, step_weight }
         }
-        _ => cur.iter().zip(dreamed).map(|(c, d)| (1.0 - blend) * c + blend * d).collect(),
+        _ => fresh(cur.iter().zip(dreamed).map(|(c, d)| (1.0 - blend) * c + blend * d).collect()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn carry(blend: f32) -> Carry {
+        Carry { blend, temporal_weight: 0.0 }
+    }
 
     fn solid(v: u8) -> RgbImage {
         RgbImage::from_pixel(8, 8, image::Rgb([v, v, v]))
@@ -119,9 +148,9 @@ mod tests {
     #[test]
     fn blend_mixes_and_none_ignores_the_previous_frame() {
         let (cur, src, dream) = (solid(100), solid(100), solid(200));
-        let b = initial_image(&cur, Some((&src, &dream)), None, Coherence::Blend, 0.5);
+        let b = start(&cur, Some((&src, &dream)), None, Coherence::Blend, carry(0.5)).image;
         assert!((b[0] - 150.0 / 255.0).abs() < 1e-6);
-        let n = initial_image(&cur, Some((&src, &dream)), None, Coherence::None, 0.5);
+        let n = start(&cur, Some((&src, &dream)), None, Coherence::None, carry(0.5)).image;
         assert!((n[0] - 100.0 / 255.0).abs() < 1e-6);
     }
 
@@ -132,9 +161,9 @@ mod tests {
         let m = motion(&a, &a, Coherence::Flow, crate::settings::Settings::default().scene_cut as f32);
         assert!(!m.cut);
         let cut = Motion { back: None, reliable: vec![], cut: true };
-        let x = initial_image(&solid(100), Some((&solid(100), &solid(200))), Some(&cut), Coherence::Blend, 0.5);
+        let x = start(&solid(100), Some((&solid(100), &solid(200))), Some(&cut), Coherence::Blend, carry(0.5)).image;
         assert!((x[0] - 100.0 / 255.0).abs() < 1e-6);
-        let carried = initial_image(&solid(50), Some((&solid(100), &solid(120))), Some(&m), Coherence::Flow, 0.5);
+        let carried = start(&solid(50), Some((&solid(100), &solid(120))), Some(&m), Coherence::Flow, carry(0.5)).image;
         assert!((carried[0] - 60.0 / 255.0).abs() < 1e-5, "{}", carried[0] * 255.0);
     }
 }

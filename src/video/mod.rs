@@ -5,6 +5,8 @@ pub mod coherence;
 pub mod decode;
 pub mod encode;
 pub mod flow;
+pub mod shots;
+pub mod stability;
 
 pub use decode::{Item, SourceFrame, VideoInfo, VideoReader};
 pub use encode::{EncodeSettings, VideoWriter};
