@@ -9,9 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use dreamvid::animation::{write_frames, Target};
 use dreamvid::compare::compare_videos;
 use dreamvid::dream;
-use dreamvid::image_io::{check_image_path, load_image, save_image};
+use dreamvid::image_io::{check_image_path, load_image, read_picture, write_picture};
 use dreamvid::models::ModelKind;
 use dreamvid::nn::Network;
+use dreamvid::output::check_not_input;
 use dreamvid::pipeline::{render_video, VideoJob};
 use dreamvid::plan::{load_preset, Plan, Purpose};
 use dreamvid::preset::Preset;
@@ -58,6 +59,7 @@ fn load_model(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<(Network, can
 /// `dreamvid INPUT -o OUTPUT`.
 pub fn video(args: VideoArgs) -> anyhow::Result<()> {
     let (input, output) = (args.input.expect("required by clap"), args.output.expect("required by clap"));
+    check_not_input(&input, &output)?;
     let s = Setup::new(&args.model, &args.dream, Purpose::Video)?;
     let plan = s.plan(false);
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
@@ -83,6 +85,20 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
         bar.set_message(if p.resumed { "(from checkpoints)" } else { "" });
     })?;
     bar.finish();
+    if report.damaged_packets > 0 {
+        eprintln!(
+            "note: {} damaged video packets of {} were skipped, as players do",
+            report.damaged_packets,
+            job.input.display()
+        );
+    }
+    if !report.redone.is_empty() {
+        let frames: Vec<String> = report.redone.iter().map(usize::to_string).collect();
+        eprintln!(
+            "note: the checkpoints of frames {} were damaged; those frames were dreamed again",
+            frames.join(", ")
+        );
+    }
     let outside = 1.0 - report.dreaming.as_secs_f64() / report.wall.as_secs_f64().max(1e-9);
     eprintln!(
         "wrote {} ({} frames{}, {:.2} s/frame, {:.0}% of the time outside the dream step{})",
@@ -99,20 +115,23 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
 /// `dreamvid image INPUT -o OUTPUT`.
 pub fn image(args: ImageArgs) -> anyhow::Result<()> {
     check_image_path(&args.output)?;
+    check_not_input(&args.input, &args.output)?;
     let s = Setup::new(&args.model, &args.dream, Purpose::Image)?;
     let params = s.plan(false).still()?;
-    let image = load_image(&args.input, &s.device)?;
-    let (_, _, h, w) = image.dims4()?;
+    let picture = read_picture(&args.input, &s.device)?;
+    let (_, _, h, w) = picture.rgb.dims4()?;
     let bar = bar("steps");
     bar.set_length(dream::total_steps(h, w, &params) as u64);
     bar.set_prefix(format!("{w}x{h}"));
-    let dreamed = dream::dream(&s.net, &image, &params, &mut |st| {
+    let dreamed = dream::dream(&s.net, &picture.rgb, &params, &mut |st| {
         bar.set_message(format!("octave {}/{} objective {:.1}", st.octave + 1, st.octaves, st.objective));
         bar.inc(1);
     })
     .context("dream failed")?;
     bar.finish();
-    save_image(&dreamed, &args.output)?;
+    if let Some(note) = write_picture(&dreamed, &picture, &args.output)? {
+        eprintln!("note: {note}");
+    }
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }
@@ -120,6 +139,9 @@ pub fn image(args: ImageArgs) -> anyhow::Result<()> {
 /// `dreamvid zoom [SEED_IMAGE | --noise] -o OUTPUT`.
 pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
     let target = Target::for_path(&args.output)?;
+    if let Some(seed) = &args.seed_image {
+        check_not_input(seed, &args.output)?;
+    }
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }

@@ -41,6 +41,43 @@ pub fn write_atomically<T>(path: &Path, write: impl FnOnce(&Path) -> anyhow::Res
     }
 }
 
+/// Refuses to write `output` when it is `input`: the same path once links are resolved, or
+/// another name (a hard link) of the same file. The input would be replaced by its dream.
+pub fn check_not_input(input: &Path, output: &Path) -> anyhow::Result<()> {
+    let same = match (std::fs::metadata(input), std::fs::metadata(output)) {
+        (Ok(a), Ok(b)) => same_file(&a, &b),
+        _ => {
+            let resolved = |p: &Path| -> Option<PathBuf> {
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                Some(dir.canonicalize().ok()?.join(p.file_name()?))
+            };
+            resolved(input).is_some_and(|i| Some(i) == resolved(output))
+        }
+    };
+    if same {
+        bail!(
+            "{} is the input {}: writing there would replace it with its dream; choose another output name",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +98,26 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"whole");
         let missing = write_atomically(&dir.join("no/such/dir.png"), |_| Ok(()));
         assert!(missing.unwrap_err().to_string().contains("does not exist"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_input_is_never_the_output() {
+        let dir = std::env::temp_dir().join(format!("dreamvid-same-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let input = dir.join("in.png");
+        std::fs::write(&input, b"picture").unwrap();
+        assert!(check_not_input(&input, &input).is_err());
+        assert!(check_not_input(&input, &dir.join("sub/../in.png")).is_err(), "same path, spelt otherwise");
+        std::fs::hard_link(&input, dir.join("link.png")).unwrap();
+        assert!(check_not_input(&input, &dir.join("link.png")).is_err(), "a hard link is the same file");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&input, dir.join("sym.png")).unwrap();
+        #[cfg(unix)]
+        assert!(check_not_input(&input, &dir.join("sym.png")).is_err(), "a symbolic link leads to it");
+        assert!(check_not_input(&input, &dir.join("out.png")).is_ok());
+        std::fs::write(dir.join("other.png"), b"picture").unwrap();
+        assert!(check_not_input(&input, &dir.join("other.png")).is_ok(), "an equal file is another file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,6 +12,7 @@
 //! depends only on its source, the previous source and the previous (8-bit) dreamed frame,
 //! with a per-frame seed, a resumed render produces exactly the frames of an uninterrupted one.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use crate::image_io::tensor_to_rgb;
 use crate::nn::Network;
 use crate::output::write_atomically;
 use crate::plan::FrameParams;
-use crate::resume::Checkpoints;
+use crate::resume::{Checkpoint, Checkpoints};
 use crate::video::coherence::{self, Coherence, Motion};
 use crate::video::flow::Plane;
 use crate::video::{EncodeSettings, Item, SourceFrame, VideoInfo, VideoReader, VideoWriter};
@@ -77,6 +78,10 @@ pub struct VideoReport {
     pub frames: usize,
     /// Frames taken from checkpoints.
     pub resumed: usize,
+    /// Frames whose checkpoint was damaged, and were dreamed again.
+    pub redone: Vec<usize>,
+    /// Damaged video packets of the input that were skipped.
+    pub damaged_packets: usize,
     /// Wall time of the whole render.
     pub wall: Duration,
     /// Time spent in the dream step itself.
@@ -114,23 +119,27 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
             let (to_dream, from_flow) = sync_channel(4);
             let (to_encode, from_dream) = sync_channel(8);
             let decoder = s.spawn(move || decode_stage(reader, to_flow));
-            let (mode, cut) = (job.coherence, job.scene_cut);
-            let flow = s.spawn(move || flow_stage(from_decode, to_dream, mode, cut));
+            let (analysis, skip) = ((job.coherence, job.scene_cut), checkpoints.saved());
+            let flow = s.spawn(move || flow_stage(from_decode, to_dream, analysis, skip));
             let encoder = s.spawn(move || encode_stage(writer, from_dream, ticks_per_frame));
             let dreamed = dream_stage(job, &checkpoints, &info, from_flow, to_encode, progress);
-            // The first failure in pipeline order is the cause; later ones are its echoes.
-            let joined = |h: std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>, name: &str| {
+            // The first failure in pipeline order is the cause; later ones are its echoes (the
+            // dream stage stops when the encoder has, which only the encoder can explain).
+            fn joined<T>(h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>, name: &str) -> anyhow::Result<T> {
                 h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the {name} thread panicked")))
-            };
+            }
             let (d, f, e) = (joined(decoder, "decode"), joined(flow, "flow"), joined(encoder, "encode"));
-            d?;
+            let damaged_packets = d?;
             f?;
-            let stats = dreamed?;
+            let stats = match dreamed {
+                Err(echo) if echo.is::<EncoderStopped>() => return Err(e.err().unwrap_or(echo)),
+                result => result?,
+            };
             e?;
-            Ok(stats)
+            Ok(DreamStats { damaged_packets, ..stats })
         })
     });
-    let (frames, resumed, dreaming) = match rendered {
+    let stats = match rendered {
         Ok(stats) => stats,
         Err(e) => {
             return Err(match checkpoints.saved_frames() {
@@ -148,7 +157,15 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
     std::fs::write(sidecar_path(&job.output), &job.record)
         .with_context(|| format!("cannot write {}", sidecar_path(&job.output).display()))?;
     checkpoints.remove();
-    Ok(VideoReport { frames, resumed, wall: start.elapsed(), dreaming, peak_rss_bytes: peak_rss_bytes() })
+    Ok(VideoReport {
+        frames: stats.frames,
+        resumed: stats.resumed,
+        redone: stats.redone,
+        damaged_packets: stats.damaged_packets,
+        wall: start.elapsed(),
+        dreaming: stats.dreaming,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
 }
 
 /// `out.mp4` -> `out.mp4.dreamvid.toml`, the settings a render used.
@@ -162,23 +179,34 @@ fn one_line(toml: &str) -> String {
     toml.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('[')).collect::<Vec<_>>().join("; ")
 }
 
-fn decode_stage(mut reader: VideoReader, out: SyncSender<Item>) -> anyhow::Result<()> {
+/// Returns how many damaged video packets were skipped.
+fn decode_stage(mut reader: VideoReader, out: SyncSender<Item>) -> anyhow::Result<usize> {
     while let Some(item) = reader.next_item()? {
         if out.send(item).is_err() {
             break; // a later stage stopped; it reports why
         }
     }
-    Ok(())
+    Ok(reader.damaged())
 }
 
-fn flow_stage(input: Receiver<Item>, out: SyncSender<Analysed>, mode: Coherence, scene_cut: f32) -> anyhow::Result<()> {
+/// Analyses the motion into every frame but those in `skip` (checkpointed: the dream stage
+/// analyses one itself should its checkpoint turn out damaged).
+fn flow_stage(
+    input: Receiver<Item>,
+    out: SyncSender<Analysed>,
+    (mode, scene_cut): (Coherence, f32),
+    skip: HashSet<usize>,
+) -> anyhow::Result<()> {
     let mut previous: Option<Plane> = None;
     for item in input {
         let analysed = match item {
             Item::Audio(p, s) => Analysed::Audio(p, s),
             Item::Frame(frame) => {
                 let luma = Plane::luma(&frame.image);
-                let motion = previous.as_ref().map(|prev| coherence::motion(prev, &luma, mode, scene_cut));
+                let motion = match skip.contains(&frame.index) {
+                    true => None,
+                    false => previous.as_ref().map(|prev| coherence::motion(prev, &luma, mode, scene_cut)),
+                };
                 previous = Some(luma);
                 Analysed::Frame(frame, motion)
             }
@@ -211,7 +239,21 @@ fn encode_stage(mut writer: VideoWriter, input: Receiver<Encodable>, ticks_per_f
     writer.finish(last_duration)
 }
 
-/// Returns (frames, frames from checkpoints, time dreaming).
+/// What the dream stage did (and the decoder, once joined).
+#[derive(Default)]
+struct DreamStats {
+    frames: usize,
+    resumed: usize,
+    redone: Vec<usize>,
+    dreaming: Duration,
+    damaged_packets: usize,
+}
+
+/// The dream stage could not hand a frame on: the encoder stopped, and says why.
+#[derive(Debug, thiserror::Error)]
+#[error("the encoder stopped early")]
+struct EncoderStopped;
+
 fn dream_stage(
     job: &VideoJob,
     checkpoints: &Checkpoints,
@@ -219,11 +261,11 @@ fn dream_stage(
     input: Receiver<Analysed>,
     out: SyncSender<Encodable>,
     progress: &mut dyn FnMut(FrameProgress),
-) -> anyhow::Result<(usize, usize, Duration)> {
+) -> anyhow::Result<DreamStats> {
     let (total, fps) = (info.frames, f64::from(info.frame_rate));
     let mut previous: Option<(RgbImage, RgbImage)> = None;
-    let (mut frames, mut resumed, mut dreaming) = (0, 0, Duration::ZERO);
-    let stopped = || anyhow::anyhow!("the encoder stopped early");
+    let mut stats = DreamStats::default();
+    let stopped = || anyhow::Error::new(EncoderStopped);
     for item in input {
         let frame = match item {
             Analysed::Audio(p, s) => {
@@ -233,15 +275,27 @@ fn dream_stage(
             Analysed::Frame(frame, motion) => (frame, motion),
         };
         let (source, motion) = frame;
-        let from_checkpoint = if job.resume { checkpoints.load(source.index) } else { None };
+        let from_checkpoint = match job.resume {
+            true => checkpoints.load(source.index, source.image.dimensions()),
+            false => Checkpoint::Missing,
+        };
         let dreamed = match from_checkpoint {
-            Some(img) => {
-                resumed += 1;
+            Checkpoint::Found(img) => {
+                stats.resumed += 1;
                 img
             }
-            None => {
+            missing_or_broken => {
+                if matches!(missing_or_broken, Checkpoint::Unreadable) {
+                    stats.redone.push(source.index);
+                }
                 let t = Instant::now();
                 let prev = previous.as_ref().map(|(s, d)| (s, d));
+                // A damaged checkpoint's frame was not analysed: do it here.
+                let motion = motion.or_else(|| {
+                    let prev = previous.as_ref()?;
+                    let (a, b) = (Plane::luma(&prev.0), Plane::luma(&source.image));
+                    Some(coherence::motion(&a, &b, job.coherence, job.scene_cut))
+                });
                 let params = (job.frame_params)(source.index, fps)?;
                 let start = coherence::start(&source.image, prev, motion.as_ref(), job.coherence, params.carry);
                 let (w, h) = (source.image.width() as usize, source.image.height() as usize);
@@ -249,20 +303,21 @@ fn dream_stage(
                 let weight = start.step_weight.map(|m| Tensor::from_vec(m, (1, 1, h, w), &job.device)).transpose()?;
                 let dreamed = dream::dream_weighted(job.net, &x, &params.dream, weight.as_ref(), &mut |_| {})?;
                 let img = tensor_to_rgb(&dreamed)?;
-                dreaming += t.elapsed();
+                stats.dreaming += t.elapsed();
                 checkpoints.save(source.index, &img)?;
                 img
             }
         };
         out.send(Encodable::Frame(source.pts, dreamed.clone())).map_err(|_| stopped())?;
         previous = Some((source.image, dreamed));
-        frames += 1;
-        progress(FrameProgress { done: frames, total, resumed: resumed > 0 && resumed == frames });
+        stats.frames += 1;
+        let all_resumed = stats.resumed > 0 && stats.resumed == stats.frames;
+        progress(FrameProgress { done: stats.frames, total, resumed: all_resumed });
     }
-    if frames == 0 {
+    if stats.frames == 0 {
         bail!("no video frames could be decoded from {} (empty or corrupt video stream)", job.input.display());
     }
-    Ok((frames, resumed, dreaming))
+    Ok(stats)
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).

@@ -28,6 +28,16 @@ pub fn render_record(input: &Path, model: ModelKind, weights: &Path, preset: &Pr
     toml::to_string(&record).expect("a table of plain values serialises")
 }
 
+/// What a checkpoint folder holds for one frame.
+pub enum Checkpoint {
+    /// Never saved.
+    Missing,
+    /// The dreamed frame.
+    Found(RgbImage),
+    /// Damaged, or not of the frame's size: the frame is dreamed again.
+    Unreadable,
+}
+
 /// Per-frame PNGs of a render in progress, beside the output.
 pub struct Checkpoints {
     /// The folder.
@@ -80,9 +90,16 @@ impl Checkpoints {
         self.dir.join(format!("{index:06}.png"))
     }
 
-    /// Frame `index`, when it was checkpointed.
-    pub fn load(&self, index: usize) -> Option<RgbImage> {
-        image::open(self.path(index)).ok().map(|i| i.to_rgb8())
+    /// The checkpoint of frame `index`, which must be `size` (width, height).
+    pub fn load(&self, index: usize, size: (u32, u32)) -> Checkpoint {
+        let path = self.path(index);
+        if !path.exists() {
+            return Checkpoint::Missing;
+        }
+        match image::open(&path) {
+            Ok(img) if (img.width(), img.height()) == size => Checkpoint::Found(img.to_rgb8()),
+            _ => Checkpoint::Unreadable,
+        }
     }
 
     /// Checkpoints frame `index`.
@@ -94,9 +111,13 @@ impl Checkpoints {
 
     /// Number of frames checkpointed so far.
     pub fn saved_frames(&self) -> usize {
-        std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "png")).count())
-            .unwrap_or(0)
+        self.saved().len()
+    }
+
+    /// The indices of the frames checkpointed so far (by file name; not read).
+    pub fn saved(&self) -> std::collections::HashSet<usize> {
+        let index = |e: std::fs::DirEntry| e.file_name().to_str()?.strip_suffix(".png")?.parse().ok();
+        std::fs::read_dir(&self.dir).map(|d| d.filter_map(Result::ok).filter_map(index).collect()).unwrap_or_default()
     }
 
     /// Deletes the checkpoints.

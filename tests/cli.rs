@@ -162,3 +162,135 @@ fn tiled_dreams_keep_the_size_and_tiny_tiles_are_refused() {
     assert!(stderr(&o).contains("--tile 5 is too small"), "{}", stderr(&o));
     assert!(!out.exists());
 }
+
+/// Dreams `input` into `output` with the fixture model (fast settings).
+fn dream_image(weights: &str, input: &Path, output: &Path) -> std::process::Output {
+    dreamvid(&[
+        "image",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--model",
+        "vgg19",
+        "--weights",
+        weights,
+        "--layer",
+        "20",
+        "--octaves",
+        "2",
+        "--iterations",
+        "2",
+    ])
+}
+
+#[test]
+fn images_of_every_kind_dream_and_keep_what_they_had() {
+    use image::{DynamicImage, ImageBuffer, ImageEncoder, Luma, Rgba};
+    let dir = common::scratch("cli-image-kinds");
+    let weights = fixture_weights(&dir);
+    let (w, h) = (40u32, 30u32);
+    let colour = |x: u32, y: u32| [(x * 6) as u8, (y * 8) as u8, ((x + y) * 3) as u8];
+    // Alpha: kept exactly in PNG, dropped from a JPEG with a note.
+    let rgba = ImageBuffer::from_fn(w, h, |x, y| {
+        let [r, g, b] = colour(x, y);
+        Rgba([r, g, b, (x * 6) as u8])
+    });
+    let input = dir.join("alpha.png");
+    rgba.save(&input).unwrap();
+    let out = dir.join("alpha-dream.png");
+    let o = dream_image(&weights, &input, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dreamed = image::open(&out).unwrap();
+    assert!(dreamed.color().has_alpha(), "alpha dropped: {:?}", dreamed.color());
+    let alpha = |img: &DynamicImage| img.to_rgba8().pixels().map(|p| p[3]).collect::<Vec<_>>();
+    assert_eq!(alpha(&dreamed), alpha(&DynamicImage::ImageRgba8(rgba.clone())), "alpha must be copied back");
+    assert_ne!(dreamed.to_rgb8().as_raw(), DynamicImage::ImageRgba8(rgba).to_rgb8().as_raw(), "not dreamed");
+    let o = dream_image(&weights, &input, &dir.join("alpha-dream.jpg"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("transparency was dropped"), "{}", stderr(&o));
+    // 16-bit grey: dreamed in colour, written back at 16 bits.
+    let grey = ImageBuffer::from_fn(w, h, |x, y| Luma([(x * 1500 + y * 700) as u16]));
+    let input = dir.join("grey16.png");
+    grey.save(&input).unwrap();
+    let out = dir.join("grey16-dream.png");
+    let o = dream_image(&weights, &input, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image::open(&out).unwrap().color(), image::ColorType::Rgb16);
+    // WebP, TIFF and BMP in, the same format out.
+    let plain = DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| image::Rgb(colour(x, y))));
+    for ext in ["webp", "tif", "bmp"] {
+        let input = dir.join(format!("plain.{ext}"));
+        plain.save(&input).unwrap();
+        let out = dir.join(format!("plain-dream.{ext}"));
+        let o = dream_image(&weights, &input, &out);
+        assert!(o.status.success(), "{ext}: {}", stderr(&o));
+        let dreamed = image::open(&out).unwrap();
+        assert_eq!((dreamed.width(), dreamed.height()), (w, h), "{ext}");
+        assert_eq!(
+            image::ImageFormat::from_path(&out).unwrap(),
+            image::guess_format(&std::fs::read(&out).unwrap()).unwrap()
+        );
+    }
+    // A JPEG whose EXIF says "rotate 90 degrees clockwise" is dreamed upright.
+    let exif = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\x00\x00\x00\x00";
+    let input = dir.join("turned.jpg");
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new(std::fs::File::create(&input).unwrap());
+    encoder.set_exif_metadata(exif.to_vec()).unwrap();
+    encoder.write_image(plain.as_bytes(), w, h, image::ExtendedColorType::Rgb8).unwrap();
+    let out = dir.join("turned-dream.png");
+    let o = dream_image(&weights, &input, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dreamed = image::open(&out).unwrap();
+    assert_eq!((dreamed.width(), dreamed.height()), (h, w), "EXIF orientation applied");
+}
+
+#[test]
+fn tiny_images_dream_and_the_input_is_never_the_output() {
+    let dir = common::scratch("cli-tiny");
+    let weights = fixture_weights(&dir);
+    for (w, h) in [(1, 1), (3, 1), (8, 7), (1, 40)] {
+        let input = dir.join(format!("tiny-{w}x{h}.png"));
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 40) as u8, (y * 5) as u8, 120])).save(&input).unwrap();
+        let out = dir.join(format!("tiny-{w}x{h}-dream.png"));
+        let o = dream_image(&weights, &input, &out);
+        assert!(o.status.success(), "{w}x{h}: {}", stderr(&o));
+        let img = image::open(&out).unwrap();
+        assert_eq!((img.width(), img.height()), (w, h));
+    }
+    let input = dir.join("tiny-8x7.png");
+    let before = std::fs::read(&input).unwrap();
+    std::fs::hard_link(&input, dir.join("hard.png")).unwrap();
+    for out in [input.clone(), dir.join("./tiny-8x7.png"), dir.join("hard.png")] {
+        let o = dream_image(&weights, &input, &out);
+        assert_eq!(o.status.code(), Some(1), "{}", out.display());
+        assert!(stderr(&o).contains("replace it with its dream"), "{}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(&input).unwrap(), before, "the input must be untouched");
+}
+
+#[test]
+fn weights_with_nan_or_empty_layers_are_refused() {
+    let dir = common::scratch("cli-bad-weights");
+    let input = write_input(&dir, 40, 30);
+    let mut tensors = dreamvid::fixture::vgg19_tensors(&dreamvid::fixture::FIXTURE_VGG_WIDTHS, 1).unwrap();
+    let nan = dir.join("nan.safetensors");
+    let w = tensors["features.0.weight"].clone();
+    let poisoned = (w.clone() * f64::NAN).unwrap();
+    tensors.insert("features.0.weight".into(), poisoned);
+    candle_core::safetensors::save(&tensors, &nan).unwrap();
+    let out = dir.join("out.png");
+    let o = dream_image(nan.to_str().unwrap(), Path::new(&input), &out);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("NaN or infinite") && stderr(&o).contains("features.0.weight"), "{}", stderr(&o));
+    assert!(!out.exists());
+    tensors.insert("features.0.weight".into(), w);
+    tensors.insert(
+        "features.2.weight".into(),
+        candle_core::Tensor::zeros((0, 4, 3, 3), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+    );
+    let empty = dir.join("empty.safetensors");
+    candle_core::safetensors::save(&tensors, &empty).unwrap();
+    let o = dream_image(empty.to_str().unwrap(), Path::new(&input), &out);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("features.2.weight") && !stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

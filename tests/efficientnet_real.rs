@@ -13,10 +13,9 @@ use dreamvid::resample;
 const CAT_CLASSES: [u32; 5] = [281, 282, 283, 284, 285];
 
 #[test]
+#[ignore = "needs the EfficientNet-Lite0 weights (scripts/fetch-weights); scripts/test runs it"]
 fn forward_pass_recognises_a_cat() {
-    let Some(path) = common::shared_lite0() else {
-        return;
-    };
+    let path = common::lite0_weights();
     let dev = Device::Cpu;
     let net = ModelKind::EfficientNetLite0.load(&path, &dev).unwrap();
     let cat = load_image(&common::repo().join("assets/chelsea.png"), &dev).unwrap();
@@ -32,10 +31,9 @@ fn forward_pass_recognises_a_cat() {
 }
 
 #[test]
+#[ignore = "needs the EfficientNet-Lite0 weights (scripts/fetch-weights); scripts/test runs it"]
 fn dreaming_increases_the_objective() {
-    let Some(path) = common::shared_lite0() else {
-        return;
-    };
+    let path = common::lite0_weights();
     let dev = Device::Cpu;
     let net = ModelKind::EfficientNetLite0.load(&path, &dev).unwrap();
     let cat = load_image(&common::repo().join("assets/chelsea.png"), &dev).unwrap();

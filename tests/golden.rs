@@ -44,6 +44,7 @@ fn fixture_dream_matches_golden() {
     }
     let golden = tensor_to_rgb(&load_image(&golden_path, &Device::Cpu).unwrap()).unwrap();
     let got = tensor_to_rgb(&dreamed).unwrap();
+    assert_eq!(got.dimensions(), golden.dimensions());
     let p = psnr(&got, &golden);
     assert!(p >= MIN_PSNR, "PSNR {p:.1} dB against {} (< {MIN_PSNR} dB)", golden_path.display());
     // The dream must have changed the picture, or the golden would guard nothing.
@@ -57,4 +58,39 @@ fn same_seed_same_dream_other_seed_other_dream() {
     let diff = |x: &Tensor, y: &Tensor| (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(diff(&a, &b), 0.0);
     assert!(diff(&a, &c) > 1e-3);
+}
+
+/// Convolution widths that put every 3x3 layer but the first on the Winograd kernels (16 to
+/// 512 channels each way), as real VGG19's are.
+const WINOGRAD_WIDTHS: [usize; 16] = [16, 16, 24, 24, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32];
+
+#[test]
+fn winograd_fixture_dream_matches_golden() {
+    // One step: a single gradient is a smooth function of the kernels' arithmetic, so CPUs
+    // that round differently (AVX2, AVX-512) agree to well above the threshold, while a wrong
+    // transform, tile or mask moves it far below.
+    let net = common::vgg_with_widths(&WINOGRAD_WIDTHS);
+    let image = test_image(64, 88, &Device::Cpu).unwrap();
+    let params = DreamParams {
+        objective: Objective::layer(net.find_tap("features.20").unwrap()),
+        octaves: 1,
+        iterations: 1,
+        lr: 0.05,
+        jitter: 4,
+        seed: 11,
+        tile: 0,
+        ..DreamParams::default()
+    };
+    let dreamed = tensor_to_rgb(&dream::dream(&net, &image, &params, &mut |_| {}).unwrap()).unwrap();
+    let golden_path = common::repo().join("tests/golden/winograd_dream.png");
+    if std::env::var_os("DREAMVID_REGEN_GOLDENS").is_some() {
+        dreamed.save(&golden_path).unwrap();
+        return;
+    }
+    let golden = image::open(&golden_path).unwrap().to_rgb8();
+    assert_eq!(dreamed.dimensions(), golden.dimensions());
+    let p = psnr(&dreamed, &golden);
+    assert!(p >= MIN_PSNR, "PSNR {p:.1} dB against {} (< {MIN_PSNR} dB)", golden_path.display());
+    let input = tensor_to_rgb(&image).unwrap();
+    assert!(psnr(&dreamed, &input) < 35.0, "the dream barely changed the input");
 }

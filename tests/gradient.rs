@@ -15,9 +15,24 @@ fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
 }
 
-fn objective(net: &Network, x: &Tensor, layer: usize) -> f64 {
-    let a = net.activations(x, layer).unwrap();
-    a.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap()
+/// The objective computed from the activations themselves: the sum over its terms of the
+/// weight times the L2 norm of the tap's activations (only the chosen channels).
+fn objective(net: &Network, x: &Tensor, objective: &Objective) -> f64 {
+    objective
+        .terms
+        .iter()
+        .map(|&(tap, weight)| {
+            let a = net.activations(x, tap).unwrap();
+            let a = match &objective.channels {
+                Some(c) => {
+                    let kept: Vec<u32> = c.iter().filter(|&&i| i < a.dim(1).unwrap()).map(|&i| i as u32).collect();
+                    a.index_select(&Tensor::new(kept.as_slice(), a.device()).unwrap(), 1).unwrap()
+                }
+                None => a,
+            };
+            weight as f64 * a.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap()
+        })
+        .sum()
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> f64 {
@@ -26,10 +41,14 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
 
 /// Central differences along a random direction and along single pixels, in f64.
 fn check_finite_differences(net: &Network, layer: &str, shape: &[usize], tolerance: f64) {
-    let layer = net.find_tap(layer).unwrap();
+    check_objective_finite_differences(net, &Objective::layer(net.find_tap(layer).unwrap()), shape, tolerance);
+}
+
+/// [`check_finite_differences`] for any objective.
+fn check_objective_finite_differences(net: &Network, target: &Objective, shape: &[usize], tolerance: f64) {
     let x = random(shape, 1, DType::F64);
-    let (value, grad) = net.objective_gradient(&x, &Objective::layer(layer)).unwrap();
-    assert!((value as f64 - objective(net, &x, layer)).abs() < 1e-3 * value as f64);
+    let (value, grad) = net.objective_gradient(&x, target).unwrap();
+    assert!((value as f64 - objective(net, &x, target)).abs() < 1e-3 * value as f64);
     let eps = 1e-6;
     let mut directions = vec![(random(shape, 2, DType::F64) - 0.5).unwrap()];
     let n: usize = shape.iter().product();
@@ -39,8 +58,8 @@ fn check_finite_differences(net: &Network, layer: &str, shape: &[usize], toleran
         directions.push(Tensor::from_vec(e, shape, &Device::Cpu).unwrap());
     }
     for (i, v) in directions.iter().enumerate() {
-        let plus = objective(net, &(&x + (v * eps).unwrap()).unwrap(), layer);
-        let minus = objective(net, &(&x - (v * eps).unwrap()).unwrap(), layer);
+        let plus = objective(net, &(&x + (v * eps).unwrap()).unwrap(), target);
+        let minus = objective(net, &(&x - (v * eps).unwrap()).unwrap(), target);
         let numeric = (plus - minus) / (2.0 * eps);
         let analytic = dot(&grad, v);
         let scale = numeric.abs().max(analytic.abs()).max(1e-3);
@@ -49,6 +68,24 @@ fn check_finite_differences(net: &Network, layer: &str, shape: &[usize], toleran
             "direction {i}: finite difference {numeric} vs backward {analytic}"
         );
     }
+}
+
+#[test]
+fn weighted_layer_sets_and_channel_choices_match_finite_differences() {
+    let net = common::fixture_vgg().to_dtype(DType::F64).unwrap();
+    let tap = |name| net.find_tap(name).unwrap();
+    let several = Objective { terms: vec![(tap("features.9"), 1.0), (tap("features.20"), 0.5)], channels: None };
+    check_objective_finite_differences(&net, &several, &[1, 3, 37, 42], 1e-5);
+    // Channel 9 is past the fixture's 8 channels, so it selects nothing.
+    let chosen = Objective { terms: vec![(tap("features.20"), 1.0)], channels: Some(vec![0, 2, 5, 9]) };
+    check_objective_finite_differences(&net, &chosen, &[1, 3, 37, 42], 1e-5);
+    let both = Objective { terms: several.terms.clone(), channels: Some(vec![1, 3]) };
+    check_objective_finite_differences(&net, &both, &[1, 3, 40, 33], 1e-5);
+    // The channel choice changes the gradient (it is not ignored).
+    let x = random(&[1, 3, 37, 42], 1, DType::F64);
+    let all = net.objective_gradient(&x, &Objective::layer(tap("features.20"))).unwrap().1;
+    let some = net.objective_gradient(&x, &chosen).unwrap().1;
+    assert!((all - some).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() > 1e-6);
 }
 
 #[test]
@@ -61,10 +98,9 @@ fn vgg_gradient_matches_finite_differences_through_pools_and_odd_sizes() {
 }
 
 #[test]
+#[ignore = "needs the EfficientNet-Lite0 weights (scripts/fetch-weights); scripts/test runs it"]
 fn efficientnet_gradient_matches_finite_differences() {
-    let Some(path) = common::shared_lite0() else {
-        return;
-    };
+    let path = common::lite0_weights();
     let net = ModelKind::EfficientNetLite0.load(&path, &Device::Cpu).unwrap().to_dtype(DType::F64).unwrap();
     for layer in ["stem", "blocks.3", "blocks.10", "head"] {
         check_finite_differences(&net, layer, &[1, 3, 45, 38], 1e-4);
@@ -72,11 +108,10 @@ fn efficientnet_gradient_matches_finite_differences() {
 }
 
 #[test]
+#[ignore = "needs the EfficientNet-Lite0 weights (scripts/fetch-weights); scripts/test runs it"]
 fn efficientnet_cpu_kernels_match_the_reference_path() {
     // F32 on the CPU fuses each depthwise convolution with its ReLU6; F64 is all candle ops.
-    let Some(path) = common::shared_lite0() else {
-        return;
-    };
+    let path = common::lite0_weights();
     // One input only: on some (a batch of 2 at 35x40) F32 rounding alone flips ReLU6 masks
     // that matter at blocks.10, in candle's own F32 ops as much as in these kernels (3%).
     let net = ModelKind::EfficientNetLite0.load(&path, &Device::Cpu).unwrap();

@@ -127,3 +127,78 @@ fn odd_sizes_are_padded_to_even_and_rotation_is_applied() {
     let (a, b) = (px(63, 10), px(62, 10));
     assert!(a.iter().zip(b).all(|(p, q)| (p - q).abs() < 24), "{a:?} vs {b:?}");
 }
+
+/// Audio packets per input stream: (stream position among the audio streams, bytes).
+fn audio_by_stream(path: &Path) -> Vec<(usize, Vec<u8>)> {
+    let mut r = VideoReader::open(path).unwrap();
+    let streams: Vec<usize> = r.info().audio.iter().map(|(i, _, _)| *i).collect();
+    let mut out = vec![];
+    while let Some(item) = r.next_item().unwrap() {
+        if let Item::Audio(p, s) = item {
+            out.push((streams.iter().position(|&i| i == s).unwrap(), p.data().unwrap_or(&[]).to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn ten_bit_video_and_several_audio_tracks_survive_a_round_trip() {
+    let dir = common::scratch("video-10bit");
+    let input = dir.join("deep.mkv");
+    let spec = ClipSpec { ten_bit: true, audio: true, audio_tracks: 3, ..ClipSpec::constant(64, 48, 6, 25) };
+    let pattern = moving_pattern(64, 48, 2, 1);
+    write_clip(&input, &spec, &pattern).unwrap();
+    let c = read_all(&input);
+    assert_eq!(c.frames.len(), 6);
+    for (i, (_, img)) in c.frames.iter().enumerate() {
+        let p = dreamvid::compare::psnr(img, &pattern(i));
+        assert!(p > 25.0, "10-bit frame {i} decodes to {p:.1} dB of what was written (4:2:0 blurs the edges)");
+    }
+    let output = dir.join("out.mkv");
+    copy_through(&input, &output);
+    let (a, b) = (audio_by_stream(&input), audio_by_stream(&output));
+    assert_eq!(a.iter().map(|(s, _)| *s).max(), Some(2), "three audio tracks written");
+    let per_stream = |v: &[(usize, Vec<u8>)], s: usize| {
+        v.iter().filter(|(t, _)| *t == s).map(|(_, d)| d.clone()).collect::<Vec<_>>()
+    };
+    for s in 0..3 {
+        assert_eq!(per_stream(&a, s), per_stream(&b, s), "audio track {s} must be copied packet for packet");
+    }
+}
+
+#[test]
+fn every_rotation_is_applied() {
+    let dir = common::scratch("video-rotations");
+    // Top-left corner bright red, the rest dark; where it lands after each clockwise turn.
+    let frame =
+        |_| image::RgbImage::from_fn(64, 32, |x, y| image::Rgb(if x < 8 && y < 8 { [250, 0, 0] } else { [20; 3] }));
+    for (turn, size, corner) in [(180, (64, 32), (60, 28)), (270, (32, 64), (3, 60))] {
+        let input = dir.join(format!("rot{turn}.mp4"));
+        write_clip(&input, &ClipSpec { rotate: Some(turn), ..ClipSpec::constant(64, 32, 2, 25) }, frame).unwrap();
+        let c = read_all(&input);
+        let img = &c.frames[0].1;
+        assert_eq!(img.dimensions(), size, "{turn}");
+        assert!(
+            img.get_pixel(corner.0, corner.1)[0] > 200 && img.get_pixel(30, 30)[0] < 60,
+            "{turn}: corner not moved"
+        );
+    }
+}
+
+#[test]
+fn a_resolution_change_midway_keeps_the_first_size() {
+    let dir = common::scratch("video-resize");
+    let input = dir.join("resize.mkv");
+    let frames: Vec<_> = [(64, 48), (64, 48), (96, 80), (32, 24)]
+        .into_iter()
+        .map(|(w, h)| image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 90])))
+        .collect();
+    dreamvid::fixture::clip::write_resizing_clip(&input, &frames).unwrap();
+    let c = read_all(&input);
+    assert_eq!(c.frames.len(), 4);
+    for (_, img) in &c.frames {
+        assert_eq!(img.dimensions(), (64, 48));
+        // Scaled, not cropped: the ramps still run corner to corner.
+        assert!(img.get_pixel(62, 2)[0] > 200 && img.get_pixel(2, 46)[1] > 200, "{:?}", img.get_pixel(62, 2));
+    }
+}

@@ -48,6 +48,17 @@ fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameP
     }
 }
 
+/// The same dream for every frame with one seed and the shipped video preset's carry-over, as
+/// `dreamvid` renders videos.
+fn shipped(dream: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameParams> + Sync {
+    let video = dreamvid::preset::Preset::find("lite0-video").unwrap().base;
+    let carry = Carry { blend: video.blend as f32, temporal_weight: video.temporal_weight as f32 };
+    move |_, _| {
+        let camera = CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) };
+        Ok(FrameParams { dream: dream.clone(), carry, camera })
+    }
+}
+
 fn job<'a>(
     net: &'a dreamvid::nn::Network,
     input: PathBuf,
@@ -161,6 +172,7 @@ fn dreamed_frames_match_goldens() {
     let source = frames(&input).unwrap();
     for (i, f) in got.iter().enumerate() {
         let golden = image::open(golden_dir.join(format!("frame_{i:02}.png"))).unwrap().to_rgb8();
+        assert_eq!(f.dimensions(), golden.dimensions());
         let p = psnr(f, &golden);
         assert!(p >= 35.0, "frame {i}: PSNR {p:.1} dB against its golden");
         assert!(psnr(f, &source[i]) < 30.0, "frame {i} is barely dreamed");
@@ -257,7 +269,7 @@ fn flow_coherence_follows_motion_better_than_blending_or_independent_frames() {
         jitter: 6,
         ..DreamParams::default()
     };
-    let params = constant(params);
+    let params = shipped(params);
     let error = |mode: Coherence| {
         let out = dir.join(format!("{mode:?}.mp4"));
         render_video(&job(&net, input.clone(), out.clone(), mode, &params), &mut |_| {}).unwrap();
@@ -265,8 +277,8 @@ fn flow_coherence_follows_motion_better_than_blending_or_independent_frames() {
     };
     let (flow, blend, none) = (error(Coherence::Flow), error(Coherence::Blend), error(Coherence::None));
     eprintln!("warping error: flow {flow:.2}, blend {blend:.2}, none {none:.2}");
-    assert!(flow < blend, "flow {flow:.2} vs blend {blend:.2}");
-    assert!(flow < none, "flow {flow:.2} vs independent {none:.2}");
+    assert!(flow < 0.5 * blend, "flow {flow:.2} vs blend {blend:.2}");
+    assert!(flow < 0.75 * none, "flow {flow:.2} vs independent {none:.2}");
 }
 
 #[test]
@@ -364,16 +376,7 @@ fn flow_coherence_holds_through_occlusion_and_zoom() {
         seed: 5,
         ..DreamParams::default()
     };
-    // The shipped video preset's carry-over, and one seed for every frame, as videos render.
-    let video = dreamvid::preset::Preset::find("lite0-video").unwrap().base;
-    let carry = Carry { blend: video.blend as f32, temporal_weight: video.temporal_weight as f32 };
-    let frame_params = move |_: usize, _: f64| {
-        Ok(FrameParams {
-            dream: dream.clone(),
-            carry,
-            camera: CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) },
-        })
-    };
+    let frame_params = shipped(dream);
     let measure = |mode: Coherence| {
         let out = dir.join(format!("{mode:?}.mp4"));
         render_video(&job(&net, input.clone(), out.clone(), mode, &frame_params), &mut |_| {}).unwrap();
@@ -432,4 +435,164 @@ fn stability_measures_the_flicker_a_dream_adds() {
     let o = dreamvid(&["stability", input.to_str().unwrap(), other.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("different frame counts"), "{}", stderr(&o));
+}
+
+#[test]
+fn odd_tiny_and_audio_only_inputs_are_handled_or_refused() {
+    let dir = common::scratch("pipeline-odd-inputs");
+    let weights = fixture_weights(&dir);
+    let render = |input: &Path, out: &Path| {
+        dreamvid(&[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "vgg19", "--weights", &weights])
+    };
+    // A 1x1 video dreams (the dream extends its edges); 4:2:0 output is padded to 2x2.
+    let tiny = dir.join("tiny.mkv");
+    write_clip(&tiny, &ClipSpec::constant(1, 1, 3, 25), moving_pattern(1, 1, 0, 0)).unwrap();
+    let out = dir.join("tiny-out.mp4");
+    let o = render(&tiny, &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(frames(&out).unwrap().len(), 3);
+    // A sound file has no video.
+    let wav = dir.join("tone.wav");
+    let samples: Vec<u8> = (0..8000).flat_map(|i| (((i as f32 * 0.05).sin() * 8000.0) as i16).to_le_bytes()).collect();
+    let mut bytes = b"RIFF".to_vec();
+    bytes.extend((36 + samples.len() as u32).to_le_bytes());
+    bytes.extend(b"WAVEfmt ");
+    bytes.extend([16, 0, 0, 0, 1, 0, 1, 0]);
+    bytes.extend(8000u32.to_le_bytes());
+    bytes.extend(16000u32.to_le_bytes());
+    bytes.extend([2, 0, 16, 0]);
+    bytes.extend(b"data");
+    bytes.extend((samples.len() as u32).to_le_bytes());
+    bytes.extend(samples);
+    std::fs::write(&wav, bytes).unwrap();
+    let out = dir.join("wav-out.mp4");
+    let o = render(&wav, &out);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("tone.wav has no video stream"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // The output may not be the input.
+    let clip = dir.join("clip.mp4");
+    write_clip(&clip, &ClipSpec::constant(48, 32, 2, 25), moving_pattern(48, 32, 1, 0)).unwrap();
+    let before = std::fs::read(&clip).unwrap();
+    let o = render(&clip, &clip);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("replace it with its dream"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&clip).unwrap(), before);
+}
+
+#[test]
+fn resume_refuses_other_settings_and_dreams_damaged_checkpoints_again() {
+    let dir = common::scratch("pipeline-resume-checks");
+    let input = dir.join("in.mp4");
+    write_clip(&input, &ClipSpec::constant(96, 64, 24, 25), moving_pattern(96, 64, 2, 0)).unwrap();
+    let weights = fixture_weights(&dir);
+    let args = |out: &Path, iterations: &str, extra: &[&str]| {
+        let mut a: Vec<String> = [input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "vgg19"]
+            .into_iter()
+            .chain(["--weights", &weights, "--layer", "20", "--octaves", "1", "--iterations", iterations])
+            .map(String::from)
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let full = dir.join("full.mp4");
+    assert!(dreamvid(&args(&full, "25", &[]).iter().map(String::as_str).collect::<Vec<_>>()).status.success());
+    let out = dir.join("out.mp4");
+    let checkpoints = dir.join(".out.mp4.dreamvid-frames");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dreamvid"))
+        .args(args(&out, "25", &[]))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let saved = || std::fs::read_dir(&checkpoints).map(|d| d.count()).unwrap_or(0);
+    while saved() < 6 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        assert!(child.try_wait().unwrap().is_none(), "render finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = |iterations: &str| {
+        dreamvid(&args(&out, iterations, &["--resume"]).iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = run("3");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("other settings"), "{}", stderr(&o));
+    assert!(checkpoints.join("000002.png").is_file(), "a refused resume keeps the checkpoints");
+    std::fs::write(checkpoints.join("000002.png"), b"\x89PNG damaged").unwrap();
+    let o = run("25");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("frames 2 were damaged"), "{}", stderr(&o));
+    let (a, b) = (frames(&full).unwrap(), frames(&out).unwrap());
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x == y, "frame {i} differs from the uninterrupted render (PSNR {:.1} dB)", psnr(x, y));
+    }
+}
+
+/// Runs `dreamvid args` as a process that may write no file larger than `limit` bytes (a full
+/// disk, as far as the files it writes can tell: writes past the limit fail with EFBIG).
+#[cfg(target_os = "linux")]
+fn dreamvid_with_file_limit(args: &[&str], limit: u64) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dreamvid"));
+    cmd.args(args).env_remove("DREAMVID_WEIGHTS_DIR");
+    // SAFETY: between fork and exec the closure only calls setrlimit and signal, which are
+    // async-signal-safe, and touches no memory the parent's threads could hold locked.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_is_reported_and_the_render_resumes_when_there_is_room() {
+    let dir = common::scratch("pipeline-disk-full");
+    let input = dir.join("in.mp4");
+    write_clip(&input, &ClipSpec::constant(96, 64, 24, 25), moving_pattern(96, 64, 2, 0)).unwrap();
+    let weights = fixture_weights(&dir);
+    let out = dir.join("out.mp4");
+    let args = |resume: bool| {
+        let mut a = vec![input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "vgg19"];
+        a.extend(["--weights", &weights, "--layer", "20", "--octaves", "1", "--iterations", "2", "--crf", "0"]);
+        if resume {
+            a.push("--resume");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |resume: bool, limit: Option<u64>| {
+        let a = args(resume);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        limit.map_or_else(|| dreamvid(&a), |l| dreamvid_with_file_limit(&a, l))
+    };
+    // The encoded video outgrows the limit (a checkpoint stays below it): the encoder fails.
+    let o = run(false, Some(60_000));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("File too large") || err.contains("No space left"), "{err}");
+    assert!(err.contains("--resume") && !err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "no half-written output");
+    let checkpoints = dir.join(".out.mp4.dreamvid-frames");
+    let saved = std::fs::read_dir(&checkpoints).unwrap().count();
+    assert!(saved > 2, "the frames dreamed before the failure are kept ({saved})");
+    // Room again: the render resumes and finishes.
+    let o = run(true, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("from checkpoints"), "{}", stderr(&o));
+    assert_eq!(frames(&out).unwrap().len(), 24);
+    // A checkpoint that cannot be written stops the render as clearly.
+    std::fs::remove_file(&out).unwrap();
+    let o = run(false, Some(2_000));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("checkpoint") && !stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(!out.exists());
 }

@@ -139,6 +139,7 @@ fn first_zoom_frames_match_goldens() {
     }
     for (i, f) in frames.iter().enumerate() {
         let golden = image::open(dir.join(format!("frame_{i:02}.png"))).unwrap().to_rgb8();
+        assert_eq!(f.dimensions(), golden.dimensions());
         let p = psnr(f, &golden);
         assert!(p >= 40.0, "zoom frame {i}: PSNR {p:.1} dB against its golden");
     }

@@ -19,7 +19,9 @@ use crate::nn::{Network, Objective};
 use crate::resample;
 use crate::settings::Settings;
 
-/// Octaves whose shorter side would fall below this many pixels are skipped.
+/// Octaves whose shorter side would fall below this many pixels are skipped, and smaller
+/// images are dreamed with their edges extended to this size (no network here steps over
+/// more than 32 input pixels at its deepest layer).
 pub const MIN_OCTAVE_SIDE: usize = 32;
 
 /// Smallest tile worth its halo of context.
@@ -89,7 +91,17 @@ pub struct StepReport {
 
 /// Number of gradient steps [`dream`] takes for an image of `h x w` (for progress bars).
 pub fn total_steps(h: usize, w: usize, params: &DreamParams) -> usize {
+    let (h, w) = (h.max(MIN_OCTAVE_SIDE), w.max(MIN_OCTAVE_SIDE));
     octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE).len() * params.iterations
+}
+
+/// `x` (`[N, C, H, W]`) with its edges repeated to at least `side` pixels each way, and where
+/// the original sits in it (`top`, `left`).
+fn extend_to(x: &Tensor, side: usize) -> Result<(Tensor, usize, usize)> {
+    let (_, _, h, w) = x.dims4()?;
+    let (ph, pw) = (side.saturating_sub(h), side.saturating_sub(w));
+    let x = x.pad_with_same(2, ph / 2, ph - ph / 2)?.pad_with_same(3, pw / 2, pw - pw / 2)?;
+    Ok((x, ph / 2, pw / 2))
 }
 
 /// Dreams on `image` (`[1, 3, H, W]`, RGB in `[0, 1]`) and returns the dreamed image, in the
@@ -116,6 +128,12 @@ pub fn dream_weighted(
     let image = &image.to_dtype(net.dtype())?;
     let weight = weight.map(|w| w.to_dtype(net.dtype())).transpose()?;
     let (_, _, h, w) = image.dims4()?;
+    if h.min(w) < MIN_OCTAVE_SIDE {
+        let (padded, top, left) = extend_to(image, MIN_OCTAVE_SIDE)?;
+        let weight = weight.map(|w| extend_to(&w, MIN_OCTAVE_SIDE).map(|(w, _, _)| w)).transpose()?;
+        let dreamed = dream_weighted(net, &padded, params, weight.as_ref(), on_step)?;
+        return dreamed.narrow(2, top, h)?.narrow(3, left, w);
+    }
     let sizes = octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE);
     let mut pyramid = vec![image.clone()];
     for &(oh, ow) in &sizes[1..] {

@@ -52,6 +52,16 @@ pub enum WeightsError {
         /// How to fix it.
         fix: String,
     },
+    /// A tensor holds NaN or infinite values (a damaged or diverged file).
+    #[error("{path}: tensor `{tensor}` holds NaN or infinite values; the file is damaged.\n  fix: {fix}")]
+    NotFinite {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// A tensor is not floating point.
     #[error(
         "{path}: tensor `{tensor}` has dtype {found:?}, expected a float type (F32, F16, BF16 or F64).\n  fix: {fix}"
@@ -118,7 +128,8 @@ impl WeightFile {
             fix: self.fix.clone(),
         })?;
         let shape = view.shape().to_vec();
-        let fits = shape.len() == expected.len() && shape.iter().zip(expected).all(|(s, e)| e.is_none_or(|e| e == *s));
+        let fits = shape.len() == expected.len()
+            && shape.iter().zip(expected).all(|(s, e)| *s > 0 && e.is_none_or(|e| e == *s));
         if !fits {
             let expected = expected.iter().map(|e| e.map_or("*".to_string(), |v| v.to_string())).collect::<Vec<_>>();
             return Err(WeightsError::WrongShape {
@@ -142,10 +153,22 @@ impl WeightFile {
                 fix: self.fix.clone(),
             });
         }
-        tensor.to_dtype(DType::F32).map_err(|e| WeightsError::Unreadable {
+        let unreadable = |e: candle_core::Error| WeightsError::Unreadable {
             path: self.path.clone(),
             reason: format!("tensor `{name}`: {e}"),
             fix: self.fix.clone(),
-        })
+        };
+        let tensor = tensor.to_dtype(DType::F32).map_err(unreadable)?;
+        // The sum of magnitudes is finite exactly when every value is (weights are far from
+        // overflowing f32 when added up).
+        let total = tensor.abs().and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>()).map_err(unreadable)?;
+        if !total.is_finite() {
+            return Err(WeightsError::NotFinite {
+                path: self.path.clone(),
+                tensor: name.into(),
+                fix: self.fix.clone(),
+            });
+        }
+        Ok(tensor)
     }
 }

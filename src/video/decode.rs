@@ -58,6 +58,7 @@ pub struct VideoReader {
     next_index: usize,
     eof_sent: bool,
     pending: std::collections::VecDeque<Item>,
+    damaged: usize,
 }
 
 impl VideoReader {
@@ -107,7 +108,13 @@ impl VideoReader {
             next_index: 0,
             eof_sent: false,
             pending: Default::default(),
+            damaged: 0,
         })
+    }
+
+    /// Video packets the decoder refused so far (damaged data, skipped as players do).
+    pub fn damaged(&self) -> usize {
+        self.damaged
     }
 
     /// What was learned when opening.
@@ -133,6 +140,8 @@ impl VideoReader {
                         // damage ends with zero frames, which the caller reports.
                         if self.decoder.send_packet(&packet).is_ok() {
                             self.drain()?;
+                        } else {
+                            self.damaged += 1;
                         }
                     } else if self.info.audio.iter().any(|(i, _, _)| *i == s) {
                         self.pending.push_back(Item::Audio(packet, s));
@@ -162,12 +171,18 @@ impl VideoReader {
         Ok(())
     }
 
+    /// The frame as upright RGB at the stream's size: frames of a stream whose resolution
+    /// changes midway are scaled to the size it started with.
     fn convert_to_rgb(&mut self, decoded: &frame::Video) -> anyhow::Result<RgbImage> {
         let key = (decoded.format(), decoded.width(), decoded.height());
+        let (w, h) = if self.info.rotation % 180 == 90 {
+            (self.info.height, self.info.width)
+        } else {
+            (self.info.width, self.info.height)
+        };
         if self.scaler.as_ref().is_none_or(|(_, k)| *k != key) {
-            let ctx =
-                scaling::Context::get(key.0, key.1, key.2, format::Pixel::RGB24, key.1, key.2, super::scale_flags())
-                    .context("cannot convert the video's pixel format to RGB")?;
+            let ctx = scaling::Context::get(key.0, key.1, key.2, format::Pixel::RGB24, w, h, super::scale_flags())
+                .context("cannot convert the video's pixel format to RGB")?;
             self.scaler = Some((super::Scaler(ctx), key));
         }
         let mut rgb = frame::Video::empty();

@@ -43,15 +43,15 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The real EfficientNet-Lite0 weights: `weights/` (scripts/fetch-weights) or
-/// `../shared/weights`, when either is present.
-pub fn shared_lite0() -> Option<PathBuf> {
+/// The real EfficientNet-Lite0 weights in `weights/` (scripts/fetch-weights) or
+/// `../shared/weights`; a test that asks for them fails without them. Such tests are
+/// `#[ignore]`d with the reason, and scripts/test runs them (`--include-ignored`) whenever the
+/// weights are there: always in CI, where fetching them is required.
+pub fn lite0_weights() -> PathBuf {
     let candidates = ["weights", "../shared/weights"].map(|d| repo().join(d).join("efficientnet_lite0.safetensors"));
-    let found = candidates.iter().find(|p| p.is_file()).cloned();
-    if found.is_none() {
-        eprintln!("note: no EfficientNet-Lite0 weights in weights/ or ../shared/weights; skipping real-weights checks");
-    }
-    found
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!("no EfficientNet-Lite0 weights in weights/ or ../shared/weights: run scripts/fetch-weights")
+    })
 }
 
 /// The fixture VGG19 written into `dir`, as a path for `--weights`.

@@ -95,8 +95,11 @@ impl Conv3x3Cpu {
         (n, c, h, w): (usize, usize, usize, usize),
         pooled: bool,
         weight: &[f32],
+        cout: usize,
     ) -> Vec<f32> {
-        let cout = weight.len() / (9 * c);
+        if n * c * h * w * cout == 0 {
+            return vec![0f32; n * cout * h * w]; // nothing to sum: an empty image or layer
+        }
         if Self::runs_winograd(c, cout) {
             let (wo, wi) = if self.transposed { (c, cout) } else { (cout, c) };
             let u = self.winograd.get_or_init(|| transform_weights(weight, wo, wi));
@@ -246,7 +249,7 @@ impl Conv3x3Cpu {
         if (c, kh, kw) != (cin, 3, 3) {
             candle_core::bail!("conv3x3-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
         }
-        let out = self.run(x, mask, (n, c, h, w), false, weight);
+        let out = self.run(x, mask, (n, c, h, w), false, weight, cout);
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
     }
 }
@@ -284,7 +287,7 @@ impl CustomOp3 for PooledGradientCpu<'_> {
             super::operands::f32_data(s2, l2, name)?,
             super::operands::u8_data(s3, l3, name)?,
         );
-        let out = self.0.run(x, Some(mask), (n, c, h, w), true, weight);
+        let out = self.0.run(x, Some(mask), (n, c, h, w), true, weight, wi);
         Ok((CpuStorage::F32(out), Shape::from((n, wi, h, w))))
     }
 }

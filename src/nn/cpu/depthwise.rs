@@ -65,6 +65,9 @@ multiversion! {
                 for dx in 0..k {
                     let tap = taps[dy * k + dx];
                     let js = columns(dx, (stride, left), w, wo);
+                    if js.is_empty() {
+                        continue; // every output column this tap would add to reads padding
+                    }
                     if stride == 1 {
                         let src = &x_row[js.start + dx - left..js.end + dx - left];
                         y_row[js].iter_mut().zip(src).for_each(|(o, &v)| *o += tap * v);
@@ -119,6 +122,9 @@ multiversion! {
                 for dx in 0..k {
                     let tap = taps[dy * k + dx];
                     let js = columns(dx, (stride, left), w, wo);
+                    if js.is_empty() {
+                        continue; // every output column this tap would add to reads padding
+                    }
                     if stride == 1 {
                         let dst = &mut dx_row[js.start + dx - left..js.end + dx - left];
                         dst.iter_mut().zip(&g_row[js]).for_each(|(o, &v)| *o += tap * v);
