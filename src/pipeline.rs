@@ -297,7 +297,7 @@ fn dream_stage(
                     Some(coherence::motion(&a, &b, job.coherence, job.scene_cut))
                 });
                 let params = (job.frame_params)(source.index, fps)?;
-                let start = coherence::start(&source.image, prev, motion.as_ref(), job.coherence, params.carry);
+                let start = coherence::start(&source.image, prev, motion.as_ref(), job.coherence, params.carryover);
                 let (w, h) = (source.image.width() as usize, source.image.height() as usize);
                 let x = Tensor::from_vec(start.image, (1, 3, h, w), &job.device)?;
                 let weight = start.step_weight.map(|m| Tensor::from_vec(m, (1, 1, h, w), &job.device)).transpose()?;

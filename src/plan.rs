@@ -7,7 +7,7 @@ use crate::models::ModelKind;
 use crate::nn::{Network, Objective};
 use crate::preset::{source, Preset, RawPreset};
 use crate::settings::{Partial, Setting, Settings};
-use crate::video::coherence::Carry;
+use crate::video::coherence::Carryover;
 use crate::zoom::CameraStep;
 
 /// What a command is making; each has its own default preset.
@@ -64,7 +64,7 @@ pub struct FrameParams {
     /// The dream, with this frame's seed.
     pub dream: DreamParams,
     /// What is carried over from the previous frame (video).
-    pub carry: Carry,
+    pub carryover: Carryover,
     /// Camera motion to the next frame (zoom).
     pub camera: CameraStep,
 }
@@ -87,7 +87,11 @@ impl Plan<'_> {
         let s = self.preset.at(index, fps);
         Ok(FrameParams {
             dream: dream_params(self.net, &s, if self.vary_seed { frame_seed(s.seed, index) } else { s.seed })?,
-            carry: Carry { blend: s.blend as f32, temporal_weight: s.temporal_weight as f32 },
+            carryover: Carryover {
+                blend: s.blend as f32,
+                carry: s.carry as f32,
+                temporal_weight: s.temporal_weight as f32,
+            },
             camera: CameraStep { zoom: s.zoom, rotate: s.rotate, translate: s.translate },
         })
     }

@@ -507,10 +507,13 @@ settings! {
     /// How each video frame builds on the previous dreamed frame: flow (carry the dream along
     /// the motion), blend (plain mix, ghosts on motion) or none (independent frames, flickers).
     coherence: Coherence = Coherence::Flow, [Video, false, Range::Any, None];
-    /// Weight of what each video frame takes over from the previous one (0..1): in flow
-    /// coherence the previous dream's difference from its source (near 1 keeps the dream; lower
-    /// lets it fade), in blend the previous dreamed frame itself (0.5-0.7; more ghosts).
-    blend: f64 = 0.97, [Video, true, Range::Span(0.0, 1.0), None];
+    /// In flow coherence, how much of the previous frame's dream (its difference from its source)
+    /// is carried along the motion into the next frame (0..1; near 1 keeps the dream, lower
+    /// lets it fade).
+    carry: f64 = 0.97, [Video, true, Range::Span(0.0, 1.0), None];
+    /// In blend coherence, the weight of the previous dreamed frame mixed into the next (0..1;
+    /// more leaves more ghosts of moving things).
+    blend: f64 = 0.6, [Video, true, Range::Span(0.0, 1.0), None];
     /// In flow coherence, how much of each frame's dream is held back where the previous dream
     /// carries over reliably (0: every pixel is dreamed afresh each frame; 1: only content that
     /// comes into view is dreamed, the rest follows the motion).

@@ -16,7 +16,7 @@ use dreamvid::fixture::clip::{moving_pattern, occlusion_scene, write_clip, ClipS
 use dreamvid::nn::Objective;
 use dreamvid::pipeline::{render_video, sidecar_path, FramePlan, VideoJob};
 use dreamvid::plan::{frame_seed, FrameParams};
-use dreamvid::video::coherence::{Carry, Coherence};
+use dreamvid::video::coherence::{Carryover, Coherence};
 use dreamvid::video::{EncodeSettings, Item, VideoReader};
 use dreamvid::zoom::CameraStep;
 
@@ -43,8 +43,8 @@ fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
 fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameParams> + Sync {
     move |i, _| {
         let dream = DreamParams { seed: frame_seed(params.seed, i), ..params.clone() };
-        let carry = Carry { blend: 0.6, temporal_weight: 0.0 };
-        Ok(FrameParams { dream, carry, camera: CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) } })
+        let carryover = Carryover { blend: 0.6, carry: 0.6, temporal_weight: 0.0 };
+        Ok(FrameParams { dream, carryover, camera: CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) } })
     }
 }
 
@@ -52,10 +52,14 @@ fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameP
 /// `dreamvid` renders videos.
 fn shipped(dream: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameParams> + Sync {
     let video = dreamvid::preset::Preset::find("lite0-video").unwrap().base;
-    let carry = Carry { blend: video.blend as f32, temporal_weight: video.temporal_weight as f32 };
+    let carryover = Carryover {
+        blend: video.blend as f32,
+        carry: video.carry as f32,
+        temporal_weight: video.temporal_weight as f32,
+    };
     move |_, _| {
         let camera = CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) };
-        Ok(FrameParams { dream: dream.clone(), carry, camera })
+        Ok(FrameParams { dream: dream.clone(), carryover, camera })
     }
 }
 
@@ -558,7 +562,7 @@ fn dreamvid_with_file_limit(args: &[&str], limit: u64) -> std::process::Output {
 fn a_full_disk_is_reported_and_the_render_resumes_when_there_is_room() {
     let dir = common::scratch("pipeline-disk-full");
     let input = dir.join("in.mp4");
-    write_clip(&input, &ClipSpec::constant(96, 64, 24, 25), moving_pattern(96, 64, 2, 0)).unwrap();
+    write_clip(&input, &ClipSpec::constant(128, 96, 24, 25), moving_pattern(128, 96, 2, 0)).unwrap();
     let weights = fixture_weights(&dir);
     let out = dir.join("out.mp4");
     let args = |resume: bool| {
@@ -574,8 +578,13 @@ fn a_full_disk_is_reported_and_the_render_resumes_when_there_is_room() {
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         limit.map_or_else(|| dreamvid(&a), |l| dreamvid_with_file_limit(&a, l))
     };
-    // The encoded video outgrows the limit (a checkpoint stays below it): the encoder fails.
-    let o = run(false, Some(60_000));
+    // A limit of half the finished video, and above any checkpoint: the encoder fails midway.
+    let o = run(false, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let whole = std::fs::metadata(&out).unwrap().len();
+    std::fs::remove_file(&out).unwrap();
+    std::fs::remove_file(sidecar_path(&out)).unwrap();
+    let o = run(false, Some(whole / 2));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("File too large") || err.contains("No space left"), "{err}");

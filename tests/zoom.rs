@@ -11,7 +11,7 @@ use dreamvid::compare::psnr;
 use dreamvid::dream::DreamParams;
 use dreamvid::nn::Objective;
 use dreamvid::plan::FrameParams;
-use dreamvid::video::coherence::Carry;
+use dreamvid::video::coherence::Carryover;
 use dreamvid::zoom::{noise_image, render_zoom, CameraStep, ZoomJob};
 use image::RgbImage;
 
@@ -98,7 +98,7 @@ fn fixture_zoom(frames: usize, looped: bool) -> Vec<RgbImage> {
         };
         Ok(FrameParams {
             dream: params,
-            carry: Carry { blend: 0.0, temporal_weight: 0.0 },
+            carryover: Carryover { blend: 0.0, carry: 0.0, temporal_weight: 0.0 },
             camera: CameraStep { zoom: 1.05, rotate: 0.5, translate: (0.0, 0.0) },
         })
     };

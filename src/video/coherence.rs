@@ -77,10 +77,12 @@ pub fn chw(img: &RgbImage) -> Vec<f32> {
 
 /// How much of the previous frame's dream a frame takes over.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Carry {
-    /// Weight in `[0, 1]` of what is carried over (the previous dream's residual in `flow`
-    /// mode, the previous dreamed frame in `blend` mode).
+pub struct Carryover {
+    /// In `blend` mode, the weight in `[0, 1]` of the previous dreamed frame.
     pub blend: f32,
+    /// In `flow` mode, the weight in `[0, 1]` of the previous dream's residual (dreamed -
+    /// source) carried along the motion.
+    pub carry: f32,
     /// In `flow` mode, how much of each dream step is held back where the carried dream is
     /// reliable, in `[0, 1]`: 0 dreams every pixel fully each frame, 1 dreams only where new
     /// content appears.
@@ -102,18 +104,19 @@ pub fn start(
     previous: Option<(&RgbImage, &RgbImage)>,
     motion: Option<&Motion>,
     mode: Coherence,
-    carry: Carry,
+    carryover: Carryover,
 ) -> Start {
     let cur = chw(current);
     let fresh = |image| Start { image, step_weight: None };
     let Some((prev_src, prev_dream)) = previous else {
         return fresh(cur);
     };
-    if motion.is_some_and(|m| m.cut) || mode == Coherence::None || carry.blend == 0.0 {
+    let Carryover { blend, carry, temporal_weight } = carryover;
+    let weight = if mode == Coherence::Flow { carry } else { blend };
+    if motion.is_some_and(|m| m.cut) || mode == Coherence::None || weight == 0.0 {
         return fresh(cur);
     }
     let dreamed = chw(prev_dream);
-    let blend = carry.blend;
     match (mode, motion.and_then(|m| m.back.as_ref().map(|b| (b, &m.reliable)))) {
         (Coherence::Flow, Some((back, reliable))) => {
             let residual: Vec<f32> = dreamed.iter().zip(chw(prev_src)).map(|(d, s)| d - s).collect();
@@ -123,10 +126,10 @@ pub fn start(
                 .iter()
                 .zip(carried)
                 .enumerate()
-                .map(|(i, (c, r))| (c + blend * reliable[i % n] * r).clamp(0.0, 1.0))
+                .map(|(i, (c, r))| (c + carry * reliable[i % n] * r).clamp(0.0, 1.0))
                 .collect();
-            let step_weight = (carry.temporal_weight > 0.0)
-                .then(|| reliable.iter().map(|r| 1.0 - carry.temporal_weight * r).collect());
+            let step_weight = (temporal_weight > 0.0)
+                .then(|| reliable.iter().map(|r| 1.0 - temporal_weight * r).collect());
             Start { image, step_weight }
         }
         _ => fresh(cur.iter().zip(dreamed).map(|(c, d)| (1.0 - blend) * c + blend * d).collect()),
@@ -137,8 +140,8 @@ pub fn start(
 mod tests {
     use super::*;
 
-    fn carry(blend: f32) -> Carry {
-        Carry { blend, temporal_weight: 0.0 }
+    fn carry(weight: f32) -> Carryover {
+        Carryover { blend: weight, carry: weight, temporal_weight: 0.0 }
     }
 
     fn solid(v: u8) -> RgbImage {
