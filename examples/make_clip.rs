@@ -1,7 +1,9 @@
 //! Writes a synthetic test clip: a slow pan across the sample photo, with a stereo tone.
 //!
-//!   cargo run --release --example make_clip -- OUT.mp4 [WIDTH HEIGHT SECONDS FPS]
+//!   cargo run --release --example make_clip -- OUT.mp4 [WIDTH HEIGHT SECONDS FPS [cut]]
 //!
+//! With `cut`, the second half is another shot (the photo in negative colours, panning the
+//! other way): a clip whose render-farm plan has a cut in the middle.
 //! Used for benchmarks and manual checks; tests make their own clips.
 
 use dreamvid::fixture::clip::{write_clip, ClipSpec};
@@ -22,11 +24,18 @@ fn main() -> anyhow::Result<()> {
     );
     let frames = (secs * fps) as usize;
     let travel = (big.width() - w) as f32;
+    let cut = args.get(5).is_some_and(|a| a == "cut");
     let spec = ClipSpec { audio: true, ..ClipSpec::constant(w, h, frames, fps as i32) };
     write_clip(out.as_ref(), &spec, |i| {
-        let x = (travel * i as f32 / frames.max(2) as f32) as u32;
+        let second_shot = cut && i >= frames / 2;
+        let t = i as f32 / frames.max(2) as f32;
+        let x = (travel * if second_shot { 1.0 - t } else { t }) as u32;
         let y = (big.height() - h) / 2;
-        image::imageops::crop_imm(&big, x, y, w, h).to_image()
+        let mut frame = image::imageops::crop_imm(&big, x, y, w, h).to_image();
+        if second_shot {
+            image::imageops::invert(&mut frame);
+        }
+        frame
     })?;
     println!("wrote {out}: {w}x{h}, {frames} frames at {fps} fps, with audio");
     Ok(())

@@ -60,6 +60,14 @@ pub enum Command {
     Compare(CompareArgs),
     /// How much flicker a dreamed video adds to its source (warping error), per shot.
     Stability(StabilityArgs),
+    /// Plan a render-farm job: find a video's shots and cut it into segments (job.toml).
+    Plan(PlanArgs),
+    /// Render one segment of a planned job, on any machine that sees the job folder.
+    Render(RenderArgs),
+    /// Join the rendered segments of a job into the dreamed video (no re-encoding).
+    Assemble(AssembleArgs),
+    /// List the rendered and missing segments of a job.
+    Status(StatusArgs),
 }
 
 /// A parser for a type with [`FromStr`] whose values are the words `names`.
@@ -271,6 +279,75 @@ pub struct LayersArgs {
     /// Input size (square) used to compute the output shapes.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
+}
+
+/// Planning a render-farm job.
+///
+/// Decodes the video once, finds its shots (cuts; flashes and fades are no cuts) and cuts it
+/// into segments: at cuts, and inside shots at most every --segment-seconds. Writes
+/// JOB_DIR/job.toml with the input, the settings (preset and flags, resolved the same on every
+/// machine) and the segments. Then render every segment, on as many machines as you have:
+///   dreamvid render JOB_DIR --segment I          (or as Slurm array task / Indexed Job I)
+///   dreamvid assemble JOB_DIR -o dream.mp4
+/// scripts/slurm-render does all three on Slurm; deploy/kubernetes/ has the Kubernetes Jobs.
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct PlanArgs {
+    /// Video to dream on.
+    pub input: PathBuf,
+    /// Job folder (shared by every machine that renders; created if missing).
+    #[arg(short = 'o', long = "output", value_name = "JOB_DIR")]
+    pub job: PathBuf,
+    /// Longest segment inside a shot, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub segment_seconds: f64,
+    /// Frames a segment that starts inside a shot dreams first and throws away, so that the
+    /// dream carried along has built up at its first frame.
+    #[arg(long, default_value_t = 12)]
+    pub warmup: usize,
+    /// Frames over which two segments that meet inside a shot cross-fade (their dreams,
+    /// built up from different starts, differ; only these frames are encoded again).
+    #[arg(long, default_value_t = 12)]
+    pub crossfade: usize,
+    /// The network.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The preset and settings.
+    #[command(flatten)]
+    pub dream: DreamArgs<VIDEO>,
+}
+
+/// Rendering one segment of a job.
+#[derive(Args)]
+pub struct RenderArgs {
+    /// Job folder made by `dreamvid plan`.
+    pub job: PathBuf,
+    /// Which segment. Default: $SLURM_ARRAY_TASK_ID, else $JOB_COMPLETION_INDEX.
+    #[arg(long)]
+    pub segment: Option<usize>,
+    /// The network (the job says which model; --weights finds its file on this machine).
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Joining a job's segments.
+#[derive(Args)]
+pub struct AssembleArgs {
+    /// Job folder made by `dreamvid plan`.
+    pub job: PathBuf,
+    /// The dreamed video (.mp4, .mkv, .mov).
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// A job's progress.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Job folder made by `dreamvid plan`.
+    pub job: PathBuf,
+    /// Print only the number of segments (for scripts: `sbatch --array=0-$((N-1))`).
+    #[arg(long)]
+    pub count: bool,
 }
 
 /// Measuring the flicker a dream adds.

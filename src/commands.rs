@@ -9,19 +9,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 use dreamvid::animation::{write_frames, Target};
 use dreamvid::compare::compare_videos;
 use dreamvid::dream;
+use dreamvid::farm::{self, Job, SegmentState};
 use dreamvid::image_io::{check_image_path, load_image, read_picture, write_picture};
 use dreamvid::models::ModelKind;
 use dreamvid::nn::Network;
 use dreamvid::output::check_not_input;
 use dreamvid::pipeline::{render_video, VideoJob};
-use dreamvid::plan::{load_preset, Plan, Purpose};
+use dreamvid::plan::{load_preset, preset_source, Plan, Purpose};
 use dreamvid::preset::Preset;
 use dreamvid::resample::resize;
 use dreamvid::resume::render_record;
 use dreamvid::video::EncodeSettings;
 use dreamvid::zoom::{generated_frames, noise_image, render_zoom, ZoomJob};
 
-use crate::cli::{CompareArgs, DreamArgs, ImageArgs, LayersArgs, ModelArgs, StabilityArgs, VideoArgs, ZoomArgs};
+use crate::cli::{
+    AssembleArgs, CompareArgs, DreamArgs, ImageArgs, LayersArgs, ModelArgs, PlanArgs, RenderArgs, StabilityArgs,
+    StatusArgs, VideoArgs, ZoomArgs,
+};
 
 /// A preset with flags applied, the network it runs on, and where that came from.
 struct Setup {
@@ -75,9 +79,15 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
         scene_cut: base.scene_cut as f32,
         encode: EncodeSettings::from(base),
         resume: args.resume,
+        span: None,
     };
+    run_render(&job)
+}
+
+/// Renders `job` with a progress bar, then says what happened.
+fn run_render(job: &VideoJob) -> anyhow::Result<()> {
     let bar = bar("frames");
-    let report = render_video(&job, &mut |p| {
+    let report = render_video(job, &mut |p| {
         if let Some(total) = p.total {
             bar.set_length(total as u64);
         }
@@ -109,6 +119,137 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
         100.0 * outside,
         report.peak_rss_bytes.map_or(String::new(), |b| format!(", peak memory {} MiB", b >> 20)),
     );
+    Ok(())
+}
+
+/// `dreamvid plan INPUT -o JOB_DIR`.
+pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let (origin, text, model) = preset_source(args.dream.preset.as_deref(), Purpose::Video, args.model.model)?;
+    let weights = match &args.model.weights {
+        Some(p) => p.clone(),
+        None => model.locate_weights()?,
+    };
+    if !(args.segment_seconds.is_finite() && args.segment_seconds >= 0.5) {
+        bail!("--segment-seconds must be at least 0.5 (got {})", args.segment_seconds);
+    }
+    let job = farm::plan(
+        &args.input,
+        (&origin, &text, &args.dream.settings.given),
+        (model, &weights),
+        args.segment_seconds,
+        (args.warmup, args.crossfade),
+    )?;
+    match Job::load(&args.job) {
+        Ok(existing) if existing == job => {
+            eprintln!("{} already holds this job", args.job.display());
+        }
+        Ok(_) => bail!(
+            "{} holds another job (other input, settings or segments): choose another folder, or delete it",
+            args.job.display()
+        ),
+        Err(_) if Job::path(&args.job).exists() => {
+            bail!("{} is damaged: delete the folder and plan again", Job::path(&args.job).display())
+        }
+        Err(_) => {
+            std::fs::create_dir_all(Job::segments_dir(&args.job))
+                .with_context(|| format!("cannot create {}", args.job.display()))?;
+            job.save(&args.job)?;
+        }
+    }
+    let warmed = job.segments.iter().filter(|s| s.warmup > 0).count();
+    println!("{}: {} frames", job.input.display(), job.frames);
+    println!("{:>8} {:>8} {:>8} {:>8} {:>8}", "segment", "first", "frames", "warm-up", "fade-in");
+    for s in &job.segments {
+        println!("{:>8} {:>8} {:>8} {:>8} {:>8}", s.index, s.first, s.frames, s.warmup, s.fade_in);
+    }
+    println!("({} start at a cut or the start, {warmed} inside a shot)", job.segments.len() - warmed);
+    println!("{} segments", job.segments.len());
+    Ok(())
+}
+
+/// `dreamvid render JOB_DIR [--segment I]`.
+pub fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let job = Job::load(&args.job)?;
+    let index = farm::segment_index(args.segment)?;
+    let farm::SegmentRender { output, span, tags } = farm::segment_render(&args.job, &job, index)?;
+    std::fs::create_dir_all(&span.aside).with_context(|| format!("cannot create {}", span.aside.display()))?;
+    if output.exists() && farm::assemble::check_segment(&args.job, &job, &job.segments[index]).is_ok() {
+        eprintln!("segment {index} is already rendered: {}", output.display());
+        return Ok(());
+    }
+    job.check_input()?;
+    let model = job.model_kind()?;
+    if args.model.model.is_some_and(|m| m != model) {
+        bail!("the job renders with {}; leave out --model", model.name());
+    }
+    let mut model_args = args.model;
+    if model_args.weights.is_none() && job.weights.is_file() {
+        model_args.weights = Some(job.weights.clone());
+    }
+    let (net, device, weights) = load_model(&model_args, model)?;
+    if farm::fingerprint(&weights)? != job.weights_fingerprint {
+        bail!(
+            "{} is not the weights file the job was planned with ({}): give --weights PATH to that file",
+            weights.display(),
+            job.weights.display()
+        );
+    }
+    let preset = farm::job_preset(&job)?;
+    let plan = Plan { preset: &preset, net: &net, vary_seed: false };
+    let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
+    let mut encode = EncodeSettings::from(&preset.base);
+    encode.metadata = tags;
+    let record = format!("segment = {index}\n{}", render_record(&job.input, model, &weights, &preset));
+    let video = VideoJob {
+        input: job.input.clone(),
+        output,
+        net: &net,
+        device,
+        frame_params: &frame_params,
+        coherence: preset.base.coherence,
+        scene_cut: preset.base.scene_cut as f32,
+        encode,
+        resume: true,
+        record,
+        span: Some(span),
+    };
+    run_render(&video)
+}
+
+/// `dreamvid assemble JOB_DIR -o OUTPUT`.
+pub fn assemble(args: AssembleArgs) -> anyhow::Result<()> {
+    let job = Job::load(&args.job)?;
+    check_not_input(&job.input, &args.output)?;
+    let frames = farm::assemble::assemble(&args.job, &job, &args.output)?;
+    eprintln!("wrote {} ({frames} frames from {} segments)", args.output.display(), job.segments.len());
+    Ok(())
+}
+
+/// `dreamvid status JOB_DIR`.
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let job = Job::load(&args.job)?;
+    if args.count {
+        println!("{}", job.segments.len());
+        return Ok(());
+    }
+    let states = farm::status(&args.job, &job);
+    let mut todo = Vec::new();
+    for (s, state) in job.segments.iter().zip(&states) {
+        let text = match state {
+            SegmentState::Done => "done".to_string(),
+            SegmentState::Missing => "missing".to_string(),
+            SegmentState::Stale(why) => format!("stale: {why}"),
+        };
+        if *state != SegmentState::Done {
+            todo.push(s.index);
+        }
+        println!("segment {:>4} (frames {}-{}): {text}", s.index, s.first, s.first + s.frames - 1);
+    }
+    let done = states.len() - todo.len();
+    println!("{done} of {} segments done", states.len());
+    if !todo.is_empty() {
+        println!("render the rest: dreamvid render {} --segment I, for I in {todo:?}", args.job.display());
+    }
     Ok(())
 }
 

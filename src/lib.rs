@@ -1,6 +1,7 @@
 //! dreamvid: DeepDream for images, videos and infinite-zoom animations.
 //!
-//! - [`pipeline`]: the video render, top to bottom; [`zoom`]: infinite-zoom animations.
+//! - [`pipeline`]: the video render, top to bottom; [`zoom`]: infinite-zoom animations;
+//!   [`farm`]: a video split into segments for render farms, and joined again.
 //! - [`settings`]: every setting, defined once; [`preset`], [`plan`]: TOML presets with
 //!   keyframed schedules, and per-frame parameters; [`resume`]: render records and checkpoints.
 //! - [`models`]: the pretrained CNNs (VGG19, EfficientNet-Lite0) and their weights files.
@@ -14,6 +15,7 @@ pub mod animation;
 pub mod compare;
 pub mod device;
 pub mod dream;
+pub mod farm;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod image_io;

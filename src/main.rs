@@ -22,6 +22,10 @@ fn main() {
         }
         Some(Command::Compare(args)) => commands::compare(args),
         Some(Command::Stability(args)) => commands::stability(args),
+        Some(Command::Plan(args)) => commands::plan(args),
+        Some(Command::Render(args)) => commands::render(args),
+        Some(Command::Assemble(args)) => commands::assemble(args),
+        Some(Command::Status(args)) => commands::status(args),
         None => commands::video(cli.video),
     };
     if let Err(e) = result {

@@ -58,6 +58,63 @@ pub struct VideoJob<'a> {
     pub resume: bool,
     /// The settings as text (TOML), stored beside the output and compared on resume.
     pub record: String,
+    /// Render only this part of the input (a render-farm segment), without audio; `None`:
+    /// the whole video with its audio.
+    pub span: Option<Span>,
+}
+
+/// A part of a video to render on its own: `warmup` frames dreamed and thrown away (so the
+/// carried-over dream has built up), then `head` frames set aside, `frames` frames written,
+/// and `tail` frames set aside. The written frames keep the input's timestamps, with B-frames
+/// off (see [`EncodeSettings::b_frames`]), so that rendered spans join into one stream; the
+/// frames set aside (PNGs in `aside`, named by [`aside_path`]) let spans that meet inside a
+/// shot cross-fade where they join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    /// Index of the first frame dreamed (the first warm-up frame, if any).
+    pub start: usize,
+    /// Its presentation timestamp, in the video stream's time base.
+    pub start_pts: i64,
+    /// Frames dreamed but not kept.
+    pub warmup: usize,
+    /// Frames set aside before the written ones.
+    pub head: usize,
+    /// Frames written.
+    pub frames: usize,
+    /// Frames set aside after the written ones.
+    pub tail: usize,
+    /// Where the frames set aside go.
+    pub aside: PathBuf,
+}
+
+impl Span {
+    /// Frames dreamed in all.
+    pub fn dreamed(&self) -> usize {
+        self.warmup + self.head + self.frames + self.tail
+    }
+
+    /// What becomes of frame `index`.
+    fn role(&self, index: usize) -> Role {
+        let at = index - self.start;
+        if at < self.warmup {
+            Role::Warmup
+        } else if at < self.warmup + self.head || at >= self.warmup + self.head + self.frames {
+            Role::Aside
+        } else {
+            Role::Written
+        }
+    }
+}
+
+enum Role {
+    Warmup,
+    Aside,
+    Written,
+}
+
+/// Where a span sets frame `index` aside (in its `aside` folder).
+pub fn aside_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("{index:06}.png"))
 }
 
 /// Progress after each frame.
@@ -104,9 +161,13 @@ enum Encodable {
 pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> anyhow::Result<VideoReport> {
     let start = Instant::now();
     let reader = VideoReader::open(&job.input)?;
-    let info = reader.info().clone();
+    let mut info = reader.info().clone();
     let checkpoints = Checkpoints::prepare(&job.output, &job.record, job.resume)?;
     let mut encode = job.encode.clone();
+    if job.span.is_some() {
+        info.audio.clear(); // the whole video's audio is copied once, when the spans are joined
+        encode.b_frames = false;
+    }
     encode
         .metadata
         .push(("comment".into(), format!("dreamvid {}: {}", env!("CARGO_PKG_VERSION"), one_line(&job.record))));
@@ -118,7 +179,8 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
             let (to_flow, from_decode) = sync_channel(8);
             let (to_dream, from_flow) = sync_channel(4);
             let (to_encode, from_dream) = sync_channel(8);
-            let decoder = s.spawn(move || decode_stage(reader, to_flow));
+            let span = job.span.clone();
+            let decoder = s.spawn(move || decode_stage(reader, to_flow, span));
             let (analysis, skip) = ((job.coherence, job.scene_cut), checkpoints.saved());
             let flow = s.spawn(move || flow_stage(from_decode, to_dream, analysis, skip));
             let encoder = s.spawn(move || encode_stage(writer, from_dream, ticks_per_frame));
@@ -136,6 +198,15 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
                 result => result?,
             };
             e?;
+            if let Some(span) = job.span.as_ref().filter(|s| s.frames != stats.frames) {
+                bail!(
+                    "{} ended after {} of the {} frames from frame {}: the input changed since the plan",
+                    job.input.display(),
+                    stats.frames,
+                    span.frames,
+                    span.start + span.warmup + span.head
+                );
+            }
             Ok(DreamStats { damaged_packets, ..stats })
         })
     });
@@ -179,9 +250,20 @@ fn one_line(toml: &str) -> String {
     toml.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('[')).collect::<Vec<_>>().join("; ")
 }
 
-/// Returns how many damaged video packets were skipped.
-fn decode_stage(mut reader: VideoReader, out: SyncSender<Item>) -> anyhow::Result<usize> {
+/// Decodes the whole video, or only `span`'s frames (no audio); returns how many damaged video
+/// packets were skipped.
+fn decode_stage(mut reader: VideoReader, out: SyncSender<Item>, span: Option<Span>) -> anyhow::Result<usize> {
+    if let Some(s) = &span {
+        reader.seek(s.start_pts, s.start)?;
+    }
+    let mut frames = 0;
     while let Some(item) = reader.next_item()? {
+        match item {
+            Item::Frame(_) if span.as_ref().is_some_and(|s| frames == s.dreamed()) => break,
+            Item::Frame(_) => frames += 1,
+            Item::Audio(..) if span.is_some() => continue,
+            Item::Audio(..) => {}
+        }
         if out.send(item).is_err() {
             break; // a later stage stopped; it reports why
         }
@@ -262,7 +344,9 @@ fn dream_stage(
     out: SyncSender<Encodable>,
     progress: &mut dyn FnMut(FrameProgress),
 ) -> anyhow::Result<DreamStats> {
-    let (total, fps) = (info.frames, f64::from(info.frame_rate));
+    let total = job.span.as_ref().map(Span::dreamed).or(info.frames);
+    let fps = f64::from(info.frame_rate);
+    let mut processed = 0;
     let mut previous: Option<(RgbImage, RgbImage)> = None;
     let mut stats = DreamStats::default();
     let stopped = || anyhow::Error::new(EncoderStopped);
@@ -308,11 +392,23 @@ fn dream_stage(
                 img
             }
         };
-        out.send(Encodable::Frame(source.pts, dreamed.clone())).map_err(|_| stopped())?;
+        match job.span.as_ref().map_or(Role::Written, |s| s.role(source.index)) {
+            Role::Warmup => {}
+            Role::Aside => {
+                let dir = &job.span.as_ref().expect("spans set frames aside").aside;
+                let path = aside_path(dir, source.index);
+                write_atomically(&path, |tmp| Ok(dreamed.save_with_format(tmp, image::ImageFormat::Png)?))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Role::Written => {
+                out.send(Encodable::Frame(source.pts, dreamed.clone())).map_err(|_| stopped())?;
+                stats.frames += 1;
+            }
+        }
         previous = Some((source.image, dreamed));
-        stats.frames += 1;
-        let all_resumed = stats.resumed > 0 && stats.resumed == stats.frames;
-        progress(FrameProgress { done: stats.frames, total, resumed: all_resumed });
+        processed += 1;
+        let all_resumed = stats.resumed > 0 && stats.resumed == processed;
+        progress(FrameProgress { done: processed, total, resumed: all_resumed });
     }
     if stats.frames == 0 {
         bail!("no video frames could be decoded from {} (empty or corrupt video stream)", job.input.display());

@@ -44,9 +44,32 @@ pub fn load_preset(
 ) -> anyhow::Result<(Preset, ModelKind)> {
     let name = spec.unwrap_or_else(|| default_preset(purpose, model.unwrap_or(ModelKind::EfficientNetLite0)));
     let (origin, text) = source(name)?;
-    let raw = RawPreset::parse(&text, &origin)?;
+    resolve_preset(&origin, &text, model, flags)
+}
+
+/// The origin and text of the preset `spec` (or the default for `purpose`), and the model it
+/// runs on: `model` when the user chose one, else the preset's own, else EfficientNet-Lite0.
+pub fn preset_source(
+    spec: Option<&str>,
+    purpose: Purpose,
+    model: Option<ModelKind>,
+) -> anyhow::Result<(String, String, ModelKind)> {
+    let name = spec.unwrap_or_else(|| default_preset(purpose, model.unwrap_or(ModelKind::EfficientNetLite0)));
+    let (origin, text) = source(name)?;
+    let kind = model.or(RawPreset::parse(&text, &origin)?.model()).unwrap_or(ModelKind::EfficientNetLite0);
+    Ok((origin, text, kind))
+}
+
+/// [`load_preset`] for preset text already read (`origin` names where it came from).
+pub fn resolve_preset(
+    origin: &str,
+    text: &str,
+    model: Option<ModelKind>,
+    flags: &[(&'static Setting, String)],
+) -> anyhow::Result<(Preset, ModelKind)> {
+    let raw = RawPreset::parse(text, origin)?;
     let kind = model.or(raw.model()).unwrap_or(ModelKind::EfficientNetLite0);
-    let mut preset = raw.resolve(&text, &origin, Some(kind))?;
+    let mut preset = raw.resolve(text, origin, Some(kind))?;
     if preset.base.layers.is_empty() {
         preset.base.layers = vec![(kind.default_layer().to_string(), 1.0)];
     }

@@ -81,6 +81,7 @@ fn job<'a>(
         encode: EncodeSettings { crf: 4, ..EncodeSettings::default() },
         resume: false,
         record: format!("coherence = \"{coherence:?}\"\n"),
+        span: None,
     }
 }
 

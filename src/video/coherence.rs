@@ -128,8 +128,8 @@ pub fn start(
                 .enumerate()
                 .map(|(i, (c, r))| (c + carry * reliable[i % n] * r).clamp(0.0, 1.0))
                 .collect();
-            let step_weight = (temporal_weight > 0.0)
-                .then(|| reliable.iter().map(|r| 1.0 - temporal_weight * r).collect());
+            let step_weight =
+                (temporal_weight > 0.0).then(|| reliable.iter().map(|r| 1.0 - temporal_weight * r).collect());
             Start { image, step_weight }
         }
         _ => fresh(cur.iter().zip(dreamed).map(|(c, d)| (1.0 - blend) * c + blend * d).collect()),

@@ -59,6 +59,8 @@ pub struct VideoReader {
     eof_sent: bool,
     pending: std::collections::VecDeque<Item>,
     damaged: usize,
+    /// After a seek: frames before this pts are decoded and dropped.
+    skip_before: Option<i64>,
 }
 
 impl VideoReader {
@@ -109,7 +111,26 @@ impl VideoReader {
             eof_sent: false,
             pending: Default::default(),
             damaged: 0,
+            skip_before: None,
         })
+    }
+
+    /// Moves to the frame with presentation timestamp `pts` (stream time base), which is frame
+    /// `index` of the stream: seeks to the keyframe at or before it, then decodes forward and
+    /// drops the frames before it, so the next frame is exactly that one. Audio packets follow
+    /// from the keyframe on.
+    pub fn seek(&mut self, pts: i64, index: usize) -> anyhow::Result<()> {
+        let tb = self.info.time_base;
+        let micros = (i128::from(pts) * 1_000_000 * i128::from(tb.numerator()) / i128::from(tb.denominator())) as i64;
+        self.input
+            .seek(micros, ..micros)
+            .with_context(|| format!("cannot seek in {} to {:.3} s", self.info.path.display(), micros as f64 / 1e6))?;
+        self.decoder.flush();
+        self.pending.clear();
+        self.eof_sent = false;
+        self.next_index = index;
+        self.skip_before = Some(pts);
+        Ok(())
     }
 
     /// Video packets the decoder refused so far (damaged data, skipped as players do).
@@ -164,6 +185,20 @@ impl VideoReader {
         let mut decoded = frame::Video::empty();
         while self.decoder.receive_frame(&mut decoded).is_ok() {
             let pts = decoded.timestamp().or(decoded.pts()).unwrap_or(self.next_index as i64);
+            if let Some(target) = self.skip_before {
+                if pts < target {
+                    continue;
+                }
+                if pts > target {
+                    bail!(
+                        "{}: seeking to pts {target} landed on pts {pts}; this file cannot be cut at frame {} \
+                         (render it whole instead)",
+                        self.info.path.display(),
+                        self.next_index
+                    );
+                }
+                self.skip_before = None;
+            }
             let image = self.convert_to_rgb(&decoded)?;
             self.pending.push_back(Item::Frame(SourceFrame { index: self.next_index, pts, image }));
             self.next_index += 1;

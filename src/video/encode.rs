@@ -20,6 +20,9 @@ pub struct EncodeSettings {
     pub crf: u32,
     /// Container metadata to store (`comment` and the like).
     pub metadata: Vec<(String, String)>,
+    /// Let the encoder reorder frames (B-frames). Off for render-farm segments: every packet's
+    /// decode time is then its presentation time, so segments join with increasing decode times.
+    pub b_frames: bool,
 }
 
 impl Default for EncodeSettings {
@@ -31,7 +34,7 @@ impl Default for EncodeSettings {
 
 impl From<&crate::settings::Settings> for EncodeSettings {
     fn from(s: &crate::settings::Settings) -> Self {
-        Self { codec: s.codec.clone(), crf: s.crf as u32, metadata: Vec::new() }
+        Self { codec: s.codec.clone(), crf: s.crf as u32, metadata: Vec::new(), b_frames: true }
     }
 }
 
@@ -63,6 +66,33 @@ pub fn encoder_options(codec: &str) -> Dictionary<'static> {
     opts
 }
 
+/// Adds an output stream for each input stream `(index, parameters, time base)` whose packets
+/// are copied as they are; returns input index -> (output index, input time base).
+pub fn add_copied_streams(
+    output: &mut format::context::Output,
+    streams: &[(usize, codec::Parameters, Rational)],
+) -> anyhow::Result<HashMap<usize, (usize, Rational)>> {
+    let mut copied = HashMap::new();
+    for (index, params, tb) in streams {
+        let mut ost = output.add_stream(encoder::find(codec::Id::None))?;
+        ost.set_parameters(params.clone());
+        // SAFETY: the stream's parameters are owned by `output` and valid; a zero tag lets the
+        // muxer choose the tag for its container.
+        unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
+        copied.insert(*index, (ost.index(), *tb));
+    }
+    Ok(copied)
+}
+
+/// Sets the container metadata of `output`.
+pub fn set_metadata(output: &mut format::context::Output, metadata: &[(String, String)]) {
+    let mut meta = Dictionary::new();
+    for (k, v) in metadata {
+        meta.set(k, v);
+    }
+    output.set_metadata(meta);
+}
+
 /// Rounds a size up to even (4:2:0 chroma needs even sizes).
 pub fn even(v: u32) -> u32 {
     v + (v & 1)
@@ -73,8 +103,26 @@ impl VideoWriter {
     /// timing, with `info`'s audio streams copied.
     pub fn create(path: &Path, info: &VideoInfo, settings: &EncodeSettings) -> anyhow::Result<Self> {
         super::init()?;
-        let mut output = format::output(path)
+        let output = format::output(path)
             .with_context(|| format!("cannot create {} (unknown container extension?)", path.display()))?;
+        Self::with_output(output, path, info, settings)
+    }
+
+    /// [`VideoWriter::create`] in the container format named `format` (`matroska`, `mp4`),
+    /// whatever the path's extension.
+    pub fn create_as(path: &Path, format: &str, info: &VideoInfo, settings: &EncodeSettings) -> anyhow::Result<Self> {
+        super::init()?;
+        let output =
+            format::output_as(path, format).with_context(|| format!("cannot create {} as {format}", path.display()))?;
+        Self::with_output(output, path, info, settings)
+    }
+
+    fn with_output(
+        mut output: format::context::Output,
+        path: &Path,
+        info: &VideoInfo,
+        settings: &EncodeSettings,
+    ) -> anyhow::Result<Self> {
         let codec = encoder::find_by_name(&settings.codec).with_context(|| {
             format!("FFmpeg has no encoder `{}` (try libx264, libx265, libvpx-vp9 or mpeg4)", settings.codec)
         })?;
@@ -96,6 +144,9 @@ impl VideoWriter {
         if global_header {
             enc.set_flags(codec::Flags::GLOBAL_HEADER);
         }
+        if !settings.b_frames {
+            enc.set_max_b_frames(0);
+        }
         let mut opts = encoder_options(&settings.codec);
         opts.set("crf", &settings.crf.to_string());
         let encoder = enc
@@ -103,20 +154,8 @@ impl VideoWriter {
             .with_context(|| format!("cannot open encoder {} for {width}x{height}", settings.codec))?;
         stream.set_parameters(&encoder);
         stream.set_time_base(info.time_base);
-        let mut audio = HashMap::new();
-        for (index, params, tb) in &info.audio {
-            let mut ost = output.add_stream(encoder::find(codec::Id::None))?;
-            ost.set_parameters(params.clone());
-            // SAFETY: the stream's parameters are owned by `output` and valid; a zero tag lets
-            // the muxer choose the tag for its container.
-            unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
-            audio.insert(*index, (ost.index(), *tb));
-        }
-        let mut meta = Dictionary::new();
-        for (k, v) in &settings.metadata {
-            meta.set(k, v);
-        }
-        output.set_metadata(meta);
+        let audio = add_copied_streams(&mut output, &info.audio)?;
+        set_metadata(&mut output, &settings.metadata);
         output.write_header().with_context(|| {
             format!(
                 "cannot write {}: the container does not accept these streams (audio codec not supported in it?)",

@@ -1,7 +1,10 @@
 //! Where shots change: a frame starts a new shot when its luma histogram and its pixels both
 //! move far from the previous frame's.
 
+use std::path::Path;
+
 use super::flow::Plane;
+use super::{Item, VideoReader};
 
 /// Luma histogram bins.
 const BINS: usize = 64;
@@ -29,6 +32,56 @@ pub fn cut_score(prev: &Plane, cur: &Plane) -> f32 {
 /// Whether `cur` starts a new shot after `prev`: its [`cut_score`] is above `threshold`.
 pub fn is_cut(prev: &Plane, cur: &Plane, threshold: f32) -> bool {
     cut_score(prev, cur) > threshold
+}
+
+/// A whole video's frames and shots, from one decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scan {
+    /// Presentation timestamp of every frame (video time base).
+    pub pts: Vec<i64>,
+    /// Frames that start a new shot (not frame 0), in order.
+    pub cuts: Vec<usize>,
+    /// Frames that are a flash: a cut into them and straight back out (the frames before and
+    /// after look alike). They do not start shots.
+    pub flashes: Vec<usize>,
+}
+
+/// Decodes `path` once and finds its cuts ([`is_cut`] at `threshold`), telling flashes (a frame
+/// unlike both neighbours, which are alike) from cuts. Fades change little from frame to frame
+/// and are no cut.
+pub fn scan(path: &Path, threshold: f32) -> anyhow::Result<Scan> {
+    let mut reader = VideoReader::open(path)?;
+    let mut scan = Scan { pts: Vec::new(), cuts: Vec::new(), flashes: Vec::new() };
+    // The last two frames' luma, and whether the last frame was cut from the one before it.
+    let mut before: Option<Plane> = None;
+    let mut last: Option<(Plane, bool)> = None;
+    while let Some(item) = reader.next_item()? {
+        let Item::Frame(frame) = item else { continue };
+        let luma = Plane::luma(&frame.image);
+        let index = scan.pts.len();
+        scan.pts.push(frame.pts);
+        let cut = last.as_ref().is_some_and(|(prev, _)| is_cut(prev, &luma, threshold));
+        if let (Some(b), Some((_, true))) = (&before, &last) {
+            // The last frame was cut in: if this one is cut out again to what came before it,
+            // the last frame was a flash.
+            if cut && !is_cut(b, &luma, threshold) {
+                scan.cuts.pop();
+                scan.flashes.push(index - 1);
+                before = last.map(|(p, _)| p);
+                last = Some((luma, false));
+                continue;
+            }
+        }
+        if cut {
+            scan.cuts.push(index);
+        }
+        before = last.map(|(p, _)| p);
+        last = Some((luma, cut));
+    }
+    if scan.pts.is_empty() {
+        anyhow::bail!("no video frames could be decoded from {}", path.display());
+    }
+    Ok(scan)
 }
 
 #[cfg(test)]
