@@ -7,7 +7,8 @@ use ffmpeg_next::Rational;
 use image::RgbImage;
 use rayon::prelude::*;
 
-use crate::output::write_atomically;
+use crate::output::{write_atomically, write_folder_atomically};
+use crate::video::frames::PngFrames;
 use crate::video::{EncodeSettings, VideoInfo, VideoWriter};
 
 /// Where and how frames are written, chosen from the output path.
@@ -96,26 +97,11 @@ fn write_gif(path: &Path, frames: &[RgbImage], fps: u32, quality: i32) -> anyhow
 }
 
 fn write_pngs(dir: &Path, frames: &[RgbImage]) -> anyhow::Result<()> {
-    if dir.is_dir() && std::fs::read_dir(dir)?.next().is_some() {
-        bail!("folder {} is not empty; choose an empty or new folder for PNG frames", dir.display());
-    }
-    let dir = dir.components().as_path().to_path_buf();
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        bail!("cannot write {}: folder {} does not exist (create it first)", dir.display(), parent.display());
-    }
-    let name = dir.file_name().context("PNG folder needs a name")?.to_string_lossy().into_owned();
-    let tmp = parent.join(format!(".{name}.dreamvid-partial"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    let written = frames.par_iter().enumerate().try_for_each(|(i, f)| f.save(tmp.join(format!("frame_{i:05}.png"))));
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e).context(format!("cannot write PNG frames into {}", dir.display()));
-    }
-    if dir.is_dir() {
-        std::fs::remove_dir(&dir)?;
-    }
-    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move frames into place at {}", dir.display()))?;
-    Ok(())
+    write_folder_atomically(dir, |tmp| {
+        frames
+            .par_iter()
+            .enumerate()
+            .try_for_each(|(i, f)| f.save(tmp.join(PngFrames::name(i))))
+            .with_context(|| format!("cannot write PNG frames into {}", dir.display()))
+    })
 }

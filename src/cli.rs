@@ -194,12 +194,18 @@ pub struct DreamArgs<const S: u8> {
 /// Dreaming a video (the default command).
 #[derive(Args)]
 pub struct VideoArgs {
-    /// Video to dream on (any container and codec FFmpeg reads).
+    /// Video to dream on (any container and codec FFmpeg reads), or a frame folder: a folder
+    /// of PNG/JPEG/TIFF/WebP/BMP frames (in natural order) or a pattern such as
+    /// frames/%05d.png (numbered without gaps).
     #[arg(required = true)]
     pub input: Option<PathBuf>,
-    /// Where to write the dreamed video; the extension picks the container (.mp4, .mkv, .mov).
+    /// Where to write the dreamed video; the extension picks the container (.mp4, .mkv, .mov),
+    /// and a path ending in / writes PNG frames (frame_00000.png, ..., and fps.txt) instead.
     #[arg(short, long, required = true)]
     pub output: Option<PathBuf>,
+    /// Frame rate of a frame folder (default: the number in its fps.txt).
+    #[arg(long)]
+    pub fps: Option<f64>,
     /// The network.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -209,6 +215,27 @@ pub struct VideoArgs {
     /// Continue an interrupted render from its per-frame checkpoints (same options needed).
     #[arg(long)]
     pub resume: bool,
+    /// Start at this time, as FFmpeg's -ss: seconds (90, 2.5, 1500ms) or [HH:]MM:SS[.frac]
+    /// (1:30). The output starts with the first frame at or after it, the audio cut to match;
+    /// keyframes and seeds stay those of the whole video.
+    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Part of the video")]
+    pub start: Option<f64>,
+    /// Render this long (FFmpeg's -t), in the same notation as --start.
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "frames", help_heading = "Part of the video")]
+    pub duration: Option<f64>,
+    /// Render this many frames (FFmpeg's -frames:v).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Part of the video")]
+    pub frames: Option<u64>,
+    /// Preview in seconds instead of minutes: dream every Nth frame (default: 12 frames spread
+    /// over the video or its part), at most 480 pixels wide, each frame on its own; writes
+    /// OUTPUT's name with .preview.mp4 and a contact sheet with .preview.png.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0", help_heading = "Part of the video")]
+    pub preview: Option<usize>,
+}
+
+/// A time on the command line, in seconds.
+fn parse_time(s: &str) -> Result<f64, String> {
+    dreamvid::video::excerpt::parse_time(s).map_err(|e| e.to_string())
 }
 
 /// Dreaming one image.

@@ -17,9 +17,11 @@ use dreamvid::output::check_not_input;
 use dreamvid::pipeline::{render_video, VideoJob};
 use dreamvid::plan::{load_preset, preset_source, Plan, Purpose};
 use dreamvid::preset::Preset;
+use dreamvid::preview;
 use dreamvid::resample::resize;
 use dreamvid::resume::render_record;
-use dreamvid::video::EncodeSettings;
+use dreamvid::video::coherence::Coherence;
+use dreamvid::video::{EncodeSettings, Excerpt, Limit, Source};
 use dreamvid::zoom::{generated_frames, noise_image, render_zoom, ZoomJob};
 
 use crate::cli::{
@@ -60,7 +62,7 @@ fn load_model(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<(Network, can
     Ok((net, device, weights))
 }
 
-/// `dreamvid INPUT -o OUTPUT`.
+/// `dreamvid INPUT -o OUTPUT [--start T] [--duration T | --frames N] [--preview [N]]`.
 pub fn video(args: VideoArgs) -> anyhow::Result<()> {
     let (input, output) = (args.input.expect("required by clap"), args.output.expect("required by clap"));
     check_not_input(&input, &output)?;
@@ -68,20 +70,44 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
     let plan = s.plan(false);
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
     let base = &s.preset.base;
+    let limit = match (args.duration, args.frames) {
+        (Some(d), _) => Limit::Seconds(d),
+        (_, Some(n)) => Limit::Frames(usize::try_from(n)?),
+        _ => Limit::All,
+    };
+    let mut excerpt = Excerpt { start: args.start, limit, ..Excerpt::default() };
+    let (mut coherence, mut output, mut sheet) = (base.coherence, output, None);
+    if let Some(n) = args.preview {
+        let mut reader = Source::open(&input, args.fps)?;
+        reader.read_excerpt(&excerpt)?;
+        excerpt.every = if n > 0 { n } else { preview::every(reader.info().frames) };
+        excerpt.max_side = Some(preview::SIDE);
+        coherence = Coherence::None; // frames far apart share no motion
+        let (mp4, png) = preview::paths(&output);
+        check_not_input(&input, &mp4)?;
+        (output, sheet) = (mp4, Some(png));
+    }
     let job = VideoJob {
-        record: render_record(&input, s.model, &s.weights, &s.preset),
+        record: render_record(&input, s.model, &s.weights, &s.preset) + &excerpt.record(),
         input,
+        input_fps: args.fps,
         output,
         net: &s.net,
         device: s.device.clone(),
         frame_params: &frame_params,
-        coherence: base.coherence,
+        coherence,
         scene_cut: base.scene_cut as f32,
         encode: EncodeSettings::from(base),
         resume: args.resume,
+        excerpt,
         span: None,
     };
-    run_render(&job)
+    run_render(&job)?;
+    if let Some(sheet) = sheet {
+        preview::write_sheet(&job.output, &sheet)?;
+        eprintln!("wrote {} (contact sheet)", sheet.display());
+    }
+    Ok(())
 }
 
 /// Renders `job` with a progress bar, then says what happened.
@@ -202,6 +228,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     let record = format!("segment = {index}\n{}", render_record(&job.input, model, &weights, &preset));
     let video = VideoJob {
         input: job.input.clone(),
+        input_fps: None,
         output,
         net: &net,
         device,
@@ -211,6 +238,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         encode,
         resume: true,
         record,
+        excerpt: Excerpt::default(),
         span: Some(span),
     };
     run_render(&video)

@@ -1,6 +1,7 @@
 //! dreamvid: DeepDream for images, videos and infinite-zoom animations.
 //!
-//! - [`pipeline`]: the video render, top to bottom; [`zoom`]: infinite-zoom animations;
+//! - [`pipeline`]: the video render, top to bottom; [`preview`]: a few frames of it, small;
+//!   [`zoom`]: infinite-zoom animations;
 //!   [`farm`]: a video split into segments for render farms, and joined again.
 //! - [`settings`]: every setting, defined once; [`preset`], [`plan`]: TOML presets with
 //!   keyframed schedules, and per-frame parameters; [`resume`]: render records and checkpoints.
@@ -25,6 +26,7 @@ pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod preset;
+pub mod preview;
 pub mod resample;
 pub mod resume;
 pub mod settings;

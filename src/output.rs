@@ -41,6 +41,42 @@ pub fn write_atomically<T>(path: &Path, write: impl FnOnce(&Path) -> anyhow::Res
     }
 }
 
+/// Whether `path` names a folder to write frames into (it ends in `/` or is a folder).
+pub fn is_folder(path: &Path) -> bool {
+    path.to_string_lossy().ends_with('/') || path.is_dir()
+}
+
+/// Runs `write` on a temporary folder beside `dir` and renames it to `dir` only if `write`
+/// succeeds; on failure the temporary folder is removed. `dir` must be new or empty.
+pub fn write_folder_atomically<T>(dir: &Path, write: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    if dir.is_dir() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("folder {} is not empty; choose an empty or new folder for PNG frames", dir.display());
+    }
+    let dir = dir.components().as_path().to_path_buf();
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("cannot write {}: folder {} does not exist (create it first)", dir.display(), parent.display());
+    }
+    let name = dir.file_name().context("a frame folder needs a name")?.to_string_lossy().into_owned();
+    let tmp = parent.join(format!(".{name}.dreamvid-partial"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    match write(&tmp) {
+        Ok(v) => {
+            if dir.is_dir() {
+                std::fs::remove_dir(&dir)?;
+            }
+            std::fs::rename(&tmp, &dir)
+                .with_context(|| format!("cannot move frames into place at {}", dir.display()))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
 /// Refuses to write `output` when it is `input`: the same path once links are resolved, or
 /// another name (a hard link) of the same file. The input would be replaced by its dream.
 pub fn check_not_input(input: &Path, output: &Path) -> anyhow::Result<()> {

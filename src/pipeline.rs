@@ -25,12 +25,12 @@ use image::RgbImage;
 use crate::dream;
 use crate::image_io::tensor_to_rgb;
 use crate::nn::Network;
-use crate::output::write_atomically;
+use crate::output::{is_folder, write_atomically, write_folder_atomically};
 use crate::plan::FrameParams;
 use crate::resume::{Checkpoint, Checkpoints};
 use crate::video::coherence::{self, Coherence, Motion};
 use crate::video::flow::Plane;
-use crate::video::{EncodeSettings, Item, SourceFrame, VideoInfo, VideoReader, VideoWriter};
+use crate::video::{EncodeSettings, Excerpt, Item, Sink, Source, SourceFrame, VideoInfo};
 
 /// The parameters of each frame: `(frame index, frames per second) -> parameters` (see
 /// [`crate::plan::Plan::frame`]).
@@ -38,9 +38,12 @@ pub type FramePlan<'a> = dyn Fn(usize, f64) -> anyhow::Result<FrameParams> + Syn
 
 /// Everything one video render needs.
 pub struct VideoJob<'a> {
-    /// Input video.
+    /// Input video, or frame folder (a folder or a printf pattern such as `frames/%05d.png`).
     pub input: PathBuf,
-    /// Output video; appears only when complete.
+    /// Frame rate of a frame folder (else read from its `fps.txt`); `None` for videos.
+    pub input_fps: Option<f64>,
+    /// Output video, or folder of PNG frames (a path ending in `/`, or a folder); appears only
+    /// when complete.
     pub output: PathBuf,
     /// The network to dream with.
     pub net: &'a Network,
@@ -58,8 +61,11 @@ pub struct VideoJob<'a> {
     pub resume: bool,
     /// The settings as text (TOML), stored beside the output and compared on resume.
     pub record: String,
+    /// The part of the input to render (`--start`, `--duration`, `--frames`, previews), with
+    /// its audio; [`Excerpt::default`] for all of it.
+    pub excerpt: Excerpt,
     /// Render only this part of the input (a render-farm segment), without audio; `None`:
-    /// the whole video with its audio.
+    /// the whole video (or excerpt) with its audio.
     pub span: Option<Span>,
 }
 
@@ -160,7 +166,13 @@ enum Encodable {
 /// Renders `job`, calling `progress` after every frame.
 pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> anyhow::Result<VideoReport> {
     let start = Instant::now();
-    let reader = VideoReader::open(&job.input)?;
+    let mut reader = Source::open(&job.input, job.input_fps)?;
+    if !job.excerpt.is_whole() {
+        if job.span.is_some() {
+            bail!("a render-farm segment is a part of the video already; it cannot take an excerpt too");
+        }
+        reader.read_excerpt(&job.excerpt)?;
+    }
     let mut info = reader.info().clone();
     let checkpoints = Checkpoints::prepare(&job.output, &job.record, job.resume)?;
     let mut encode = job.encode.clone();
@@ -173,8 +185,9 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
         .push(("comment".into(), format!("dreamvid {}: {}", env!("CARGO_PKG_VERSION"), one_line(&job.record))));
     let ticks_per_frame = (1.0 / (f64::from(info.frame_rate) * f64::from(info.time_base))).round().max(1.0) as i64;
 
-    let rendered = write_atomically(&job.output, |tmp| {
-        let writer = VideoWriter::create(tmp, &info, &encode)?;
+    let folder = is_folder(&job.output);
+    let render = |tmp: &Path| {
+        let writer = Sink::create(tmp, folder, &info, &encode)?;
         std::thread::scope(|s| {
             let (to_flow, from_decode) = sync_channel(8);
             let (to_dream, from_flow) = sync_channel(4);
@@ -209,7 +222,11 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
             }
             Ok(DreamStats { damaged_packets, ..stats })
         })
-    });
+    };
+    let rendered = match folder {
+        true => write_folder_atomically(&job.output, render),
+        false => write_atomically(&job.output, render),
+    };
     let stats = match rendered {
         Ok(stats) => stats,
         Err(e) => {
@@ -252,7 +269,7 @@ fn one_line(toml: &str) -> String {
 
 /// Decodes the whole video, or only `span`'s frames (no audio); returns how many damaged video
 /// packets were skipped.
-fn decode_stage(mut reader: VideoReader, out: SyncSender<Item>, span: Option<Span>) -> anyhow::Result<usize> {
+fn decode_stage(mut reader: Source, out: SyncSender<Item>, span: Option<Span>) -> anyhow::Result<usize> {
     if let Some(s) = &span {
         reader.seek(s.start_pts, s.start)?;
     }
@@ -300,7 +317,7 @@ fn flow_stage(
     Ok(())
 }
 
-fn encode_stage(mut writer: VideoWriter, input: Receiver<Encodable>, ticks_per_frame: i64) -> anyhow::Result<()> {
+fn encode_stage(mut writer: Sink, input: Receiver<Encodable>, ticks_per_frame: i64) -> anyhow::Result<()> {
     let mut last: Option<i64> = None;
     let mut last_duration = ticks_per_frame;
     for item in input {
@@ -409,6 +426,9 @@ fn dream_stage(
         processed += 1;
         let all_resumed = stats.resumed > 0 && stats.resumed == processed;
         progress(FrameProgress { done: processed, total, resumed: all_resumed });
+    }
+    if stats.frames == 0 && !job.excerpt.is_whole() {
+        bail!("{} has no frames in the part asked for (is --start past its end?)", job.input.display());
     }
     if stats.frames == 0 {
         bail!("no video frames could be decoded from {} (empty or corrupt video stream)", job.input.display());

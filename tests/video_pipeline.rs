@@ -72,6 +72,7 @@ fn job<'a>(
 ) -> VideoJob<'a> {
     VideoJob {
         input,
+        input_fps: None,
         output,
         net,
         device: Device::Cpu,
@@ -81,6 +82,7 @@ fn job<'a>(
         encode: EncodeSettings { crf: 4, ..EncodeSettings::default() },
         resume: false,
         record: format!("coherence = \"{coherence:?}\"\n"),
+        excerpt: Default::default(),
         span: None,
     }
 }
@@ -605,4 +607,149 @@ fn a_full_disk_is_reported_and_the_render_resumes_when_there_is_room() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("checkpoint") && !stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert!(!out.exists());
+}
+
+#[test]
+fn start_duration_frames_and_preview_cut_video_and_audio_frame_accurately() {
+    let dir = common::scratch("pipeline-excerpt");
+    let input = dir.join("in.mp4");
+    let (w, h) = (64, 48);
+    write_clip(&input, &ClipSpec { audio: true, ..ClipSpec::constant(w, h, 48, 24) }, moving_pattern(w, h, 3, 0))
+        .unwrap();
+    let weights = fixture_weights(&dir);
+    let run = |output: &Path, extra: &[&str]| {
+        let mut args = vec![input.to_str().unwrap(), "-o", output.to_str().unwrap(), "--model", "vgg19"];
+        args.extend(["--weights", &weights, "--iterations", "0"]);
+        args.extend(extra);
+        dreamvid(&args)
+    };
+    let (v_in, a_in) = timeline(&input);
+    let source = frames(&input).unwrap();
+
+    // --start 0.5 --duration 1: the frames shown from 0.5 s to before 1.5 s, starting at 0.
+    let out = dir.join("part.mp4");
+    let o = run(&out, &["--start", "0.5", "--duration", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (v_out, a_out) = timeline(&out);
+    let kept: Vec<f64> = v_in.iter().filter(|&&t| (0.5..1.5).contains(&t)).map(|t| t - 0.5).collect();
+    assert_eq!(v_out.len(), 24);
+    assert!(v_out.iter().zip(&kept).all(|(a, b)| (a - b).abs() < 1e-3), "{v_out:?} vs {kept:?}");
+    // Frame-accurate: each frame is its source frame (the pattern moves 3 px per frame).
+    let dreamed = frames(&out).unwrap();
+    for (k, f) in dreamed.iter().enumerate() {
+        let (own, next) = (psnr(f, &source[12 + k]), psnr(f, &source[13 + k]));
+        assert!(own > next + 3.0, "frame {k}: {own:.1} dB to its source, {next:.1} dB to the next");
+    }
+    let audio: Vec<(Vec<u8>, f64)> =
+        a_in.iter().filter(|(_, t)| (0.5 - 1e-6..1.5 - 1e-6).contains(t)).map(|(d, t)| (d.clone(), t - 0.5)).collect();
+    assert!(!audio.is_empty() && audio.len() < a_in.len() / 2);
+    assert_eq!(a_out.len(), audio.len(), "audio packets from 0.5 s to 1.5 s");
+    for ((d, t), (d_want, t_want)) in a_out.iter().zip(&audio) {
+        assert!(d == d_want && (t - t_want).abs() < 1e-3, "audio packet at {t} (want {t_want})");
+    }
+
+    // --frames N counts frames; 1:00-style times parse.
+    let out = dir.join("frames.mp4");
+    let o = run(&out, &["--start", "0:00.25", "--frames", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(timeline(&out).0.len(), 5);
+    assert!(psnr(&frames(&out).unwrap()[0], &source[6]) > 35.0);
+
+    // --preview: every 8th frame, a short MP4 and a contact sheet beside the output's name.
+    let out = dir.join("look.mp4");
+    let o = run(&out, &["--preview", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.exists(), "a preview does not write the output itself");
+    let preview = dir.join("look.preview.mp4");
+    let shown = frames(&preview).unwrap();
+    assert_eq!(shown.len(), 6);
+    assert!(psnr(&shown[1], &source[8]) > 35.0, "the second preview frame is source frame 8");
+    let sheet = image::open(dir.join("look.preview.png")).unwrap();
+    assert_eq!((sheet.width(), sheet.height()), (4 * w + 5 * 4, 2 * h + 3 * 4));
+
+    // Past the end: a clear error, nothing written.
+    let out = dir.join("none.mp4");
+    let o = run(&out, &["--start", "5"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--start past its end"), "{}", stderr(&o));
+    assert!(!out.exists());
+    let o = run(&out, &["--start", "1:75"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn frame_folders_in_and_out_keep_order_rate_and_atomicity() {
+    let dir = common::scratch("pipeline-frame-folders");
+    let (w, h) = (48, 32);
+    let pattern = moving_pattern(w, h, 3, 1);
+    let source: Vec<image::RgbImage> = (0..12).map(&pattern).collect();
+    // Unpadded names: natural order puts frame10 after frame9.
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for (i, f) in source.iter().enumerate() {
+        f.save(input.join(format!("frame{}.png", i + 1))).unwrap();
+    }
+    std::fs::write(input.join("fps.txt"), "12\n").unwrap();
+    let weights = fixture_weights(&dir);
+    let run = |input: &Path, output: &Path, extra: &[&str]| {
+        let mut args = vec![input.to_str().unwrap(), "-o", output.to_str().unwrap(), "--model", "vgg19"];
+        args.extend(["--weights", &weights, "--iterations", "0"]);
+        args.extend(extra);
+        dreamvid(&args)
+    };
+
+    let video = dir.join("out.mp4");
+    let o = run(&input, &video, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (times, _) = timeline(&video);
+    assert_eq!(times.len(), 12);
+    assert!(times.iter().enumerate().all(|(i, t)| (t - i as f64 / 12.0).abs() < 1e-3), "{times:?}");
+    let shown = frames(&video).unwrap();
+    for (k, f) in shown.iter().enumerate() {
+        let best = (0..12).max_by(|&a, &b| psnr(f, &source[a]).total_cmp(&psnr(f, &source[b]))).unwrap();
+        assert_eq!(best, k, "frame {k} of the video is source frame {best}");
+    }
+
+    // A video into a PNG folder, and that folder (a printf pattern) back in at its fps.txt rate.
+    let pngs = dir.join("pngs/");
+    let o = run(&video, &pngs, &["--frames", "6"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(pngs.join("fps.txt")).unwrap().trim(), "12");
+    let names: Vec<String> = {
+        let mut n: Vec<String> =
+            std::fs::read_dir(&pngs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert_eq!(
+        (names[0].as_str(), names[1].as_str(), names[6].as_str()),
+        ("fps.txt", "frame_00000.png", "frame_00005.png")
+    );
+    let again = dir.join("again.mp4");
+    let o = run(&pngs.join("frame_%05d.png"), &again, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(timeline(&again).0.len(), 6);
+
+    // Into a folder that is not empty: refused, nothing touched.
+    let o = run(&video, &input, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(std::fs::read_dir(&input).unwrap().count(), 13);
+
+    // A gap in a pattern, a frame of another size, a damaged frame: clear errors, nothing written.
+    std::fs::remove_file(pngs.join("frame_00003.png")).unwrap();
+    let o = run(&pngs.join("frame_%05d.png"), &dir.join("gap.mp4"), &[]);
+    assert!(stderr(&o).contains("frame 3 is missing"), "{}", stderr(&o));
+    image::RgbImage::new(w + 2, h).save(input.join("frame4.png")).unwrap();
+    let o = run(&input, &dir.join("sizes/"), &[]);
+    assert!(stderr(&o).contains("frame4.png is 50x32"), "{}", stderr(&o));
+    std::fs::write(input.join("frame4.png"), b"not a picture").unwrap();
+    let o = run(&input, &dir.join("damaged/"), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("frame4.png"), "{}", stderr(&o));
+    let o = run(&input, &dir.join("norate.mp4"), &["--fps", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    for name in ["gap.mp4", "sizes", "damaged", "norate.mp4", ".sizes.dreamvid-partial", ".damaged.dreamvid-partial"] {
+        assert!(!dir.join(name).exists(), "{name} was left behind");
+    }
 }

@@ -9,6 +9,8 @@ use ffmpeg::{format, media, software::scaling, util::frame, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 use image::RgbImage;
 
+use super::excerpt::{Excerpt, Window};
+
 /// A decoded video frame.
 pub struct SourceFrame {
     /// 0-based position in display order.
@@ -59,8 +61,13 @@ pub struct VideoReader {
     eof_sent: bool,
     pending: std::collections::VecDeque<Item>,
     damaged: usize,
-    /// After a seek: frames before this pts are decoded and dropped.
-    skip_before: Option<i64>,
+    /// After a seek: frames before this pts are decoded and dropped; `true`: a frame at exactly
+    /// this pts must follow.
+    skip_before: Option<(i64, bool)>,
+    /// Timestamp of the stream's first frame.
+    stream_start: i64,
+    /// The part of the input read, once [`VideoReader::read_excerpt`] was called.
+    window: Option<Window>,
 }
 
 impl VideoReader {
@@ -87,6 +94,7 @@ impl VideoReader {
             )
         })?;
         let rotation = rotation_of(&stream);
+        let stream_start = Some(stream.start_time()).filter(|&t| t != ffmpeg::ffi::AV_NOPTS_VALUE).unwrap_or(0);
         let (w, h) = (decoder.width(), decoder.height());
         if w == 0 || h == 0 {
             bail!("{}: video stream has no frame size (corrupt header?)", path.display());
@@ -112,7 +120,22 @@ impl VideoReader {
             pending: Default::default(),
             damaged: 0,
             skip_before: None,
+            stream_start,
+            window: None,
         })
+    }
+
+    /// Reads only `excerpt` of the input from here on: seeks to its start (the keyframe
+    /// before, then decoding forward to the first frame at or after it), and updates
+    /// [`VideoReader::info`] to the excerpt's frame size and frame count.
+    pub fn read_excerpt(&mut self, excerpt: &Excerpt) -> anyhow::Result<()> {
+        let window = Window::new(excerpt, &mut self.info, self.stream_start);
+        if let Some(target) = window.seek_pts {
+            self.seek_to(target, window.first_index)?;
+            self.skip_before = Some((target, false));
+        }
+        self.window = Some(window);
+        Ok(())
     }
 
     /// Moves to the frame with presentation timestamp `pts` (stream time base), which is frame
@@ -120,6 +143,13 @@ impl VideoReader {
     /// drops the frames before it, so the next frame is exactly that one. Audio packets follow
     /// from the keyframe on.
     pub fn seek(&mut self, pts: i64, index: usize) -> anyhow::Result<()> {
+        self.seek_to(pts, index)?;
+        self.skip_before = Some((pts, true));
+        Ok(())
+    }
+
+    /// Seeks to the keyframe at or before `pts`; the next frame counts as frame `index`.
+    fn seek_to(&mut self, pts: i64, index: usize) -> anyhow::Result<()> {
         let tb = self.info.time_base;
         let micros = (i128::from(pts) * 1_000_000 * i128::from(tb.numerator()) / i128::from(tb.denominator())) as i64;
         self.input
@@ -129,7 +159,6 @@ impl VideoReader {
         self.pending.clear();
         self.eof_sent = false;
         self.next_index = index;
-        self.skip_before = Some(pts);
         Ok(())
     }
 
@@ -149,7 +178,7 @@ impl VideoReader {
             if let Some(item) = self.pending.pop_front() {
                 return Ok(Some(item));
             }
-            if self.eof_sent {
+            if self.eof_sent || self.window.as_ref().is_some_and(|w| w.done) {
                 return Ok(None);
             }
             let mut packet = Packet::empty();
@@ -164,8 +193,15 @@ impl VideoReader {
                         } else {
                             self.damaged += 1;
                         }
-                    } else if self.info.audio.iter().any(|(i, _, _)| *i == s) {
-                        self.pending.push_back(Item::Audio(packet, s));
+                    } else if let Some((_, _, tb)) = self.info.audio.iter().find(|(i, _, _)| *i == s) {
+                        let tb = f64::from(*tb);
+                        let kept = match &self.window {
+                            Some(w) => w.admit_audio(packet, tb),
+                            None => Some(packet),
+                        };
+                        if let Some(packet) = kept {
+                            self.pending.push_back(Item::Audio(packet, s));
+                        }
                     }
                 }
                 Err(ffmpeg::Error::Eof) => {
@@ -185,11 +221,14 @@ impl VideoReader {
         let mut decoded = frame::Video::empty();
         while self.decoder.receive_frame(&mut decoded).is_ok() {
             let pts = decoded.timestamp().or(decoded.pts()).unwrap_or(self.next_index as i64);
-            if let Some(target) = self.skip_before {
+            if let Some((target, exact)) = self.skip_before {
                 if pts < target {
                     continue;
                 }
-                if pts > target {
+                if !exact {
+                    let seconds = (pts - self.stream_start) as f64 * f64::from(self.info.time_base);
+                    self.next_index = (seconds * f64::from(self.info.frame_rate)).round() as usize;
+                } else if pts > target {
                     bail!(
                         "{}: seeking to pts {target} landed on pts {pts}; this file cannot be cut at frame {} \
                          (render it whole instead)",
@@ -199,9 +238,17 @@ impl VideoReader {
                 }
                 self.skip_before = None;
             }
-            let image = self.convert_to_rgb(&decoded)?;
-            self.pending.push_back(Item::Frame(SourceFrame { index: self.next_index, pts, image }));
+            let index = self.next_index;
             self.next_index += 1;
+            let pts = match self.window.as_mut() {
+                Some(w) => match w.admit(index, pts) {
+                    Some(pts) => pts,
+                    None => continue,
+                },
+                None => pts,
+            };
+            let image = self.convert_to_rgb(&decoded)?;
+            self.pending.push_back(Item::Frame(SourceFrame { index, pts, image }));
         }
         Ok(())
     }
