@@ -510,7 +510,7 @@ settings! {
     /// In flow coherence, how much of the previous frame's dream (its difference from its source)
     /// is carried along the motion into the next frame (0..1; near 1 keeps the dream, lower
     /// lets it fade).
-    carry: f64 = 0.97, [Video, true, Range::Span(0.0, 1.0), None];
+    carry: f64 = 0.98, [Video, true, Range::Span(0.0, 1.0), None];
     /// In blend coherence, the weight of the previous dreamed frame mixed into the next (0..1;
     /// more leaves more ghosts of moving things).
     blend: f64 = 0.6, [Video, true, Range::Span(0.0, 1.0), None];
