@@ -6,6 +6,8 @@
 //!       MODE step | octaves; prints `RESULT dreamvid MODE WxH SECONDS` per run, `PEAK ...`
 //!       (peak RSS bytes) and `FLOPS ...` (convolution FLOPs of one step at this size)
 //!   dream_compare gemm-peak                          `GEMM GFLOPS` of a 2048^3 f32 matmul
+//!   dream_compare same-weights A B                   fails unless VGG19 weights files A and B
+//!       (safetensors or .pth) give bit-identical activations; prints `SAME A B`
 //!
 //! The input is the same colour ramp torch_reference.py builds.
 
@@ -59,6 +61,17 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("write-weights") => {
             write_vgg19(args[1].as_ref(), &VGG19_WIDTHS, 0)?;
+            return Ok(());
+        }
+        Some("same-weights") => {
+            let x = ramp(64, 64)?;
+            let last = |path: &str| -> anyhow::Result<Vec<u32>> {
+                let net = ModelKind::Vgg19.load(path.as_ref(), &Device::Cpu)?;
+                let out = net.activations(&x, net.taps().len() - 1)?.flatten_all()?.to_vec1::<f32>()?;
+                Ok(out.into_iter().map(f32::to_bits).collect())
+            };
+            anyhow::ensure!(last(&args[1])? == last(&args[2])?, "{} loads differently from {}", args[2], args[1]);
+            println!("SAME {} {}", args[1], args[2]);
             return Ok(());
         }
         Some("gemm-peak") => {

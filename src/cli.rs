@@ -25,6 +25,7 @@ use dreamvid::settings::{Section, Setting, Settings, TABLE};
 ///   dreamvid image photo.jpg -o dream.png --layer blocks.6
 ///   dreamvid zoom --noise -o zoom.gif --frames 48 --loop
 ///   dreamvid layers --model vgg19
+///   dreamvid weights                                    (where weights are found)
 ///   dreamvid compare golden.mp4 dream.mp4 --min-psnr 35
 #[derive(Parser)]
 #[command(
@@ -54,6 +55,8 @@ pub enum Command {
     Layers(LayersArgs),
     /// List the shipped presets.
     Presets,
+    /// List, per model, every place weights are looked for and what is there (format, checksum).
+    Weights(WeightsArgs),
     /// List every setting: preset key, flag, range, default, and what it does.
     Settings,
     /// Compare two videos frame by frame (PSNR); fails if any frame is below --min-psnr.
@@ -77,15 +80,24 @@ fn words<T: FromStr + Clone + Send + Sync + 'static>(
     PossibleValuesParser::new(names).map(|s| s.parse::<T>().unwrap_or_else(|_| unreachable!("`{s}` is a listed value")))
 }
 
+/// The `--model` names.
+const MODEL_NAMES: &[&str] = &["efficientnet-lite0", "vgg19"];
+
 /// Which network, from where, on which device.
 #[derive(Args)]
 pub struct ModelArgs {
     /// Network: efficientnet-lite0 (free, scripts/fetch-weights) or vgg19 (the classic look).
     /// Default: the preset's model, else efficientnet-lite0.
-    #[arg(long, value_parser = words::<ModelKind>(&["efficientnet-lite0", "vgg19"]))]
+    #[arg(long, value_parser = words::<ModelKind>(MODEL_NAMES))]
     pub model: Option<ModelKind>,
-    /// Weights file (safetensors). Default: <model file> in $DREAMVID_WEIGHTS_DIR, ./weights,
-    /// or the repository's weights/ folder.
+    /// Weights file: safetensors, or a PyTorch checkpoint (.pth, zip or legacy layout).
+    /// Default: the first found of the model's file (efficientnet_lite0.safetensors,
+    /// vgg19.safetensors, or its torch hub name, e.g. vgg19-dcbb9e9d.pth) in
+    /// $DREAMVID_WEIGHTS_DIR, ./weights, the repository's weights/; then torchvision's download
+    /// in $TORCH_HOME/hub/checkpoints (else $XDG_CACHE_HOME/torch/..., ~/.cache/torch/...);
+    /// then timm's in the Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub). Files with a published checksum are verified.
+    /// `dreamvid weights` lists every place and what is there.
     #[arg(long, value_name = "PATH")]
     pub weights: Option<PathBuf>,
     /// Where to compute: cpu (all cores) or cuda (the first GPU; needs a CUDA build).
@@ -306,6 +318,14 @@ pub struct LayersArgs {
     /// Input size (square) used to compute the output shapes.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
+}
+
+/// Listing where weights are looked for.
+#[derive(Args)]
+pub struct WeightsArgs {
+    /// Only this model.
+    #[arg(long, value_parser = words::<ModelKind>(MODEL_NAMES))]
+    pub model: Option<ModelKind>,
 }
 
 /// Planning a render-farm job.

@@ -1,6 +1,6 @@
 //! What each command does: load the preset and the network, run the library, show progress.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -11,7 +11,8 @@ use dreamvid::compare::compare_videos;
 use dreamvid::dream;
 use dreamvid::farm::{self, Job, SegmentState};
 use dreamvid::image_io::{check_image_path, load_image, read_picture, write_picture};
-use dreamvid::models::ModelKind;
+use dreamvid::models::discovery::{self, SearchRoots};
+use dreamvid::models::{ModelKind, WeightsError};
 use dreamvid::nn::Network;
 use dreamvid::output::check_not_input;
 use dreamvid::pipeline::{render_video, VideoJob};
@@ -26,7 +27,7 @@ use dreamvid::zoom::{generated_frames, noise_image, render_zoom, ZoomJob};
 
 use crate::cli::{
     AssembleArgs, CompareArgs, DreamArgs, ImageArgs, LayersArgs, ModelArgs, PlanArgs, RenderArgs, StabilityArgs,
-    StatusArgs, VideoArgs, ZoomArgs,
+    StatusArgs, VideoArgs, WeightsArgs, ZoomArgs,
 };
 
 /// A preset with flags applied, the network it runs on, and where that came from.
@@ -50,12 +51,20 @@ impl Setup {
     }
 }
 
-/// Opens the device and loads `kind` from the given or default weights at the precision.
-fn load_model(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<(Network, candle_core::Device, PathBuf)> {
-    let weights = match &args.weights {
-        Some(p) => p.clone(),
+/// The weights file of `kind`: `given` (checked if it has a published name), else the first
+/// one found; says on standard error which it is.
+fn weights_file(given: Option<&Path>, kind: ModelKind) -> anyhow::Result<PathBuf> {
+    let located = match given {
+        Some(path) => discovery::given(kind, path)?,
         None => kind.locate_weights()?,
     };
+    eprintln!("weights: {located}");
+    Ok(located.path)
+}
+
+/// Opens the device and loads `kind` from the given or default weights at the precision.
+fn load_model(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<(Network, candle_core::Device, PathBuf)> {
+    let weights = weights_file(args.weights.as_deref(), kind)?;
     let device = args.device.open()?;
     let dtype = args.precision.dtype_on(&device)?;
     let net = kind.load(&weights, &device)?.to_dtype(dtype)?;
@@ -151,10 +160,7 @@ fn run_render(job: &VideoJob) -> anyhow::Result<()> {
 /// `dreamvid plan INPUT -o JOB_DIR`.
 pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let (origin, text, model) = preset_source(args.dream.preset.as_deref(), Purpose::Video, args.model.model)?;
-    let weights = match &args.model.weights {
-        Some(p) => p.clone(),
-        None => model.locate_weights()?,
-    };
+    let weights = weights_file(args.model.weights.as_deref(), model)?;
     if !(args.segment_seconds.is_finite() && args.segment_seconds >= 0.5) {
         bail!("--segment-seconds must be at least 0.5 (got {})", args.segment_seconds);
     }
@@ -359,6 +365,40 @@ pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
     println!("{:<14} {:<28} output shape for {}x{} input", "layer", "op", args.size, args.size);
     for (tap, shape) in net.taps().iter().zip(shapes) {
         println!("{:<14} {:<28} {:?}", tap.name, tap.kind, &shape[1..]);
+    }
+    Ok(())
+}
+
+/// `dreamvid weights`.
+pub fn weights(args: WeightsArgs) -> anyhow::Result<()> {
+    let roots = SearchRoots::from_env();
+    println!("Weights are looked for in this order; the first file found is used (--weights PATH overrides):");
+    for (i, root) in roots.roots.iter().enumerate() {
+        let dir = root.dir.as_ref().map_or("(not set)".to_string(), |d| d.display().to_string());
+        println!("  {}. {:<38} {dir}", i + 1, root.label);
+    }
+    let models = args.model.map_or(ModelKind::ALL.to_vec(), |m| vec![m]);
+    for model in models {
+        println!("\n{}", model.name());
+        let survey = discovery::survey(model, &roots);
+        let first = survey.iter().position(|(_, found)| found.is_some());
+        for (i, (candidate, found)) in survey.iter().enumerate() {
+            let mark = if Some(i) == first { '*' } else { ' ' };
+            println!("  {mark} {}  [{}]", candidate.path.display(), candidate.place);
+            match found {
+                None => println!("      not there"),
+                Some(Ok(located)) => {
+                    let format = located.format.map_or("not a weights file".to_string(), |f| f.to_string());
+                    println!("      {format}, {}", located.verification);
+                }
+                Some(Err(e)) => println!("      {}", format!("{e}").replace('\n', "\n      ")),
+            }
+        }
+        match model.locate_weights() {
+            Ok(located) => println!("  uses {}", located.path.display()),
+            Err(WeightsError::Missing { .. }) => println!("  none found: {}", model.fetch_hint()),
+            Err(e) => println!("  {}", format!("{e}").replace('\n', "\n  ")),
+        }
     }
     Ok(())
 }

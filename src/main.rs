@@ -16,6 +16,7 @@ fn main() {
         Some(Command::Zoom(args)) => commands::zoom(args),
         Some(Command::Layers(args)) => commands::layers(args),
         Some(Command::Presets) => commands::presets(),
+        Some(Command::Weights(args)) => commands::weights(args),
         Some(Command::Settings) => {
             print!("{}", dreamvid::settings::reference());
             Ok(())

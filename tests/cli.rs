@@ -87,6 +87,9 @@ fn missing_weights_name_the_fetch_script() {
         .args(["image", &input, "-o", "o.png", "--model", "vgg19"])
         .current_dir(&dir)
         .env("DREAMVID_WEIGHTS_DIR", dir.join("empty"))
+        .env("HOME", &dir)
+        .env("TORCH_HOME", dir.join("empty"))
+        .env("HF_HUB_CACHE", dir.join("empty"))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));

