@@ -1517,7 +1517,10 @@ class Runner:
         elif setup == "outdir-missing":
             case.output = "out/missing/" + Path(case.output).name
         elif setup == "output-is-dir":
+            # A folder that holds something: an existing empty folder is a valid target for
+            # PNG frames, a full one must be refused and left as it was.
             out.mkdir()
+            (out / "kept.txt").write_bytes(b"not to be touched\n")
         out = folder / case.output
         before = snapshot(folder)
         argv = self.argv(case, str(self.cfg["binary"]))
@@ -1564,6 +1567,9 @@ class Runner:
             if rc == 0 and case.command == "image" and is_png(inp) and len(inp) > 25 and inp[25] in (4, 6) and out.is_file():
                 head = out.read_bytes()[:26]
                 res["alpha_dropped"] = not (is_png(head) and len(head) > 25 and head[25] in (4, 6))
+            for name, h in before.items():
+                if name.startswith(out_rel + "/") and after.get(name) != h:
+                    f.append(("output-left", f"{name}, in the folder given as output, changed"))
             new = sorted(set(after) - set(before))
             allowed = set()
             if rc == 0:

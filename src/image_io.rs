@@ -45,18 +45,37 @@ pub struct Picture {
     pub deep: bool,
 }
 
-/// Reads an image file (PNG, JPEG, WebP, TIFF, BMP, whatever its extension says) as a
-/// [`Picture`].
-pub fn read_picture(path: &Path, device: &Device) -> anyhow::Result<Picture> {
+/// Largest picture dreamvid reads, in pixels (16384x8192): the decoder alone would need
+/// gigabytes beyond it, and the dream far more.
+pub const MAX_PIXELS: u64 = 1 << 27;
+
+/// Decodes an image file (PNG, JPEG, WebP, TIFF, BMP, whatever its extension says), upright
+/// (a JPEG's EXIF orientation applied); pictures over [`MAX_PIXELS`] are refused before any
+/// memory is taken for them.
+pub fn decode_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
     let cannot = || format!("cannot read image {} (dreamvid reads {FORMATS} files)", path.display());
-    let mut decoder = image::ImageReader::open(path)
-        .with_context(cannot)?
-        .with_guessed_format()?
-        .into_decoder()
-        .with_context(cannot)?;
+    let mut reader = image::ImageReader::open(path).with_context(cannot)?.with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 8); // RGBA at 16 bits per channel
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().with_context(cannot)?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        anyhow::bail!(
+            "{} is {w}x{h} pixels; dreamvid reads pictures of up to {} megapixels: scale it down first",
+            path.display(),
+            MAX_PIXELS / 1_000_000
+        );
+    }
     let orientation = decoder.orientation().with_context(cannot)?;
     let mut img = image::DynamicImage::from_decoder(decoder).with_context(cannot)?;
     img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// Reads an image file as a [`Picture`] (see [`decode_image`]).
+pub fn read_picture(path: &Path, device: &Device) -> anyhow::Result<Picture> {
+    let img = decode_image(path)?;
     let deep = img.color().bytes_per_pixel() / img.color().channel_count().max(1) > 1;
     let alpha = img.color().has_alpha().then(|| img.to_rgba16().pixels().map(|p| p[3]).collect());
     let rgb = img.to_rgb32f();
@@ -123,4 +142,49 @@ pub fn write_picture(rgb: &Tensor, like: &Picture, path: &Path) -> anyhow::Resul
 /// appears only once it is complete.
 pub fn save_image(x: &Tensor, path: &Path) -> anyhow::Result<()> {
     write_picture(x, &Picture { rgb: x.clone(), alpha: None, deep: false }, path).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PNG file claiming `w`x`h` RGB pixels, with no pixel data (valid CRCs).
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        fn crc(bytes: &[u8]) -> u32 {
+            let mut c = !0u32;
+            for &b in bytes {
+                c ^= u32::from(b);
+                for _ in 0..8 {
+                    c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                }
+            }
+            !c
+        }
+        let mut header = w.to_be_bytes().to_vec();
+        header.extend(h.to_be_bytes());
+        header.extend([8, 2, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        for (kind, data) in [(b"IHDR", header), (b"IDAT", vec![]), (b"IEND", vec![])] {
+            let chunk: Vec<u8> = kind.iter().chain(&data).copied().collect();
+            png.extend((data.len() as u32).to_be_bytes());
+            png.extend(&chunk);
+            png.extend(crc(&chunk).to_be_bytes());
+        }
+        png
+    }
+
+    #[test]
+    fn huge_pictures_are_refused_before_memory_is_taken() {
+        let dir = std::env::temp_dir().join(format!("dreamvid-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge.png");
+        std::fs::write(&path, png_header(65535, 4096)).unwrap();
+        let err = decode_image(&path).unwrap_err().to_string();
+        assert!(err.contains("65535x4096 pixels") && err.contains("scale it down"), "{err}");
+        // A small header gets past the size check and fails on the missing pixels instead.
+        std::fs::write(&path, png_header(64, 64)).unwrap();
+        let err = format!("{:#}", decode_image(&path).unwrap_err());
+        assert!(err.contains("cannot read image") && !err.contains("scale it down"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -216,17 +216,9 @@ impl FrameFolder {
 
 /// One frame as 8-bit RGB, upright.
 fn read_frame(path: &Path) -> anyhow::Result<RgbImage> {
-    let cannot = || format!("cannot read frame {} (a damaged or unsupported picture?)", path.display());
-    let mut decoder = image::ImageReader::open(path)
-        .with_context(cannot)?
-        .with_guessed_format()
-        .with_context(cannot)?
-        .into_decoder()
-        .with_context(cannot)?;
-    let orientation = image::ImageDecoder::orientation(&mut decoder).with_context(cannot)?;
-    let mut img = image::DynamicImage::from_decoder(decoder).with_context(cannot)?;
-    img.apply_orientation(orientation);
-    Ok(img.to_rgb8())
+    let frame = crate::image_io::decode_image(path)
+        .with_context(|| format!("frame {} is damaged or not a picture", path.display()))?;
+    Ok(frame.to_rgb8())
 }
 
 /// Writes frames as `frame_00000.png`, `frame_00001.png`, ... into a folder, and the frame
