@@ -80,9 +80,10 @@ fn words<T: FromStr + Clone + Send + Sync + 'static>(
 /// Which network, from where, on which device.
 #[derive(Args)]
 pub struct ModelArgs {
-    /// Network: efficientnet-lite0 (free, scripts/fetch-weights) or vgg19 (the classic look).
-    /// Default: the preset's model, else efficientnet-lite0.
-    #[arg(long, value_parser = words::<ModelKind>(&["efficientnet-lite0", "vgg19"]))]
+    /// Network: efficientnet-lite0 (free, scripts/fetch-weights), vgg19 (the classic look) or
+    /// googlenet (the original DeepDream network). Default: the preset's model, else
+    /// efficientnet-lite0.
+    #[arg(long, value_parser = words::<ModelKind>(&["efficientnet-lite0", "vgg19", "googlenet"]))]
     pub model: Option<ModelKind>,
     /// Weights file (safetensors). Default: <model file> in $DREAMVID_WEIGHTS_DIR, ./weights,
     /// or the repository's weights/ folder.
@@ -183,7 +184,8 @@ impl<const S: u8> clap::FromArgMatches for SettingFlags<S> {
 #[derive(Args)]
 pub struct DreamArgs<const S: u8> {
     /// Preset name (see `dreamvid presets`) or path to a .toml file. Default: lite0 for
-    /// images, lite0-video for videos, zoom for zooms (layer30 / zoom-vgg with --model vgg19).
+    /// images, lite0-video for videos, zoom for zooms (layer30 / zoom-vgg with --model vgg19,
+    /// inception4c / zoom-googlenet with --model googlenet).
     #[arg(long)]
     pub preset: Option<String>,
     /// The settings' flags.

@@ -1,6 +1,8 @@
 //! The pretrained CNNs dreams are computed with, and where their weights come from.
 
+mod batch_norm;
 pub mod efficientnet_lite0;
+pub mod googlenet;
 pub mod vgg19;
 mod weights;
 
@@ -24,6 +26,9 @@ pub enum ModelKind {
     /// VGG19 features in torchvision layout: the classic DeepDream look.
     #[serde(rename = "vgg19")]
     Vgg19,
+    /// GoogLeNet (Inception v1) in torchvision layout: the original DeepDream network.
+    #[serde(rename = "googlenet")]
+    GoogLeNet,
 }
 
 impl std::str::FromStr for ModelKind {
@@ -36,13 +41,14 @@ impl std::str::FromStr for ModelKind {
 
 impl ModelKind {
     /// Every model.
-    pub const ALL: [ModelKind; 2] = [ModelKind::EfficientNetLite0, ModelKind::Vgg19];
+    pub const ALL: [ModelKind; 3] = [ModelKind::EfficientNetLite0, ModelKind::Vgg19, ModelKind::GoogLeNet];
 
     /// Name as written on the command line.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::EfficientNetLite0 => "efficientnet-lite0",
             ModelKind::Vgg19 => "vgg19",
+            ModelKind::GoogLeNet => "googlenet",
         }
     }
 
@@ -51,6 +57,7 @@ impl ModelKind {
         match self {
             ModelKind::EfficientNetLite0 => "efficientnet_lite0.safetensors",
             ModelKind::Vgg19 => "vgg19.safetensors",
+            ModelKind::GoogLeNet => "googlenet.safetensors",
         }
     }
 
@@ -59,6 +66,7 @@ impl ModelKind {
         match self {
             ModelKind::EfficientNetLite0 => "blocks.10",
             ModelKind::Vgg19 => "features.30",
+            ModelKind::GoogLeNet => "inception4c",
         }
     }
 
@@ -70,6 +78,7 @@ impl ModelKind {
                 .chain(std::iter::once("head".to_string()))
                 .collect(),
             ModelKind::Vgg19 => (0..vgg19::layout().len()).map(|i| format!("features.{i}")).collect(),
+            ModelKind::GoogLeNet => googlenet::MODULES.iter().map(|(name, _)| name.to_string()).collect(),
         }
     }
 
@@ -89,6 +98,13 @@ impl ModelKind {
                  (torchvision layout, keys `features.N.weight`) yourself and put it at weights/{} or pass --weights PATH",
                 self.file_name()
             ),
+            ModelKind::GoogLeNet => format!(
+                "download torchvision's `googlenet-1378be20.pth` \
+                 (https://download.pytorch.org/models/googlenet-1378be20.pth), save its state dict as \
+                 safetensors with the same keys (`conv1.conv.weight`, `inception4c.branch2.1.bn.running_var`, ...) \
+                 and put it at weights/{} or pass --weights PATH",
+                self.file_name()
+            ),
         }
     }
 
@@ -98,6 +114,7 @@ impl ModelKind {
         match self {
             ModelKind::EfficientNetLite0 => efficientnet_lite0::build(&file),
             ModelKind::Vgg19 => vgg19::build(&file),
+            ModelKind::GoogLeNet => googlenet::build(&file),
         }
     }
 
