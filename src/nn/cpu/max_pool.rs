@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::depthwise::columns;
 use super::operands::{f32_data, u8_data};
 
 /// A square pooling window sliding over both spatial axes.
@@ -96,8 +97,11 @@ multiversion! {
         let first_row = padding.saturating_sub(i * stride);
         for (chunk, (best, at)) in best.chunks_mut(LANES).zip(at.chunks_mut(LANES)).enumerate() {
             let j0 = chunk * LANES;
-            let first = |l: usize| (first_row * kernel + padding.saturating_sub((j0 + l) * stride)) as f32;
-            let mut lanes: Lanes = ([f32::NEG_INFINITY; LANES], std::array::from_fn(first));
+            let mut lanes: Lanes = ([f32::NEG_INFINITY; LANES], [(first_row * kernel) as f32; LANES]);
+            // Windows starting in the left padding start inside the input further right.
+            for (l, a) in lanes.1.iter_mut().enumerate().take(padding.div_ceil(stride).saturating_sub(j0)) {
+                *a += (padding - (j0 + l) * stride) as f32;
+            }
             for dy in 0..kernel {
                 let Some(r) = (i * stride + dy).checked_sub(padding).filter(|&r| r < h) else {
                     continue;
@@ -124,11 +128,44 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// Adds output row `i` of a stride-1 max-pool's gradient, `g` (`wo` long), to the input
+    /// positions of an `h x w` (`size`) gradient plane `dx` that its window `offsets` name, for
+    /// a `kernel x kernel` window with `padding`: one pass per window position over the whole
+    /// row, which vectorises. `columns[dx]` are the outputs whose window column `dx` lies
+    /// inside the input.
+    pub fn route_row(
+        g: &[f32],
+        offsets: &[u8],
+        size: (usize, usize),
+        window: (usize, usize),
+        columns: &[std::ops::Range<usize>],
+        i: usize,
+        dx: &mut [f32],
+    ) {
+        let ((h, w), (kernel, padding)) = (size, window);
+        for dy in 0..kernel {
+            let Some(r) = (i + dy).checked_sub(padding).filter(|&r| r < h) else {
+                continue;
+            };
+            let row = &mut dx[r * w..][..w];
+            for (dxk, js) in columns.iter().enumerate() {
+                let offset = (dy * kernel + dxk) as u8;
+                let dst = &mut row[js.start + dxk - padding..][..js.len()];
+                let (g, offsets) = (&g[js.clone()], &offsets[js.clone()]);
+                for (d, (&v, &o)) in dst.iter_mut().zip(g.iter().zip(offsets)) {
+                    *d += if o == offset { v } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
 impl Window {
     /// Calls `visit(output, input)` for every element `output` of an `ho x wo` plane, with the
     /// position `input` (in an `h x w` plane) that its offset in `offsets` names. The forward
     /// only picks positions inside the input; one outside (a damaged offset) is skipped.
-    fn routes(
+    fn positions(
         &self,
         offsets: &[u8],
         (ho, wo): (usize, usize),
@@ -228,7 +265,7 @@ impl CustomOp2 for MaxPoolGatherCpu {
         if ho * wo > 0 && h * w > 0 {
             out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w).zip(offsets.par_chunks(ho * wo))).for_each(
                 |(o, (plane, offsets))| {
-                    self.window.routes(offsets, (ho, wo), (h, w), |output, input| o[output] = plane[input])
+                    self.window.positions(offsets, (ho, wo), (h, w), |output, input| o[output] = plane[input])
                 },
             );
         }
@@ -249,11 +286,21 @@ impl CustomOp2 for MaxPoolGradientCpu {
             candle_core::bail!("{}: gradient {:?} does not match offsets {:?}", self.name(), l1.shape(), l2.shape());
         }
         let (h, w) = self.input;
+        let Window { kernel, stride, padding } = self.window;
         let mut out = vec![0f32; n * c * h * w];
+        let inside: Vec<_> = (0..kernel).map(|dx| columns(dx, (stride, padding), w, wo)).collect();
         if ho * wo > 0 && h * w > 0 {
             out.par_chunks_mut(h * w).zip(grad.par_chunks(ho * wo).zip(offsets.par_chunks(ho * wo))).for_each(
                 |(o, (g, offsets))| {
-                    self.window.routes(offsets, (ho, wo), (h, w), |output, input| o[input] += g[output])
+                    if stride > 1 {
+                        // Windows barely overlap: one scattered add per output beats a pass
+                        // per window position.
+                        self.window.positions(offsets, (ho, wo), (h, w), |output, input| o[input] += g[output]);
+                        return;
+                    }
+                    for (i, (g, offsets)) in g.chunks_exact(wo).zip(offsets.chunks_exact(wo)).enumerate() {
+                        route_row(g, offsets, (h, w), (kernel, padding), &inside, i, o);
+                    }
                 },
             );
         }

@@ -4,8 +4,8 @@
 //! convolutions as plane passes (few-channel ones with large kernels as GEMMs over unfolded
 //! patches), with bias and activation fused into the output and the
 //! activation's mask into the input-gradient pass; plus parallel max-pool (2x2, and any window
-//! with padding and ceil mode) and mask kernels. candle's own ops remain the path on every
-//! other device and precision.
+//! with padding and ceil mode), mask and sum kernels. candle's own ops remain the path on
+//! every other device and precision.
 //!
 //! [`operands`] reads candle's storage and holds the one masking rule; [`buffers`] holds the
 //! per-thread work buffers and the pointer parallel workers write through.
@@ -109,6 +109,7 @@ mod depthwise;
 mod max_pool;
 mod operands;
 mod pool;
+mod sum;
 mod unfolded;
 mod winograd;
 
@@ -117,4 +118,5 @@ pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu, PooledGradientCpu};
 pub use depthwise::{DepthwiseCpu, FewChannelConvCpu};
 pub use max_pool::{MaxPoolCpu, MaxPoolGatherCpu, MaxPoolGradientCpu, Window};
 pub use pool::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
+pub use sum::SumCpu;
 pub use unfolded::UnfoldedConvCpu;
