@@ -57,7 +57,7 @@ impl MaxPool {
     fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         let (ho, wo) = (self.output_len(h), self.output_len(w));
         if ho == 0 || wo == 0 {
-            candle_core::bail!("{self}: a {h}x{w} input is smaller than one window");
+            candle_core::bail!("{self}: a {h}x{w} input is smaller than one window; give the network a larger image");
         }
         Ok((ho, wo))
     }
