@@ -1,12 +1,14 @@
 //! dreamvid side of `scripts/bench`: times the dream step or a whole octave dream of VGG19
-//! features[:31] on given weights, and measures the machine's sgemm peak.
+//! features[:31] or GoogLeNet up to inception4c on given weights, and measures the machine's
+//! sgemm peak.
 //!
-//!   dream_compare write-weights PATH                 random VGG19 (real widths) as safetensors
-//!   dream_compare WEIGHTS H W MODE RUNS [OCTAVES ITERATIONS]
-//!       MODE step | octaves; prints `RESULT dreamvid MODE WxH SECONDS` per run, `PEAK ...`
-//!       (peak RSS bytes) and `FLOPS ...` (convolution FLOPs of one step at this size)
-//!   dream_compare gemm-peak                          `GEMM GFLOPS` of a 2048^3 f32 matmul
-//!   dream_compare same-weights A B                   fails unless VGG19 weights files A and B
+//!   dream_compare write-weights MODEL PATH      random MODEL (real widths) as safetensors
+//!   dream_compare MODEL WEIGHTS H W MODE RUNS [OCTAVES ITERATIONS]
+//!       MODEL vgg19 | googlenet, MODE step | octaves; prints `RESULT dreamvid MODEL/MODE WxH
+//!       SECONDS` per run, `PEAK ...` (peak RSS bytes) and for VGG19 `FLOPS ...` (convolution
+//!       FLOPs of one step at this size)
+//!   dream_compare gemm-peak                     `GEMM GFLOPS` of a 2048^3 f32 matmul
+//!   dream_compare same-weights A B              fails unless VGG19 weights files A and B
 //!       (safetensors or .pth) give bit-identical activations; prints `SAME A B`
 //!
 //! The input is the same colour ramp torch_reference.py builds.
@@ -15,6 +17,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use dreamvid::dream::{ascend, dream, DreamParams, Rng};
+use dreamvid::fixture::googlenet::{write_googlenet, GOOGLENET_WIDTHS};
 use dreamvid::fixture::{write_vgg19, VGG19_WIDTHS};
 use dreamvid::models::vgg19::{layout, Slot};
 use dreamvid::models::ModelKind;
@@ -60,7 +63,12 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.first().map(String::as_str) {
         Some("write-weights") => {
-            write_vgg19(args[1].as_ref(), &VGG19_WIDTHS, 0)?;
+            let path = args[2].as_ref();
+            match args[1].parse::<ModelKind>().map_err(anyhow::Error::msg)? {
+                ModelKind::Vgg19 => write_vgg19(path, &VGG19_WIDTHS, 0)?,
+                ModelKind::GoogLeNet => write_googlenet(path, &GOOGLENET_WIDTHS, 0)?,
+                other => anyhow::bail!("no random weights for {}", other.name()),
+            }
             return Ok(());
         }
         Some("same-weights") => {
@@ -90,15 +98,17 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let weights = &args[0];
-    let (h, w): (usize, usize) = (args[1].parse()?, args[2].parse()?);
-    let mode = args[3].as_str();
-    let runs: usize = args[4].parse()?;
-    let octaves: usize = args.get(5).map_or(Ok(3), |s| s.parse())?;
-    let iterations: usize = args.get(6).map_or(Ok(3), |s| s.parse())?;
-    let net = ModelKind::Vgg19.load(weights.as_ref(), &Device::Cpu)?;
+    let model: ModelKind = args[0].parse().map_err(anyhow::Error::msg)?;
+    let weights = &args[1];
+    let (h, w): (usize, usize) = (args[2].parse()?, args[3].parse()?);
+    let mode = args[4].as_str();
+    let runs: usize = args[5].parse()?;
+    let octaves: usize = args.get(6).map_or(Ok(3), |s| s.parse())?;
+    let iterations: usize = args.get(7).map_or(Ok(3), |s| s.parse())?;
+    let net = model.load(weights.as_ref(), &Device::Cpu)?;
     let params = DreamParams {
-        objective: Objective::layer(net.find_tap("features.30").expect("layer")),
+        // features.30 and inception4c.
+        objective: Objective::layer(net.find_tap(model.default_layer()).expect("layer")),
         octaves,
         iterations,
         ..DreamParams::default()
@@ -121,11 +131,11 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..runs {
         let t = Instant::now();
         work()?;
-        println!("RESULT dreamvid {mode} {w}x{h} {:.5}", t.elapsed().as_secs_f64());
+        println!("RESULT dreamvid {}/{mode} {w}x{h} {:.5}", model.name(), t.elapsed().as_secs_f64());
     }
-    println!("PEAK dreamvid {mode} {w}x{h} {}", peak_rss());
-    if mode == "step" {
-        println!("FLOPS {mode} {w}x{h} {:.0}", step_flops(h, w));
+    println!("PEAK dreamvid {}/{mode} {w}x{h} {}", model.name(), peak_rss());
+    if mode == "step" && model == ModelKind::Vgg19 {
+        println!("FLOPS vgg19/{mode} {w}x{h} {:.0}", step_flops(h, w));
     }
     Ok(())
 }

@@ -2,15 +2,16 @@
 //!
 //!   cargo bench --bench dream_step [-- SIZE [RUNS]]      (defaults: 224, 5)
 //!
-//! VGG19 uses seeded random weights with the real channel widths (the same work as the real
-//! weights, which cannot be downloaded everywhere); EfficientNet-Lite0 uses the real weights
-//! from weights/ or ../shared/weights. Prints the median and the spread of the runs.
+//! VGG19 and GoogLeNet use seeded random weights with the real channel widths (the same work
+//! as the real weights, which cannot be downloaded everywhere); EfficientNet-Lite0 uses the
+//! real weights from weights/ or ../shared/weights. Prints the median and the spread of the runs.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
 use dreamvid::dream::{ascend, DreamParams, Rng};
+use dreamvid::fixture::googlenet::{write_googlenet, GOOGLENET_WIDTHS};
 use dreamvid::fixture::{test_image, write_vgg19, VGG19_WIDTHS};
 use dreamvid::models::ModelKind;
 use dreamvid::nn::Network;
@@ -56,4 +57,9 @@ fn main() {
     let net = ModelKind::Vgg19.load(&vgg, &Device::Cpu).unwrap();
     std::fs::remove_file(&vgg).unwrap();
     time_steps("vgg19 (random weights)", &net, "features.30", size, runs);
+    let googlenet = std::env::temp_dir().join(format!("dreamvid-bench-googlenet-{}.safetensors", std::process::id()));
+    write_googlenet(&googlenet, &GOOGLENET_WIDTHS, 0).unwrap();
+    let net = ModelKind::GoogLeNet.load(&googlenet, &Device::Cpu).unwrap();
+    std::fs::remove_file(&googlenet).unwrap();
+    time_steps("googlenet (random)", &net, "inception4c", size, runs);
 }

@@ -81,13 +81,14 @@ fn words<T: FromStr + Clone + Send + Sync + 'static>(
 }
 
 /// The `--model` names.
-const MODEL_NAMES: &[&str] = &["efficientnet-lite0", "vgg19"];
+const MODEL_NAMES: &[&str] = &["efficientnet-lite0", "vgg19", "googlenet"];
 
 /// Which network, from where, on which device.
 #[derive(Args)]
 pub struct ModelArgs {
-    /// Network: efficientnet-lite0 (free, scripts/fetch-weights) or vgg19 (the classic look).
-    /// Default: the preset's model, else efficientnet-lite0.
+    /// Network: efficientnet-lite0 (free, scripts/fetch-weights), vgg19 (the classic look) or
+    /// googlenet (the original DeepDream network). Default: the preset's model, else
+    /// efficientnet-lite0.
     #[arg(long, value_parser = words::<ModelKind>(MODEL_NAMES))]
     pub model: Option<ModelKind>,
     /// Weights file: safetensors, or a PyTorch checkpoint (.pth, zip or legacy layout).
@@ -195,7 +196,8 @@ impl<const S: u8> clap::FromArgMatches for SettingFlags<S> {
 #[derive(Args)]
 pub struct DreamArgs<const S: u8> {
     /// Preset name (see `dreamvid presets`) or path to a .toml file. Default: lite0 for
-    /// images, lite0-video for videos, zoom for zooms (layer30 / zoom-vgg with --model vgg19).
+    /// images, lite0-video for videos, zoom for zooms (layer30 / zoom-vgg with --model vgg19,
+    /// inception4c / zoom-googlenet with --model googlenet).
     #[arg(long)]
     pub preset: Option<String>,
     /// The settings' flags.

@@ -29,6 +29,8 @@ pub fn default_preset(purpose: Purpose, model: ModelKind) -> &'static str {
         (Purpose::Zoom, ModelKind::EfficientNetLite0) => "zoom",
         (Purpose::Image | Purpose::Video, ModelKind::Vgg19) => "layer30",
         (Purpose::Zoom, ModelKind::Vgg19) => "zoom-vgg",
+        (Purpose::Image | Purpose::Video, ModelKind::GoogLeNet) => "inception4c",
+        (Purpose::Zoom, ModelKind::GoogLeNet) => "zoom-googlenet",
     }
 }
 

@@ -483,10 +483,10 @@ macro_rules! settings {
 pub const DEFAULT_TILE: usize = 768;
 
 settings! {
-    /// Layer(s) to amplify: a name from `dreamvid layers` (features.30, blocks.10) or its number.
-    /// Deeper layers give more object-like patterns. Several layers with weights:
+    /// Layer(s) to amplify: a name from `dreamvid layers` (features.30, blocks.10, inception4c)
+    /// or its number. Deeper layers give more object-like patterns. Several layers with weights:
     /// `blocks.6=1,blocks.10=0.5` (in presets `layers = { "blocks.6" = 1.0, ... }`); a change
-    /// between keyframes cross-fades. Default: the model's (features.30, blocks.10).
+    /// between keyframes cross-fades. Default: the model's (features.30, blocks.10, inception4c).
     layers: Layers = Vec::new(), [Dream, true, Range::Any, Some("layer")];
     /// Only these channels of the layers count (default: all); keyframes switch them.
     channels: Channels = None, [Dream, true, Range::Any, None];

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{dreamvid, fixture_weights, stderr};
+use dreamvid::models::ModelKind;
 
 use std::path::Path;
 use std::process::Command;
@@ -113,6 +114,24 @@ fn layers_lists_torchvision_indices_with_shapes() {
         text.lines().any(|l| l.starts_with("features.36") && l.contains("maxpool") && l.contains("[8, 2, 2]")),
         "{text}"
     );
+}
+
+#[test]
+fn layers_lists_googlenet_modules_with_shapes() {
+    let dir = common::scratch("cli-layers-googlenet");
+    let weights = dir.join("googlenet.safetensors");
+    let widths = dreamvid::fixture::googlenet::FIXTURE_GOOGLENET_WIDTHS;
+    dreamvid::fixture::googlenet::write_googlenet(&weights, &widths, common::FIXTURE_SEED).unwrap();
+    let o = dreamvid(&["layers", "--model", "googlenet", "--weights", weights.to_str().unwrap(), "--size", "224"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let names: Vec<&str> = text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, ModelKind::GoogLeNet.layer_names());
+    // The fixture's inception4c takes inception4b's 9 channels and concatenates 2 + 4 + 3 + 2.
+    let line = |name: &str| text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default();
+    assert!(line("inception4c").contains("inception 9->11") && line("inception4c").contains("[11, 14, 14]"), "{text}");
+    assert!(line("maxpool4").contains("maxpool 2x2/2 ceil") && line("maxpool4").contains(", 7, 7]"), "{text}");
+    assert!(line("conv1").contains("conv 7x7/2 3->4") && line("conv1").contains("[4, 112, 112]"), "{text}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use dreamvid::dream::{tiles, Rng};
 use dreamvid::models::ModelKind;
-use dreamvid::nn::{Conv2d, DepthwiseConv2d, Network, Objective, Op, Padding, Tap};
+use dreamvid::nn::{Conv2d, DepthwiseConv2d, MaxPool, Network, Objective, Op, Padding, Tap};
 
 fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
     let mut rng = Rng::new(seed);
@@ -162,6 +162,50 @@ fn strided_same_padded_convolution_matches_candle() {
             let masked = (&probe * mask.to_dtype(dtype).unwrap()).unwrap();
             let got = conv.backward_masked(&probe, &mask, (h, w)).unwrap();
             assert!(max_rel_diff(&got, &autograd_input_grad(&x, &masked, reference)) < tolerance, "masked {what}");
+        }
+    }
+}
+
+#[test]
+fn large_kernel_few_channel_convolution_matches_candle() {
+    // GoogLeNet's 7x7 stride-2 stem (padding 3), and a 5x5 "same" one, run on the CPU as GEMMs
+    // over unfolded patches in bands of output rows (227x227: several bands per image), with
+    // the clamp fused into the forward and its mask into the backward. candle's autograd
+    // cannot take the gradient of a strided convolution whose last window leaves input rows
+    // over, so the gradient's reference is the same layer in F64 on candle's ops, itself
+    // checked as the adjoint of candle's convolution: <conv(x), g> = <x, backward(g)>.
+    let cases = [(7, 2, Padding::Symmetric(3), 64), (5, 1, Padding::Same, 5)];
+    for (k, stride, padding, cout) in cases {
+        for (n, h, w) in [(1, 227, 227), (2, 15, 18), (1, 9, 7), (1, 1, 4)] {
+            let x = ((random(&[n, 3, h, w], 81, DType::F32) - 0.3).unwrap() * 4.0).unwrap();
+            let weight = (random(&[cout, 3, k, k], 82, DType::F32) - 0.5).unwrap();
+            let bias = random(&[cout], 83, DType::F32);
+            let conv = Conv2d::new(weight.clone(), Some(bias.clone()), stride, padding).unwrap();
+            let ((t, b), (l, r)) = (padding.amounts(h, k, stride), padding.amounts(w, k, stride));
+            let linear = |x: &Tensor| {
+                let padded = x.pad_with_zeros(2, t, b).unwrap().pad_with_zeros(3, l, r).unwrap();
+                padded.conv2d(&weight.to_dtype(x.dtype()).unwrap(), 0, stride, 1, 1).unwrap()
+            };
+            let what = format!("{k}x{k}/{stride} {n}x{h}x{w}");
+            let expected = linear(&x).broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap()).unwrap();
+            let y = conv.forward(&x).unwrap();
+            assert_eq!(y.dims(), expected.dims(), "{what}");
+            assert!(max_rel_diff(&y, &expected) < 1e-5, "forward {what}");
+            let activated = conv.forward_activated(&x, f32::INFINITY).unwrap();
+            assert!(max_rel_diff(&activated, &expected.relu().unwrap()) < 1e-5, "activated {what}");
+            let probe = random(y.dims(), 84, DType::F64);
+            let f64_conv = Conv2d::new(weight.to_dtype(DType::F64).unwrap(), None, stride, padding).unwrap();
+            let reference = f64_conv.backward(&probe, (h, w)).unwrap();
+            let x64 = x.to_dtype(DType::F64).unwrap();
+            let (forward_side, backward_side) = (dot(&linear(&x64), &probe), dot(&x64, &reference));
+            assert!((forward_side - backward_side).abs() < 1e-9 * forward_side.abs(), "adjoint {what}");
+            let probe = probe.to_dtype(DType::F32).unwrap();
+            let got = conv.backward(&probe, (h, w)).unwrap().to_dtype(DType::F64).unwrap();
+            assert!(max_rel_diff(&got, &reference) < 1e-5, "backward {what}");
+            let mask = expected.gt(0.0).unwrap();
+            let masked = (&probe * mask.to_dtype(DType::F32).unwrap()).unwrap().to_dtype(DType::F64).unwrap();
+            let got = conv.backward_masked(&probe, &mask, (h, w)).unwrap().to_dtype(DType::F64).unwrap();
+            assert!(max_rel_diff(&got, &f64_conv.backward(&masked, (h, w)).unwrap()) < 1e-5, "masked {what}");
         }
     }
 }
@@ -363,4 +407,177 @@ fn tiled_gradient_equals_the_whole_frame_gradient_where_the_halo_covers_the_rece
     let mut rng = Rng::new(0);
     let (_, whole) = tiles::objective_gradient(&net, &x, &objectives[0], 300, &mut rng).unwrap();
     assert_eq!(max_rel_diff(&whole, &net.objective_gradient(&x, &objectives[0]).unwrap().1), 0.0);
+}
+
+/// A network of `ops` with one tap, `name`, at its end.
+fn single_tap(ops: Vec<Op>, name: &str) -> Network {
+    let end = ops.len();
+    Network::new(ops, vec![Tap { name: name.into(), kind: name.into(), end }])
+}
+
+/// `(kernel, stride, padding)` of a max-pool.
+type Window = (usize, usize, usize);
+
+/// `(h, w)`.
+type Size = (usize, usize);
+
+/// Max-pool configurations `(kernel, stride, padding)` in ceil mode, with odd and even input
+/// sizes `(h, w)` and the output sizes PyTorch gives them: GoogLeNet's three (floor mode would
+/// drop the last row and/or column of every one but the stride-1 pool), and a padded stride-3
+/// one whose last column window would start past the input and is left out (11 -> 4, not 5).
+const POOLS: [(Window, Size, Size); 5] = [
+    ((3, 2, 0), (14, 13), (7, 6)),
+    ((3, 2, 0), (11, 12), (5, 6)),
+    ((3, 1, 1), (9, 10), (9, 10)),
+    ((2, 2, 0), (7, 9), (4, 5)),
+    ((3, 3, 1), (10, 11), (4, 4)),
+];
+
+/// PyTorch's max-pool written out for one `h x w` plane: windows clipped to the input, the
+/// first maximum in row-major window order wins. Returns the output and, per output, the
+/// input index of its maximum.
+fn reference_max_pool(
+    plane: &[f64],
+    (h, w): (usize, usize),
+    (k, s, p): (usize, usize, usize),
+    (ho, wo): (usize, usize),
+) -> (Vec<f64>, Vec<usize>) {
+    let mut out = Vec::new();
+    let mut winners = Vec::new();
+    for i in 0..ho {
+        for j in 0..wo {
+            let mut best: Option<(f64, usize)> = None;
+            for r in (i * s).saturating_sub(p)..(i * s + k - p).min(h) {
+                for c in (j * s).saturating_sub(p)..(j * s + k - p).min(w) {
+                    let v = plane[r * w + c];
+                    if best.is_none_or(|(m, _)| v > m) {
+                        best = Some((v, r * w + c));
+                    }
+                }
+            }
+            let (v, at) = best.expect("every window holds an input element");
+            out.push(v);
+            winners.push(at);
+        }
+    }
+    (out, winners)
+}
+
+#[test]
+fn max_pool_matches_pytorch_with_ceil_mode_padding_and_ties() {
+    // Inputs from four negative levels tie often: the whole gradient of an output goes to the
+    // first maximum of its window (row-major), overlapping windows add up, and padding or
+    // overhang never wins (a zero there would). F32 takes the CPU kernels, F64 the candle ops.
+    for ((k, s, p), (h, w), (ho, wo)) in POOLS {
+        let pool = MaxPool::new(k, s, p, true).unwrap();
+        let net = single_tap(vec![Op::MaxPool(pool)], "pool");
+        let levels = ((random(&[2, 3, h, w], 51, DType::F64) * 4.0).unwrap().floor().unwrap() - 5.0).unwrap();
+        let planes = levels.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let (mut expected_y, mut winners) = (Vec::new(), Vec::new());
+        for (index, plane) in planes.chunks(h * w).enumerate() {
+            let (y, at) = reference_max_pool(plane, (h, w), (k, s, p), (ho, wo));
+            expected_y.extend(y);
+            winners.extend(at.into_iter().map(|a| index * h * w + a));
+        }
+        let norm = expected_y.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let mut expected_grad = vec![0f64; planes.len()];
+        for (&at, &v) in winners.iter().zip(&expected_y) {
+            expected_grad[at] += v / norm;
+        }
+        for dtype in [DType::F32, DType::F64] {
+            let (net, x) = (net.to_dtype(dtype).unwrap(), levels.to_dtype(dtype).unwrap());
+            let what = format!("{k}x{k}/{s} pad {p} on {h}x{w} in {dtype:?}");
+            let y = net.activations(&x, 0).unwrap();
+            assert_eq!(y.dims(), &[2, 3, ho, wo], "{what}");
+            let y = y.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            assert_eq!(y, expected_y, "forward {what}");
+            let grad = net.objective_gradient(&x, &Objective::layer(0)).unwrap().1;
+            let grad = grad.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let worst = grad.iter().zip(&expected_grad).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-6, "backward {what}: off by {worst}");
+        }
+    }
+}
+
+#[test]
+fn max_pool_gradient_matches_finite_differences_with_overlapping_and_overhanging_windows() {
+    for ((k, s, p), (h, w), _) in POOLS {
+        let net = single_tap(vec![Op::MaxPool(MaxPool::new(k, s, p, true).unwrap())], "pool");
+        check_finite_differences(&net, "pool", &[1, 2, h, w], 1e-5);
+    }
+    // Behind a convolution, as in the network: the pool's gradient flows on into the conv.
+    let conv = Conv2d::new((random(&[4, 3, 3, 3], 52, DType::F64) - 0.5).unwrap(), None, 1, Padding::Symmetric(1));
+    let ops = vec![Op::Conv(conv.unwrap()), Op::Relu, Op::MaxPool(MaxPool::new(3, 2, 0, true).unwrap())];
+    check_finite_differences(&single_tap(ops, "pool"), "pool", &[1, 3, 14, 13], 1e-5);
+}
+
+/// A convolution from `cin` to `cout` channels, `k x k`, padding `k / 2`, seeded `F32` weights.
+fn seeded_conv(cin: usize, cout: usize, k: usize, seed: u64) -> Op {
+    let weight = (random(&[cout, cin, k, k], seed, DType::F32) - 0.5).unwrap();
+    let bias = (random(&[cout], seed + 1, DType::F32) - 0.3).unwrap();
+    Op::Conv(Conv2d::new(weight, Some(bias), 1, Padding::Symmetric(k / 2)).unwrap())
+}
+
+#[test]
+fn concat_runs_every_branch_on_the_input_and_adds_their_gradients() {
+    // Branches of different widths and depths, one a plain identity; a 1x1 convolution after
+    // the concatenation mixes its channels with different weights, so a gradient split at the
+    // wrong channels would show, as would a wrong channel order in the chosen channels.
+    let branches = vec![
+        vec![seeded_conv(3, 2, 1, 60), Op::Relu],
+        vec![seeded_conv(3, 3, 1, 62), Op::Relu, seeded_conv(3, 2, 3, 64), Op::Relu],
+        vec![Op::MaxPool(MaxPool::new(3, 1, 1, true).unwrap()), seeded_conv(3, 2, 1, 66)],
+        vec![],
+    ];
+    let x = random(&[1, 3, 9, 11], 68, DType::F32);
+    let parts: Vec<Tensor> = branches.iter().map(|b| run_branch(b, &x)).collect();
+    let taps = vec![
+        Tap { name: "concat".into(), kind: "concat".into(), end: 1 },
+        Tap { name: "mixed".into(), kind: "conv".into(), end: 2 },
+    ];
+    let net = Network::new(vec![Op::Concat(branches), seeded_conv(9, 4, 1, 70)], taps);
+    let joined = net.activations(&x, 0).unwrap();
+    assert_eq!(joined.dims(), &[1, 9, 9, 11]);
+    assert_eq!(max_rel_diff(&joined, &Tensor::cat(&parts, 1).unwrap()), 0.0, "branch outputs in branch order");
+    let exact = net.to_dtype(DType::F64).unwrap();
+    for layer in ["concat", "mixed"] {
+        check_finite_differences(&exact, layer, &[1, 3, 9, 11], 1e-5);
+    }
+    let chosen = Objective { terms: vec![(0, 1.0)], channels: Some(vec![1, 4, 6, 8]) };
+    check_objective_finite_differences(&exact, &chosen, &[1, 3, 9, 11], 1e-5);
+    // In F32 on the CPU the branch gradients add up in one pass (three at a time).
+    check_against_reference(&net, &["concat", "mixed"], &[(1, 9, 11), (2, 10, 7)]);
+}
+
+/// The output of one branch's ops on `x`, run as a network of its own.
+fn run_branch(ops: &[Op], x: &Tensor) -> Tensor {
+    if ops.is_empty() {
+        return x.clone();
+    }
+    single_tap(ops.to_vec(), "branch").activations(x, 0).unwrap()
+}
+
+#[test]
+fn googlenet_gradient_matches_finite_differences_through_ceil_mode_pools_and_inception_blocks() {
+    // 61x54: every pool but the branch pools rounds up somewhere along the way (maxpool4
+    // gives 2x2 from 3x3, floor mode would give 1x1).
+    let net = common::fixture_googlenet().to_dtype(DType::F64).unwrap();
+    for layer in ["conv1", "maxpool1", "conv3", "inception3a", "maxpool3", "inception4c", "maxpool4", "inception5b"] {
+        check_finite_differences(&net, layer, &[1, 3, 61, 54], 1e-5);
+    }
+    let tap = |name| net.find_tap(name).unwrap();
+    let several = Objective { terms: vec![(tap("inception3b"), 1.0), (tap("inception4c"), 0.5)], channels: None };
+    check_objective_finite_differences(&net, &several, &[1, 3, 47, 50], 1e-5);
+}
+
+#[test]
+fn googlenet_cpu_kernels_match_the_reference_path() {
+    // F32 on the CPU: fused convolution + ReLU kernels (7x7/2 few-channel plane passes, 1x1
+    // GEMMs, 3x3 implicit GEMM or Winograd at the real widths) and the max-pool kernels; F64:
+    // candle's ops throughout.
+    let real = common::googlenet_with_widths(&dreamvid::fixture::googlenet::GOOGLENET_WIDTHS);
+    for net in [common::fixture_googlenet(), real] {
+        let layers = ["conv1", "maxpool2", "inception3b", "inception4c", "maxpool4", "inception5b"];
+        check_against_reference(&net, &layers, &[(1, 61, 54), (2, 47, 50)]);
+    }
 }

@@ -88,3 +88,31 @@ fn half_precision_weights_load_as_f32() {
     let net = ModelKind::Vgg19.load(&path, &Device::Cpu).unwrap();
     assert_eq!(net.taps().len(), 37);
 }
+
+fn googlenet_fixture() -> HashMap<String, Tensor> {
+    dreamvid::fixture::googlenet::googlenet_tensors(&dreamvid::fixture::googlenet::FIXTURE_GOOGLENET_WIDTHS, 1).unwrap()
+}
+
+#[test]
+fn googlenet_checks_every_convolution_shape_against_torchvision_layout() {
+    // torchvision's "5x5" branch is a 3x3 convolution: a real 5x5 kernel there is refused.
+    let mut t = googlenet_fixture();
+    let key = "inception4c.branch3.1.conv.weight";
+    let cin = t[key].dim(1).unwrap();
+    t.insert(key.into(), Tensor::zeros((3, cin, 5, 5), DType::F32, &Device::Cpu).unwrap());
+    let (err, text) = load_err(ModelKind::GoogLeNet, &t);
+    assert!(matches!(err, WeightsError::WrongShape { .. }));
+    assert!(text.contains(key) && text.contains(&format!("[*, {cin}, 3, 3]")), "{text}");
+    let mut t = googlenet_fixture();
+    t.remove("inception3b.branch4.1.bn.running_var");
+    let (err, text) = load_err(ModelKind::GoogLeNet, &t);
+    assert!(matches!(err, WeightsError::MissingTensor { .. }));
+    assert!(text.contains("inception3b.branch4.1.bn.running_var"), "{text}");
+}
+
+#[test]
+fn another_model_as_googlenet_says_where_the_weights_come_from() {
+    let (err, text) = load_err(ModelKind::GoogLeNet, &fixture());
+    assert!(matches!(err, WeightsError::MissingTensor { .. }));
+    assert!(text.contains("conv1.conv.weight") && text.contains("googlenet-1378be20.pth"), "{text}");
+}

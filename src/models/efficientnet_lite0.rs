@@ -7,6 +7,7 @@
 
 use candle_core::Tensor;
 
+use super::batch_norm::{batch_norm, folded_conv};
 use super::weights::WeightFile;
 use crate::nn::{Conv2d, DepthwiseConv2d, Network, Op, Padding, Tap};
 
@@ -20,7 +21,7 @@ const BLOCK_STRIDES: [usize; BLOCKS] = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1
 
 /// Builds the network: `stem`, `blocks.0` … `blocks.15`, `head`.
 pub fn build(file: &WeightFile) -> Result<Network, anyhow::Error> {
-    let stem = folded_conv(file, "_conv_stem", "_bn0", 3, 2)?;
+    let stem = folded_conv(file, "_conv_stem", "_bn0", [None, Some(3), None, None], 2, Padding::Same, BN_EPS)?;
     let device = stem.weight().device().clone();
     // The model expects (rgb255 - 127) / 128; inputs here are rgb in [0, 1].
     let mean = Tensor::full(127f32 / 255.0, (1, 3, 1, 1), &device)?;
@@ -46,7 +47,7 @@ pub fn build(file: &WeightFile) -> Result<Network, anyhow::Error> {
             BLOCK_STRIDES.len()
         );
     }
-    let head = folded_conv(file, "_conv_head", "_bn1", channels, 1)?;
+    let head = same_conv(file, "_conv_head", "_bn1", channels)?;
     let out = head.weight().dim(0)?;
     ops.extend([Op::Conv(head), Op::Relu6]);
     taps.push(Tap { name: "head".into(), kind: format!("conv 1x1 {channels}->{out}"), end: ops.len() });
@@ -59,37 +60,24 @@ fn mbconv(file: &WeightFile, b: usize, channels: usize, stride: usize) -> anyhow
     let mut ops = Vec::new();
     let mut width = channels;
     if file.contains(&format!("{p}._expand_conv.weight")) {
-        let expand = folded_conv(file, &format!("{p}._expand_conv"), &format!("{p}._bn0"), channels, 1)?;
+        let expand = same_conv(file, &format!("{p}._expand_conv"), &format!("{p}._bn0"), channels)?;
         width = expand.weight().dim(0)?;
         ops.extend([Op::Conv(expand), Op::Relu6]);
     }
     let dw_name = format!("{p}._depthwise_conv.weight");
     let dw = file.get(&dw_name, &[Some(width), Some(1), None, None])?;
     let k = dw.dim(2)?;
-    let (scale, shift) = batch_norm(file, &format!("{p}._bn1"), width)?;
+    let (scale, shift) = batch_norm(file, &format!("{p}._bn1"), width, BN_EPS)?;
     let dw = dw.broadcast_mul(&scale.reshape((width, 1, 1, 1))?)?;
     ops.extend([Op::Depthwise(DepthwiseConv2d::new(&dw, Some(shift), stride, Padding::Same)?), Op::Relu6]);
-    let project = folded_conv(file, &format!("{p}._project_conv"), &format!("{p}._bn2"), width, 1)?;
+    let project = same_conv(file, &format!("{p}._project_conv"), &format!("{p}._bn2"), width)?;
     let out = project.weight().dim(0)?;
     ops.push(Op::Conv(project));
     let kind = format!("mbconv {k}x{k}/{stride} {channels}->{width}->{out}");
     Ok((ops, out, kind))
 }
 
-/// A convolution followed by BatchNorm, folded into one convolution with bias.
-fn folded_conv(file: &WeightFile, conv: &str, bn: &str, in_channels: usize, stride: usize) -> anyhow::Result<Conv2d> {
-    let weight = file.get(&format!("{conv}.weight"), &[None, Some(in_channels), None, None])?;
-    let out = weight.dim(0)?;
-    let (scale, shift) = batch_norm(file, bn, out)?;
-    let weight = weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?;
-    Ok(Conv2d::new(weight, Some(shift), stride, Padding::Same)?)
-}
-
-/// Per-channel `(scale, shift)` such that `bn(x) = x * scale + shift`.
-fn batch_norm(file: &WeightFile, bn: &str, channels: usize) -> anyhow::Result<(Tensor, Tensor)> {
-    let get = |field: &str| file.get(&format!("{bn}.{field}"), &[Some(channels)]);
-    let (gamma, beta, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
-    let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
-    let shift = (beta - (mean * &scale)?)?;
-    Ok((scale, shift))
+/// A stride-1 convolution with "SAME" padding from `in_channels`, with its BatchNorm folded in.
+fn same_conv(file: &WeightFile, conv: &str, bn: &str, in_channels: usize) -> anyhow::Result<Conv2d> {
+    folded_conv(file, conv, bn, [None, Some(in_channels), None, None], 1, Padding::Same, BN_EPS)
 }

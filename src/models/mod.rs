@@ -1,7 +1,9 @@
 //! The pretrained CNNs dreams are computed with, and where their weights come from.
 
+mod batch_norm;
 pub mod discovery;
 pub mod efficientnet_lite0;
+pub mod googlenet;
 mod pth;
 pub mod vgg19;
 mod weights;
@@ -28,6 +30,9 @@ pub enum ModelKind {
     /// VGG19 features in torchvision layout: the classic DeepDream look.
     #[serde(rename = "vgg19")]
     Vgg19,
+    /// GoogLeNet (Inception v1) in torchvision layout: the original DeepDream network.
+    #[serde(rename = "googlenet")]
+    GoogLeNet,
 }
 
 impl std::str::FromStr for ModelKind {
@@ -40,13 +45,14 @@ impl std::str::FromStr for ModelKind {
 
 impl ModelKind {
     /// Every model.
-    pub const ALL: [ModelKind; 2] = [ModelKind::EfficientNetLite0, ModelKind::Vgg19];
+    pub const ALL: [ModelKind; 3] = [ModelKind::EfficientNetLite0, ModelKind::Vgg19, ModelKind::GoogLeNet];
 
     /// Name as written on the command line.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::EfficientNetLite0 => "efficientnet-lite0",
             ModelKind::Vgg19 => "vgg19",
+            ModelKind::GoogLeNet => "googlenet",
         }
     }
 
@@ -55,6 +61,7 @@ impl ModelKind {
         match self {
             ModelKind::EfficientNetLite0 => "efficientnet_lite0.safetensors",
             ModelKind::Vgg19 => "vgg19.safetensors",
+            ModelKind::GoogLeNet => "googlenet.safetensors",
         }
     }
 
@@ -63,6 +70,7 @@ impl ModelKind {
         match self {
             ModelKind::EfficientNetLite0 => "blocks.10",
             ModelKind::Vgg19 => "features.30",
+            ModelKind::GoogLeNet => "inception4c",
         }
     }
 
@@ -74,6 +82,7 @@ impl ModelKind {
                 .chain(std::iter::once("head".to_string()))
                 .collect(),
             ModelKind::Vgg19 => (0..vgg19::layout().len()).map(|i| format!("features.{i}")).collect(),
+            ModelKind::GoogLeNet => googlenet::MODULES.iter().map(|(name, _)| name.to_string()).collect(),
         }
     }
 
@@ -95,6 +104,14 @@ impl ModelKind {
                  (keys `features.N.weight`) at weights/{} or pass --weights PATH",
                 self.file_name()
             ),
+            ModelKind::GoogLeNet => format!(
+                "let torchvision download googlenet-1378be20.pth \
+                 (torchvision.models.googlenet(weights=\"IMAGENET1K_V1\") puts it in ~/.cache/torch/hub/checkpoints, \
+                 where dreamvid finds it; or https://download.pytorch.org/models/googlenet-1378be20.pth), \
+                 or put a torchvision-layout safetensors or .pth (keys `conv1.conv.weight`, \
+                 `inception4c.branch2.1.conv.weight`, ...) at weights/{} or pass --weights PATH",
+                self.file_name()
+            ),
         }
     }
 
@@ -104,6 +121,7 @@ impl ModelKind {
         match self {
             ModelKind::EfficientNetLite0 => efficientnet_lite0::build(&file),
             ModelKind::Vgg19 => vgg19::build(&file),
+            ModelKind::GoogLeNet => googlenet::build(&file),
         }
     }
 

@@ -4,8 +4,9 @@ use candle_core::{CustomOp2, CustomOp3, DType, Result, Tensor};
 
 use super::cpu::{
     conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, FewChannelConvCpu, PoolRouteCpu, PooledGradientCpu,
+    UnfoldedConvCpu,
 };
-use super::padding::{dilate, output_len, pad_spatial, Padding};
+use super::padding::{dilate, output_len, pad_spatial, strided_window, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ enum CpuKernels {
     Conv3x3([Conv3x3Cpu; 3]),
     /// 1x1, stride 1: one GEMM, with the bias (empty: none).
     Conv1x1(Vec<f32>),
+    /// A kernel of [`UNFOLDED_KERNEL`] or more with at most [`FEW_CHANNELS`] input channels
+    /// (GoogLeNet's 7x7 stem): GEMMs over unfolded patches, with the bias (empty: none).
+    Unfolded(Vec<f32>),
     /// Any other shape with at most [`FEW_CHANNELS`] input channels (EfficientNet's stem):
     /// per-channel-pair plane passes, with the bias (empty: none).
     FewChannels(Vec<f32>),
@@ -37,6 +41,10 @@ enum CpuKernels {
 
 /// Input channels up to which a convolution without a dedicated kernel runs as plane passes.
 const FEW_CHANNELS: usize = 4;
+
+/// Kernel side from which a few-channel convolution runs as GEMMs over unfolded patches
+/// instead: the plane passes make `k * k` strided passes per channel pair.
+const UNFOLDED_KERNEL: usize = 5;
 
 impl Conv2d {
     /// Wraps a `[out, in, k, k]` weight and an optional `[out]` bias.
@@ -51,6 +59,9 @@ impl Conv2d {
                 }
                 (1, 1, 1) if padding.amounts(1, 1, 1) == (0, 0) => {
                     Some(CpuKernels::Conv1x1(bias_values()?.unwrap_or_default()))
+                }
+                _ if kh == kw && kh >= UNFOLDED_KERNEL && cin <= FEW_CHANNELS => {
+                    Some(CpuKernels::Unfolded(bias_values()?.unwrap_or_default()))
                 }
                 _ if kh == kw && cin <= FEW_CHANNELS => {
                     Some(CpuKernels::FewChannels(bias_values()?.unwrap_or_default()))
@@ -92,19 +103,20 @@ impl Conv2d {
         Conv1x1Cpu { bias: (!bias.is_empty() && !gradient).then_some(bias), clamp, gradient }
     }
 
-    /// The plane-pass kernel for an `h x w` input, with `bias`, clamp and direction.
-    fn few_channels<'a>(
+    /// The geometry, bias, clamp and direction of the plane-pass or unfolded kernel for an
+    /// `h x w` input.
+    fn strided<'a>(
         &self,
         bias: &'a [f32],
         (h, w): (usize, usize),
         clamp: Option<f32>,
         gradient: bool,
-    ) -> FewChannelConvCpu<'a> {
+    ) -> DepthwiseCpu<'a> {
         let (k, s) = (self.kernel(), self.stride);
         let ((t, b), (l, r)) = (self.padding.amounts(h, k, s), self.padding.amounts(w, k, s));
         let out = if gradient { (h, w) } else { (output_len(h + t + b, k, s), output_len(w + l + r, k, s)) };
         let bias = (!bias.is_empty() && !gradient).then_some(bias);
-        FewChannelConvCpu(DepthwiseCpu { bias, stride: s, pad: (t, l), out, clamp, gradient })
+        DepthwiseCpu { bias, stride: s, pad: (t, l), out, clamp, gradient }
     }
 
     /// The CPU kernel's result for `x` (the input, or with `gradient` the output gradient, of
@@ -130,8 +142,11 @@ impl Conv2d {
                 apply_cpu(x, &self.weight, mask, op)
             }
             CpuKernels::Conv1x1(bias) => apply_cpu(x, &self.weight, mask, &Self::conv1x1(bias, clamp, gradient)),
+            CpuKernels::Unfolded(bias) => {
+                apply_cpu(x, &self.weight, mask, &UnfoldedConvCpu(self.strided(bias, size, clamp, gradient)))
+            }
             CpuKernels::FewChannels(bias) => {
-                apply_cpu(x, &self.weight, mask, &self.few_channels(bias, size, clamp, gradient))
+                apply_cpu(x, &self.weight, mask, &FewChannelConvCpu(self.strided(bias, size, clamp, gradient)))
             }
         })
     }
@@ -362,22 +377,9 @@ fn correlate<'a>(
     ho: usize,
     wo: usize,
 ) -> Result<Tensor> {
-    let (n, c, _, wp) = x.dims4()?;
     let mut acc: Option<Tensor> = None;
     for (i, tap) in taps.enumerate() {
-        let (dy, dx) = (i / k, i % k);
-        let window = if s == 1 {
-            x.narrow(2, dy, ho)?.narrow(3, dx, wo)?
-        } else {
-            x.narrow(2, dy, s * ho)?
-                .reshape((n, c, ho, s, wp))?
-                .narrow(3, 0, 1)?
-                .squeeze(3)?
-                .narrow(3, dx, s * wo)?
-                .reshape((n, c, ho, wo, s))?
-                .narrow(4, 0, 1)?
-                .squeeze(4)?
-        };
+        let window = strided_window(x, (i / k, i % k), s, (ho, wo))?;
         let term = window.broadcast_mul(tap)?;
         acc = Some(match acc {
             Some(a) => (a + term)?,

@@ -13,8 +13,10 @@ mod cpu;
 mod network;
 mod ops;
 mod padding;
+mod pool;
 
 pub use conv::{Conv2d, DepthwiseConv2d};
 pub use network::{match_layer, Network, Objective, Region, Tap};
 pub use ops::Op;
 pub use padding::Padding;
+pub use pool::MaxPool;

@@ -5,8 +5,9 @@
 use candle_core::{DType, Result, Tensor};
 
 use super::conv::{Conv2d, DepthwiseConv2d};
-use super::cpu::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
+use super::cpu::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, SumCpu};
 use super::padding::pad_spatial;
+use super::pool::MaxPool;
 
 /// One step of a network.
 #[derive(Debug, Clone)]
@@ -28,8 +29,13 @@ pub enum Op {
     Relu6,
     /// 2x2 max-pool with stride 2, floor mode (odd trailing rows/columns are dropped).
     MaxPool2,
+    /// Max-pool with any window, stride, padding and rounding ([`MaxPool`]).
+    MaxPool(MaxPool),
     /// `x + body(x)`.
     Residual(Vec<Op>),
+    /// Every branch run on the same input, their outputs concatenated along the channels in
+    /// branch order (an Inception block). The branches must agree on the output size.
+    Concat(Vec<Vec<Op>>),
 }
 
 /// What an op's backward needs from its forward.
@@ -43,7 +49,11 @@ pub(super) enum Record {
     Pool(Tensor, usize, usize),
     /// `u8` mask of the pooled maxima over the whole input (CPU kernels).
     PoolCpu(Tensor),
+    /// `u8` offset of each output's maximum inside its window, and the input size.
+    Argmax(Tensor, usize, usize),
     Seq(Vec<Record>),
+    /// Per branch: its output channels and records.
+    Branches(Vec<(usize, Vec<Record>)>),
 }
 
 impl Op {
@@ -81,9 +91,23 @@ impl Op {
                 };
                 (y, rec)
             }
+            Op::MaxPool(pool) => {
+                let (y, offsets) = pool.forward(x, record)?;
+                (y, offsets.map_or(Record::None, |o| Record::Argmax(o, h, w)))
+            }
             Op::Residual(body) => {
                 let (y, recs) = run_forward(body, x, record)?;
                 ((x + y)?, Record::Seq(recs))
+            }
+            Op::Concat(branches) => {
+                let mut outputs = Vec::with_capacity(branches.len());
+                let mut recs = Vec::with_capacity(branches.len());
+                for branch in branches {
+                    let (y, rec) = run_forward(branch, x, record)?;
+                    recs.push((y.dim(1)?, rec));
+                    outputs.push(y);
+                }
+                (Tensor::cat(&outputs, 1)?, Record::Branches(recs))
             }
         })
     }
@@ -102,7 +126,18 @@ impl Op {
                 pad_spatial(&routed, 0, h - 2 * ho, 0, w - 2 * wo)
             }
             (Op::MaxPool2, Record::PoolCpu(mask)) => grad.contiguous()?.apply_op2_no_bwd(mask, &PoolRouteCpu),
+            (Op::MaxPool(pool), Record::Argmax(offsets, h, w)) => pool.backward(grad, offsets, (*h, *w)),
             (Op::Residual(body), Record::Seq(recs)) => grad + run_backward(body, recs, grad)?,
+            (Op::Concat(branches), Record::Branches(recs)) => {
+                // Each branch gets its channels of the gradient; their input gradients add up.
+                let mut start = 0;
+                let mut grads = Vec::with_capacity(branches.len());
+                for (branch, (channels, recs)) in branches.iter().zip(recs) {
+                    grads.push(run_backward(branch, recs, &grad.narrow(1, start, *channels)?)?);
+                    start += channels;
+                }
+                sum(grads)
+            }
             _ => Err(candle_core::Error::Msg("backward called without a forward record".into())),
         }
     }
@@ -113,7 +148,10 @@ impl Op {
             Op::Conv(c) => c.stride(),
             Op::Depthwise(c) => c.stride(),
             Op::MaxPool2 => 2,
+            Op::MaxPool(pool) => pool.stride(),
             Op::Residual(body) => body.iter().map(Op::stride).product(),
+            // The branches agree on the output size, so the first one's stride is every one's.
+            Op::Concat(branches) => branches.first().map_or(1, |b| b.iter().map(Op::stride).product()),
             Op::Normalize { .. } | Op::Relu | Op::Relu6 => 1,
         }
     }
@@ -128,7 +166,14 @@ impl Op {
             Op::Relu => Op::Relu,
             Op::Relu6 => Op::Relu6,
             Op::MaxPool2 => Op::MaxPool2,
+            Op::MaxPool(pool) => Op::MaxPool(*pool),
             Op::Residual(body) => Op::Residual(body.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>()?),
+            Op::Concat(branches) => Op::Concat(
+                branches
+                    .iter()
+                    .map(|b| b.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>())
+                    .collect::<Result<_>>()?,
+            ),
         })
     }
 }
@@ -237,8 +282,22 @@ fn run_backward(ops: &[Op], recs: &[Record], grad: &Tensor) -> Result<Tensor> {
     Ok(g)
 }
 
+/// The sum of `terms` (of one shape): on `F32` CPU tensors three at a time in one pass.
+fn sum(terms: Vec<Tensor>) -> Result<Tensor> {
+    let mut terms = terms.into_iter();
+    let first = terms.next().ok_or_else(|| candle_core::Error::Msg("a sum of no terms".into()))?;
+    if !cpu_f32(&first) {
+        return terms.try_fold(first, |total, term| total + term);
+    }
+    let rest = terms.map(|t| t.contiguous()).collect::<Result<Vec<_>>>()?;
+    rest.chunks(2).try_fold(first.contiguous()?, |total, pair| match pair.get(1) {
+        Some(second) => total.apply_op3_no_bwd(&pair[0], second, &SumCpu),
+        None => total.apply_op2_no_bwd(&pair[0], &SumCpu),
+    })
+}
+
 /// Whether `t` is an `F32` CPU tensor, which the kernels of [`super::cpu`] handle.
-fn cpu_f32(t: &Tensor) -> bool {
+pub(super) fn cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 

@@ -1,4 +1,5 @@
-//! Spatial padding rules and the zero-insertion used by strided backward passes.
+//! Spatial padding rules, the zero-insertion used by strided backward passes, and strided
+//! window views.
 
 use candle_core::{Result, Tensor};
 
@@ -34,6 +35,42 @@ pub fn output_len(padded: usize, kernel: usize, stride: usize) -> usize {
 /// Zero-pads the two spatial dimensions of an NCHW tensor.
 pub fn pad_spatial(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize) -> Result<Tensor> {
     x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)
+}
+
+/// Pads the two spatial dimensions of an NCHW tensor with negative infinity: positions no
+/// maximum is ever taken from.
+pub fn pad_spatial_neg_inf(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize) -> Result<Tensor> {
+    let fill = |x: &Tensor, dim: usize, len: usize| {
+        let mut dims = x.dims().to_vec();
+        dims[dim] = len;
+        Tensor::full(f32::NEG_INFINITY, dims, x.device())?.to_dtype(x.dtype())
+    };
+    let pad = |x: Tensor, dim: usize, before: usize, after: usize| -> Result<Tensor> {
+        if before + after == 0 {
+            return Ok(x);
+        }
+        Tensor::cat(&[fill(&x, dim, before)?, x.clone(), fill(&x, dim, after)?], dim)
+    };
+    pad(pad(x.clone(), 2, top, bottom)?, 3, left, right)
+}
+
+/// The `ho x wo` elements `x[.., dy + s * i, dx + s * j]` of an NCHW tensor: the input of window
+/// offset `(dy, dx)` of a strided sliding window. `x` must extend to row `dy + s * ho` and
+/// column `dx + s * wo` (exclusive), i.e. `s - 1` elements past the last window, so that the
+/// stride can be cut with a plain reshape.
+pub fn strided_window(x: &Tensor, (dy, dx): (usize, usize), s: usize, (ho, wo): (usize, usize)) -> Result<Tensor> {
+    if s == 1 {
+        return x.narrow(2, dy, ho)?.narrow(3, dx, wo);
+    }
+    let (n, c, _, wp) = x.dims4()?;
+    x.narrow(2, dy, s * ho)?
+        .reshape((n, c, ho, s, wp))?
+        .narrow(3, 0, 1)?
+        .squeeze(3)?
+        .narrow(3, dx, s * wo)?
+        .reshape((n, c, ho, wo, s))?
+        .narrow(4, 0, 1)?
+        .squeeze(4)
 }
 
 /// Inserts `stride - 1` zeros between neighbouring pixels of an NCHW tensor (both spatial axes),

@@ -13,6 +13,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("zoom", include_str!("../../presets/zoom.toml")),
     ("zoom-vgg", include_str!("../../presets/zoom-vgg.toml")),
     ("zoom-spiral", include_str!("../../presets/zoom-spiral.toml")),
+    ("inception4c", include_str!("../../presets/inception4c.toml")),
+    ("inception3b", include_str!("../../presets/inception3b.toml")),
+    ("inception5b", include_str!("../../presets/inception5b.toml")),
+    ("zoom-googlenet", include_str!("../../presets/zoom-googlenet.toml")),
 ];
 
 /// `(origin, TOML text)` of a shipped preset name, or of a file for anything with `/` or

@@ -38,6 +38,23 @@ pub fn vgg_with_widths(widths: &[usize; 16]) -> Network {
     net
 }
 
+/// The fixture GoogLeNet (narrow widths, torchvision's layout) written to disk and loaded
+/// through the real weights loader.
+pub fn fixture_googlenet() -> Network {
+    googlenet_with_widths(&dreamvid::fixture::googlenet::FIXTURE_GOOGLENET_WIDTHS)
+}
+
+/// A GoogLeNet layout with the given widths and seeded random weights, loaded through the
+/// real weights loader.
+pub fn googlenet_with_widths(widths: &dreamvid::fixture::googlenet::GoogLeNetWidths) -> Network {
+    let dir = scratch("fixture-googlenet");
+    let path = dir.join("googlenet.safetensors");
+    dreamvid::fixture::googlenet::write_googlenet(&path, widths, FIXTURE_SEED).unwrap();
+    let net = ModelKind::GoogLeNet.load(&path, &Device::Cpu).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    net
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

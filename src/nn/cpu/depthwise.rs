@@ -29,7 +29,7 @@ pub struct DepthwiseCpu<'a> {
 }
 
 /// Output columns `j` whose tap at column offset `dx` reads an input column inside `0..w`.
-fn columns(dx: usize, (stride, left): (usize, usize), w: usize, wo: usize) -> std::ops::Range<usize> {
+pub(super) fn columns(dx: usize, (stride, left): (usize, usize), w: usize, wo: usize) -> std::ops::Range<usize> {
     let lo = left.saturating_sub(dx).div_ceil(stride);
     let hi = if w + left > dx { ((w + left - dx - 1) / stride + 1).min(wo) } else { 0 };
     lo..hi.max(lo)

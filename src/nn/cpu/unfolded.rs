@@ -1,0 +1,248 @@
+//! Dense convolutions with few input channels and a large kernel (GoogLeNet's 7x7 stride-2
+//! `conv1`) and their input gradient as GEMMs over unfolded input patches (im2col), a band of
+//! output rows at a time so that the patches stay cache-sized at any frame size. The plane
+//! passes of [`super::depthwise`] would make `cin * k * k` strided passes over every output
+//! plane, which hardly vectorise: for `conv1` they took half of a whole dream step. Bias and a
+//! clamp are fused into the forward, the clamp's mask into the gradient.
+
+use std::ops::Range;
+
+use candle_core::{CpuStorage, Layout, Result, Shape};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::buffers::Scratch;
+use super::depthwise::{columns, DepthwiseCpu};
+use super::operands::copy_masked;
+
+/// Unfolded patch values per band (1 MiB).
+const BAND_VALUES: usize = 1 << 18;
+
+/// A dense convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
+/// `[cout, cin, k, k]` weight (second operand), or, with `gradient`, the input gradient of one
+/// given the output gradient: the same operands and fields as [`DepthwiseCpu`]. A third `U8`
+/// operand shaped like the first masks it.
+#[derive(Debug, Clone, Copy)]
+pub struct UnfoldedConvCpu<'a>(pub DepthwiseCpu<'a>);
+
+/// One image's output gradient, and where it is masked its mask and a buffer for a band of
+/// the masked gradient.
+type Gradient<'a> = (&'a [f32], Option<(&'a [u8], &'a mut [f32])>);
+
+/// The sizes one band works with.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    /// Input channels of the forward.
+    cin: usize,
+    /// Output channels of the forward.
+    cout: usize,
+    /// Side of the kernel.
+    k: usize,
+    /// The forward's input size.
+    image: (usize, usize),
+    /// The forward's output size.
+    out: (usize, usize),
+}
+
+impl Geometry {
+    /// Rows of the unfolded patches: one per input channel and kernel position.
+    fn taps(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    /// Input channel, kernel row and kernel column of patch row `t`.
+    fn tap(&self, t: usize) -> (usize, usize, usize) {
+        (t / (self.k * self.k), t / self.k % self.k, t % self.k)
+    }
+}
+
+impl UnfoldedConvCpu<'_> {
+    fn compute(
+        &self,
+        x: &[f32],
+        mask: Option<&[u8]>,
+        l1: &Layout,
+        weight: &[f32],
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = &self.0;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (cout, cin, k, _) = l2.shape().dims4()?;
+        let (inputs, outputs) = if op.gradient { (cout, cin) } else { (cin, cout) };
+        if c != inputs {
+            candle_core::bail!("unfolded-conv-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
+        }
+        let (ho, wo) = op.out;
+        let (image, out) = if op.gradient { ((ho, wo), (h, w)) } else { ((h, w), (ho, wo)) };
+        let g = Geometry { cin, cout, k, image, out };
+        let rows_per_band = (BAND_VALUES / (g.taps() * out.1).max(1)).clamp(1, out.0.max(1));
+        let mut result = vec![0f32; n * outputs * ho * wo];
+        if ho * wo == 0 || h * w == 0 {
+            return Ok((CpuStorage::F32(result), Shape::from((n, outputs, ho, wo))));
+        }
+        // One band's unfolded patches, and where there is a mask its masked output gradient.
+        let mut patches = Scratch::new(g.taps() * rows_per_band * out.1);
+        let mut kept = mask.map(|_| Scratch::new(cout * rows_per_band * out.1));
+        for (b, result_b) in result.chunks_exact_mut(outputs * ho * wo).enumerate() {
+            let x_b = &x[b * c * h * w..][..c * h * w];
+            for r0 in (0..out.0).step_by(rows_per_band) {
+                let rows = r0..(r0 + rows_per_band).min(out.0);
+                if op.gradient {
+                    let mask_b = match (mask, kept.as_mut()) {
+                        (Some(m), Some(kept)) => Some((&m[b * c * h * w..][..c * h * w], &mut kept[..])),
+                        _ => None,
+                    };
+                    self.gradient_band(&g, (x_b, mask_b), weight, rows, &mut patches, result_b);
+                } else {
+                    self.forward_band(&g, x_b, weight, rows, &mut patches, result_b);
+                }
+            }
+        }
+        Ok((CpuStorage::F32(result), Shape::from((n, outputs, ho, wo))))
+    }
+
+    /// The input row that output row `r` reads at kernel row `dy`, if inside the image.
+    fn input_row(&self, g: &Geometry, r: usize, dy: usize) -> Option<usize> {
+        (r * self.0.stride + dy).checked_sub(self.0.pad.0).filter(|&row| row < g.image.0)
+    }
+
+    /// Output rows `rows` of one image: the unfolded patches of `x` (`cin x h x w`) into
+    /// `patches`, then `y = W patches` into `y` (`cout x ho x wo`), with bias and clamp.
+    fn forward_band(
+        &self,
+        g: &Geometry,
+        x: &[f32],
+        weight: &[f32],
+        rows: Range<usize>,
+        patches: &mut [f32],
+        y: &mut [f32],
+    ) {
+        let op = &self.0;
+        let ((h, w), (ho, wo)) = (g.image, g.out);
+        let len = rows.len() * wo;
+        let patches = &mut patches[..g.taps() * len];
+        patches.par_chunks_mut(len).enumerate().for_each(|(t, patch)| {
+            let (ci, dy, dx) = g.tap(t);
+            let plane = &x[ci * h * w..][..h * w];
+            let js = columns(dx, (op.stride, op.pad.1), w, wo);
+            for (r, dst) in rows.clone().zip(patch.chunks_exact_mut(wo)) {
+                let Some(row) = self.input_row(g, r, dy) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                let src = &plane[row * w..][..w];
+                dst[..js.start].fill(0.0);
+                dst[js.end..].fill(0.0);
+                for j in js.clone() {
+                    dst[j] = src[j * op.stride + dx - op.pad.1];
+                }
+            }
+        });
+        let band = |o: usize| o * ho * wo + rows.start * wo..o * ho * wo + rows.end * wo;
+        if let Some(bias) = op.bias {
+            (0..g.cout).for_each(|o| y[band(o)].fill(bias[o]));
+        }
+        // SAFETY: dst is cout x len with row stride ho * wo starting at output row
+        // `rows.start`, inside y (cout x ho x wo); lhs reads weight[o * taps + t] for o < cout,
+        // t < taps, the whole weight; rhs reads patches[t * len + j] for t < taps, j < len.
+        unsafe {
+            gemm::gemm(
+                g.cout,
+                len,
+                g.taps(),
+                y.as_mut_ptr().add(rows.start * wo),
+                1,
+                (ho * wo) as isize,
+                op.bias.is_some(),
+                weight.as_ptr(),
+                1,
+                g.taps() as isize,
+                patches.as_ptr(),
+                1,
+                len as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+        if let Some(upper) = op.clamp {
+            (0..g.cout).for_each(|o| y[band(o)].iter_mut().for_each(|v| *v = v.clamp(0.0, upper)));
+        }
+    }
+
+    /// Output rows `rows` of one image's gradient `grad` (`cout x ho x wo`; with a mask, the
+    /// mask and a buffer for the masked rows): the gradient of its unfolded patches,
+    /// `Wᵀ grad`, into `patches`, then added back onto the input positions each patch value
+    /// came from in `dx` (`cin x h x w`).
+    fn gradient_band(
+        &self,
+        g: &Geometry,
+        (grad, mask): Gradient<'_>,
+        weight: &[f32],
+        rows: Range<usize>,
+        patches: &mut [f32],
+        dx: &mut [f32],
+    ) {
+        let op = &self.0;
+        let ((h, w), (ho, wo)) = (g.image, g.out);
+        let len = rows.len() * wo;
+        let band = |o: usize| o * ho * wo + rows.start * wo..o * ho * wo + rows.end * wo;
+        let (rhs, rhs_rs) = match mask {
+            Some((m, kept)) => {
+                let kept = &mut kept[..g.cout * len];
+                kept.par_chunks_mut(len)
+                    .enumerate()
+                    .for_each(|(o, dst)| copy_masked(dst, &grad[band(o)], Some(&m[band(o)])));
+                (kept.as_ptr(), len)
+            }
+            None => (grad[rows.start * wo..].as_ptr(), ho * wo),
+        };
+        let patches = &mut patches[..g.taps() * len];
+        // SAFETY: dst is the taps x len `patches`; lhs reads weight[o * taps + t] (the
+        // transposed weight) for t < taps, o < cout; rhs reads cout rows of len values with row
+        // stride `rhs_rs`: the masked copy, or the band of `grad` (cout x ho x wo) from output
+        // row `rows.start`.
+        unsafe {
+            gemm::gemm(
+                g.taps(),
+                len,
+                g.cout,
+                patches.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                weight.as_ptr(),
+                g.taps() as isize,
+                1,
+                rhs,
+                1,
+                rhs_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+        let kk = g.k * g.k;
+        dx.par_chunks_mut(h * w).enumerate().for_each(|(ci, plane)| {
+            for (t, patch) in patches.chunks_exact(len).enumerate().skip(ci * kk).take(kk) {
+                let (_, dy, dxk) = g.tap(t);
+                let js = columns(dxk, (op.stride, op.pad.1), w, wo);
+                for (r, src) in rows.clone().zip(patch.chunks_exact(wo)) {
+                    let Some(row) = self.input_row(g, r, dy) else { continue };
+                    let dst = &mut plane[row * w..][..w];
+                    for j in js.clone() {
+                        dst[j * op.stride + dxk - op.pad.1] += src[j];
+                    }
+                }
+            }
+        });
+    }
+}
+
+masked_op!(UnfoldedConvCpu<'_>, "unfolded-conv-cpu");
