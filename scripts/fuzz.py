@@ -656,6 +656,37 @@ def is_png(data):
     return data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def claimed_pixels(data):
+    """Pixels a PNG's IHDR or a JPEG's first SOF claims (0 when neither is found)."""
+    if is_png(data) and len(data) >= 24 and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return w * h
+    i = 2 if data[:2] == b"\xff\xd8" else len(data)
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return w * h
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 2 if marker != 0xFF else 1
+            continue
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return 0
+
+
+def time_bound(cfg, case):
+    """A case's time bound: TIMEOUT, plus PER_MEGAPIXEL seconds for each megapixel past the
+    first that an image's header claims (dreamvid dreams legal pictures up to 134 MP, and that
+    work grows with the size; a forged size is refused at once or decodes to that size)."""
+    if case.kind != "image":
+        return cfg["timeout"]
+    extra = max(0, claimed_pixels(case.files.get(case.input, b"")) - 1_000_000) / 1e6
+    return cfg["timeout"] + cfg["per_megapixel"] * min(extra, 134)
+
+
 # --- images ---------------------------------------------------------------------------------
 
 
@@ -1528,7 +1559,7 @@ class Runner:
         proc = subprocess.Popen(argv, cwd=folder, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit_child(self.cfg["mem_mb"]))
         timed_out = False
         try:
-            stdout, stderr = proc.communicate(timeout=self.cfg["timeout"])
+            stdout, stderr = proc.communicate(timeout=time_bound(self.cfg, case))
         except subprocess.TimeoutExpired:
             timed_out = True
             try:
@@ -1546,7 +1577,7 @@ class Runner:
         out_rel = str(Path(case.output))
         existed_before = out_rel in before
         if timed_out:
-            f.append(("timeout", f"ran over {self.cfg['timeout']} s"))
+            f.append(("timeout", f"ran over {time_bound(self.cfg, case):.0f} s"))
         elif rc < 0:
             try:
                 name = signal.Signals(-rc).name
@@ -1679,6 +1710,7 @@ def main():
         "cases": env_int("CASES", 0),
         "case": os.environ.get("CASE", "").strip(),
         "timeout": env_float("TIMEOUT", 20.0),
+        "per_megapixel": env_float("PER_MEGAPIXEL", 2.0),
         "threads": env_int("THREADS", 0),
         "mem_mb": env_int("MEM_MB", 4096),
         "keep": os.environ.get("KEEP", "") not in ("", "0"),
