@@ -22,6 +22,10 @@ use dreamvid::settings::{Section, Setting, Settings, TABLE};
 ///   dreamvid clip.mp4 -o dream.mp4                      (preset lite0-video)
 ///   dreamvid clip.mp4 -o dream.mp4 --preset layer30     (VGG19, the classic look)
 ///   dreamvid clip.mp4 -o dream.mp4 --resume             (continue an interrupted render)
+///   dreamvid clip.mp4 -o dream.mp4 --preview            (12 small frames: dream.preview.png/.mp4)
+///   dreamvid clip.mp4 -o dream.mp4 --start 1:30 --duration 10
+///   dreamvid frames/%05d.png -o dreamed/ --fps 24       (frame folders in and out)
+///   dreamvid clip.mp4 -o dream.mp4 --preset inception4c (GoogLeNet, the original DeepDream)
 ///   dreamvid image photo.jpg -o dream.png --layer blocks.6
 ///   dreamvid zoom --noise -o zoom.gif --frames 48 --loop
 ///   dreamvid layers --model vgg19
