@@ -97,7 +97,8 @@ pub struct ModelArgs {
     pub model: Option<ModelKind>,
     /// Weights file: safetensors, or a PyTorch checkpoint (.pth, zip or legacy layout).
     /// Default: the first found of the model's file (efficientnet_lite0.safetensors,
-    /// vgg19.safetensors, or its torch hub name, e.g. vgg19-dcbb9e9d.pth) in
+    /// vgg19.safetensors, googlenet.safetensors, or its torch hub name: vgg19-dcbb9e9d.pth,
+    /// googlenet-1378be20.pth) in
     /// $DREAMVID_WEIGHTS_DIR, ./weights, the repository's weights/; then torchvision's download
     /// in $TORCH_HOME/hub/checkpoints (else $XDG_CACHE_HOME/torch/..., ~/.cache/torch/...);
     /// then timm's in the Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
