@@ -679,12 +679,12 @@ def claimed_pixels(data):
 
 def time_bound(cfg, case):
     """A case's time bound: TIMEOUT, plus PER_MEGAPIXEL seconds for each megapixel past the
-    first that an image's header claims (dreamvid dreams legal pictures up to 134 MP, and that
+    first that an image's header claims (dreamvid dreams legal pictures up to 33 MP, and that
     work grows with the size; a forged size is refused at once or decodes to that size)."""
     if case.kind != "image":
         return cfg["timeout"]
     extra = max(0, claimed_pixels(case.files.get(case.input, b"")) - 1_000_000) / 1e6
-    return cfg["timeout"] + cfg["per_megapixel"] * min(extra, 134)
+    return cfg["timeout"] + cfg["per_megapixel"] * min(extra, 34)
 
 
 # --- images ---------------------------------------------------------------------------------

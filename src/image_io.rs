@@ -45,9 +45,10 @@ pub struct Picture {
     pub deep: bool,
 }
 
-/// Largest picture dreamvid reads, in pixels (16384x8192): the decoder alone would need
-/// gigabytes beyond it, and the dream far more.
-pub const MAX_PIXELS: u64 = 1 << 27;
+/// Largest picture dreamvid reads, in pixels (8192x4096; an 8K UHD frame fits): the dream
+/// needs some 60 bytes per pixel with the smallest network and several times that with real
+/// ones, so a larger picture would exhaust a workstation's memory (Rust aborts then).
+pub const MAX_PIXELS: u64 = 1 << 25;
 
 /// Decodes an image file (PNG, JPEG, WebP, TIFF, BMP, whatever its extension says), upright
 /// (a JPEG's EXIF orientation applied); pictures over [`MAX_PIXELS`] are refused before any
