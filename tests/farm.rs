@@ -3,37 +3,18 @@
 
 mod common;
 
-use common::{dreamvid, fixture_weights, stderr};
+use common::{dreamvid, fixture_weights, stderr, timeline};
 
 use std::path::{Path, PathBuf};
 
 use dreamvid::compare::{frames, psnr};
 use dreamvid::fixture::clip::{moving_pattern, occlusion_scene, write_clip, ClipSpec};
-use dreamvid::video::{Item, VideoReader};
 
 /// A clip with a cut at frame 24 and a long second shot (40 frames), with audio.
 fn clip_with_a_cut(path: &Path) {
     let (a, b) = (moving_pattern(96, 64, 2, 1), occlusion_scene(96, 64));
     let spec = ClipSpec { audio: true, ..ClipSpec::constant(96, 64, 64, 25) };
     write_clip(path, &spec, |i| if i < 24 { a(i) } else { b(i - 24) }).unwrap();
-}
-
-/// Frame timestamps in seconds and audio packets (bytes, seconds) of a file.
-fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
-    let mut r = VideoReader::open(path).unwrap();
-    let vtb = f64::from(r.info().time_base);
-    let atb: Vec<(usize, f64)> = r.info().audio.iter().map(|(i, _, tb)| (*i, f64::from(*tb))).collect();
-    let (mut v, mut a) = (vec![], vec![]);
-    while let Some(item) = r.next_item().unwrap() {
-        match item {
-            Item::Frame(f) => v.push(f.pts as f64 * vtb),
-            Item::Audio(p, s) => {
-                let tb = atb.iter().find(|(i, _)| *i == s).unwrap().1;
-                a.push((p.data().unwrap_or(&[]).to_vec(), p.pts().unwrap_or(0) as f64 * tb));
-            }
-        }
-    }
-    (v, a)
 }
 
 struct Farm {

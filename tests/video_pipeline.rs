@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{dreamvid, fixture_weights, stderr};
+use common::{dreamvid, fixture_weights, stderr, timeline};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,26 +17,8 @@ use dreamvid::nn::Objective;
 use dreamvid::pipeline::{render_video, sidecar_path, FramePlan, VideoJob};
 use dreamvid::plan::{frame_seed, FrameParams};
 use dreamvid::video::coherence::{Carryover, Coherence};
-use dreamvid::video::{EncodeSettings, Item, VideoReader};
+use dreamvid::video::EncodeSettings;
 use dreamvid::zoom::CameraStep;
-
-/// Frame timestamps in seconds and audio packets (bytes, seconds) of a file.
-fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
-    let mut r = VideoReader::open(path).unwrap();
-    let vtb = f64::from(r.info().time_base);
-    let atb: Vec<(usize, f64)> = r.info().audio.iter().map(|(i, _, tb)| (*i, f64::from(*tb))).collect();
-    let (mut v, mut a) = (vec![], vec![]);
-    while let Some(item) = r.next_item().unwrap() {
-        match item {
-            Item::Frame(f) => v.push(f.pts as f64 * vtb),
-            Item::Audio(p, s) => {
-                let tb = atb.iter().find(|(i, _)| *i == s).unwrap().1;
-                a.push((p.data().unwrap_or(&[]).to_vec(), p.pts().unwrap_or(0) as f64 * tb));
-            }
-        }
-    }
-    (v, a)
-}
 
 /// The same settings for every frame (each with its own seed), carrying over 60% of the
 /// previous dream.

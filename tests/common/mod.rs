@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use candle_core::Device;
 use dreamvid::models::ModelKind;
 use dreamvid::nn::Network;
+use dreamvid::video::{Item, VideoReader};
 
 /// Seed of the fixture model used by every test and golden file.
 pub const FIXTURE_SEED: u64 = 42;
@@ -96,4 +97,22 @@ pub fn dreamvid(args: &[&str]) -> Output {
 /// A finished command's standard error as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Frame timestamps in seconds and audio packets (bytes, seconds) of a file.
+pub fn timeline(path: &Path) -> (Vec<f64>, Vec<(Vec<u8>, f64)>) {
+    let mut r = VideoReader::open(path).unwrap();
+    let vtb = f64::from(r.info().time_base);
+    let atb: Vec<(usize, f64)> = r.info().audio.iter().map(|(i, _, tb)| (*i, f64::from(*tb))).collect();
+    let (mut v, mut a) = (vec![], vec![]);
+    while let Some(item) = r.next_item().unwrap() {
+        match item {
+            Item::Frame(f) => v.push(f.pts as f64 * vtb),
+            Item::Audio(p, s) => {
+                let tb = atb.iter().find(|(i, _)| *i == s).unwrap().1;
+                a.push((p.data().unwrap_or(&[]).to_vec(), p.pts().unwrap_or(0) as f64 * tb));
+            }
+        }
+    }
+    (v, a)
 }
