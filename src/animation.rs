@@ -239,3 +239,59 @@ impl GifWriter {
             .with_context(|| format!("cannot write {}", path.display()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(n: u8, (w, h): (u32, u32)) -> Vec<RgbImage> {
+        (0..n).map(|i| RgbImage::from_pixel(w, h, image::Rgb([i * 20, 100, 200 - i * 20]))).collect()
+    }
+
+    fn write(target: &Target, frames: Vec<RgbImage>, fail_after: Option<usize>) -> anyhow::Result<usize> {
+        let format = Format { fps: 10, gif_quality: 10, codec: EncodeSettings::default() };
+        write_frames(target, &format, |sink| {
+            for (i, f) in frames.into_iter().enumerate() {
+                if Some(i) == fail_after {
+                    bail!("the dream broke at frame {i}");
+                }
+                sink(f)?;
+            }
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn every_target_appears_whole_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("dreamvid-animation-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let entries = || std::fs::read_dir(&dir).unwrap().count();
+        for (done, name) in ["a.gif", "a.mp4", "pngs/"].into_iter().enumerate() {
+            let target = Target::for_path(&dir.join(name)).unwrap();
+            let failed = write(&target, frames(5, (16, 12)), Some(3)).unwrap_err();
+            assert_eq!(failed.to_string(), "the dream broke at frame 3", "{name}");
+            assert_eq!(entries(), done, "{name}: something was left behind");
+            assert_eq!(write(&target, frames(20, (16, 12)), None).unwrap(), 20, "{name}");
+            assert_eq!(entries(), done + 1, "{name}: the output and nothing else");
+        }
+        let gif = gif::DecodeOptions::new().read_info(File::open(dir.join("a.gif")).unwrap()).unwrap();
+        assert_eq!(gif.into_iter().count(), 20, "frames past a whole batch are written too");
+        assert_eq!(crate::compare::frames(&dir.join("a.mp4")).unwrap().len(), 20);
+        assert_eq!(std::fs::read_dir(dir.join("pngs")).unwrap().count(), 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_writer_says_why_it_stopped() {
+        let dir = std::env::temp_dir().join(format!("dreamvid-animation-wide-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = Target::Gif(dir.join("wide.gif"));
+        let e = write(&target, frames(10, (70_000, 1)), None).unwrap_err();
+        assert_eq!(e.to_string(), "GIF width over 65535");
+        let e = write(&target, Vec::new(), None).unwrap_err();
+        assert_eq!(e.to_string(), "no frames to write");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
