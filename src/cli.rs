@@ -175,6 +175,9 @@ impl<const S: u8> Args for SettingFlags<S> {
             if !row.choices.is_empty() {
                 arg = arg.value_parser(PossibleValuesParser::new(row.choices));
             }
+            if row.switch {
+                arg = arg.num_args(0..=1).require_equals(true).default_missing_value("true");
+            }
             cmd = cmd.arg(arg.help_heading("Settings (override the preset)"));
         }
         cmd

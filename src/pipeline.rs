@@ -23,7 +23,7 @@ use ffmpeg_next::Packet;
 use image::RgbImage;
 
 use crate::dream;
-use crate::image_io::tensor_to_rgb;
+use crate::image_io::{rgb_to_tensor, tensor_to_rgb};
 use crate::nn::Network;
 use crate::output::{is_folder, write_atomically, write_folder_atomically};
 use crate::plan::FrameParams;
@@ -401,6 +401,12 @@ fn dream_stage(
                 let start = coherence::start(&source.image, prev, motion.as_ref(), job.coherence, params.carryover);
                 let (w, h) = (source.image.width() as usize, source.image.height() as usize);
                 let x = Tensor::from_vec(start.image, (1, 3, h, w), &job.device)?;
+                // The carried or blended dream brings the previous frame's colours: start from
+                // this frame's own, which the dream then keeps.
+                let x = match params.dream.keep_colors {
+                    true => dream::color::keep_colors(&rgb_to_tensor(&source.image, &job.device)?, &x)?,
+                    false => x,
+                };
                 let weight = start.step_weight.map(|m| Tensor::from_vec(m, (1, 1, h, w), &job.device)).transpose()?;
                 let dreamed = dream::dream_weighted(job.net, &x, &params.dream, weight.as_ref(), &mut |_| {})?;
                 let img = tensor_to_rgb(&dreamed)?;

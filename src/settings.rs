@@ -7,6 +7,7 @@
 //! defaults of [`crate::dream::DreamParams`] all derive from this table: adding a setting is
 //! one row here plus the code that uses it.
 
+use crate::dream::GradientNorm;
 use crate::models::ModelKind;
 use crate::preset::schedule::{crossfade, Interpolation, Track};
 use crate::video::coherence::Coherence;
@@ -82,6 +83,8 @@ pub struct Setting {
     pub shape: &'static str,
     /// The allowed words, for settings that are a choice.
     pub choices: &'static [&'static str],
+    /// An on/off setting: its flag alone means on (`--keep-colors`), `--keep-colors=false` off.
+    pub switch: bool,
     /// Help text: the first line, then details.
     pub help: &'static str,
 }
@@ -153,6 +156,8 @@ pub trait Value: Sized + Clone + std::fmt::Debug + PartialEq {
     const SHAPE: &'static str;
     /// The allowed words, for choices.
     const CHOICES: &'static [&'static str] = &[];
+    /// Whether the value is on/off (see [`Setting::switch`]).
+    const SWITCH: bool = false;
     /// Reads a value (ranges are checked by the caller, through [`Value::bounded`]).
     fn parse(raw: Raw, model: Option<ModelKind>) -> Result<Self, String>;
     /// The value in a render record (`None`: left out).
@@ -286,6 +291,37 @@ impl Value for Coherence {
     }
 }
 
+impl Value for GradientNorm {
+    const SHAPE: &'static str = "MODE";
+    const CHOICES: &'static [&'static str] = GradientNorm::NAMES;
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        let w = word(raw)?;
+        w.parse().map_err(|_| format!(" must be one of {} (got `{w}`)", Self::CHOICES.join(", ")))
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.name().to_string()))
+    }
+}
+
+/// On or off: `true` / `false` in presets and flags.
+impl Value for bool {
+    const SHAPE: &'static str = "BOOL";
+    const CHOICES: &'static [&'static str] = &["true", "false"];
+    const SWITCH: bool = true;
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        match raw {
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::Text("true") => Ok(true),
+            Raw::Text("false") => Ok(false),
+            Raw::Text(t) => Err(format!(" must be true or false (got `{t}`)")),
+            Raw::Toml(v) => Err(format!(" must be true or false (got {v})")),
+        }
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::Boolean(*self))
+    }
+}
+
 /// Only these channels of a layer count (all when `None`).
 pub type Channels = Option<Vec<usize>>;
 
@@ -405,6 +441,7 @@ macro_rules! settings {
             range: $range,
             shape: <$ty as Value>::SHAPE,
             choices: <$ty as Value>::CHOICES,
+            switch: <$ty as Value>::SWITCH,
             help: concat!($($doc, "\n"),+),
         },)*];
 
@@ -498,6 +535,21 @@ settings! {
     iterations: usize = 10, [Dream, true, Range::Span(0.0, 1000.0), None];
     /// Step size per iteration (pixel range 0..1, relative to the mean gradient).
     lr: f64 = 0.01, [Dream, true, Range::Span(1e-6, 1.0), None];
+    /// How each gradient becomes a step of size lr: mean (scaled by its mean magnitude, the
+    /// classic step), std (by its standard deviation, mean removed: smaller steps at the same
+    /// lr) or laplacian (each band of a Laplacian pyramid scaled to the same strength, then the
+    /// mean magnitude to lr: coarse patterns grow as fast as fine ones, less pixel noise).
+    gradient: GradientNorm = GradientNorm::Mean, [Dream, false, Range::Any, None];
+    /// Bands of the laplacian gradient's pyramid, besides the coarse rest (each half the size of
+    /// the last).
+    gradient_levels: usize = 4, [Dream, true, Range::Span(1.0, 8.0), None];
+    /// Step in a decorrelated colour space (Lucid's color_correlation_svd_sqrt): steps follow the
+    /// colour directions natural images vary in, mostly brightness, so dreams are less garish.
+    decorrelate: bool = false, [Dream, false, Range::Any, None];
+    /// Keep the source's colours: the output has the source's chroma (YCbCr Cb, Cr) and the
+    /// dream's brightness (Y), up to clipping. Videos keep each frame's colours, zooms the first
+    /// image's.
+    keep_colors: bool = false, [Dream, false, Range::Any, None];
     /// Largest random shift in pixels before each step (hides tiling artefacts).
     jitter: usize = 16, [Dream, true, Range::Span(0.0, 256.0), None];
     /// Gaussian smoothing of the gradient, in pixels (0 = off).

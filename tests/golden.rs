@@ -29,6 +29,7 @@ fn fixture_dream(seed: u64) -> Tensor {
         smooth: 0.5,
         seed,
         tile: 0,
+        ..DreamParams::default()
     };
     dream::dream(&net, &image, &params, &mut |_| {}).unwrap()
 }

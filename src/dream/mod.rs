@@ -3,15 +3,20 @@
 //! For each octave, smallest first: add the detail dreamed so far (upscaled) to the octave's
 //! copy of the image, then repeat `iterations` times: roll the image by a random jitter,
 //! compute the gradient of `||activations||_2` with respect to the pixels, roll it back, smooth
-//! it with a Gaussian, and step along it with the step normalised by its mean magnitude; clamp
-//! to valid pixels. What the octave added becomes the detail passed to the next one.
+//! it with a Gaussian, optionally turn it into a decorrelated-colour step ([`color`]), and step
+//! along it with the step normalised by its mean magnitude, its standard deviation or band by
+//! band ([`gradient`]); clamp to valid pixels. What the octave added becomes the detail passed
+//! to the next one. With `keep_colors`, the result takes the input's colours ([`color`]).
 
+pub mod color;
+pub mod gradient;
 mod octave;
 mod rng;
 pub mod tiles;
 
 use candle_core::{Result, Tensor};
 
+pub use gradient::GradientNorm;
 pub use octave::octave_sizes;
 pub use rng::Rng;
 
@@ -38,8 +43,17 @@ pub struct DreamParams {
     pub octave_scale: f64,
     /// Gradient steps per octave.
     pub iterations: usize,
-    /// Step size, in pixel units (`[0, 1]` range) per unit of mean gradient magnitude.
+    /// Step size, in pixel units (`[0, 1]` range) per unit of mean gradient magnitude (see
+    /// `gradient`).
     pub lr: f64,
+    /// How each gradient is scaled into a step.
+    pub gradient: GradientNorm,
+    /// Band-pass levels of the Laplacian pyramid of [`GradientNorm::Laplacian`].
+    pub gradient_levels: usize,
+    /// Step in Lucid's decorrelated colour space ([`color::decorrelate`]).
+    pub decorrelate: bool,
+    /// The dream keeps the input's colours ([`color::keep_colors`]).
+    pub keep_colors: bool,
     /// Largest random shift in pixels applied before each step.
     pub jitter: usize,
     /// Standard deviation in pixels of the Gaussian applied to each gradient (0 disables).
@@ -60,6 +74,10 @@ impl DreamParams {
             octave_scale: s.octave_scale,
             iterations: s.iterations,
             lr: s.lr,
+            gradient: s.gradient,
+            gradient_levels: s.gradient_levels,
+            decorrelate: s.decorrelate,
+            keep_colors: s.keep_colors,
             jitter: s.jitter,
             smooth: s.smooth,
             seed,
@@ -117,7 +135,7 @@ pub fn dream(
 
 /// [`dream`] with every step scaled per pixel by `weight` (`[1, 1, H, W]`, in `[0, 1]`; resized
 /// to each octave): 0 leaves a pixel as it is, 1 dreams it fully. The step size is still
-/// normalised by the mean gradient magnitude over the whole image.
+/// normalised over the whole image. With `keep_colors`, the result has `image`'s colours.
 pub fn dream_weighted(
     net: &Network,
     image: &Tensor,
@@ -157,11 +175,14 @@ pub fn dream_weighted(
         }
         detail = Some((&x - base)?);
     }
+    if params.keep_colors {
+        x = color::keep_colors(image, &x)?;
+    }
     Ok(x)
 }
 
 /// One jittered, normalised gradient-ascent step, scaled per pixel by `weight` when given
-/// (`[1, 1, H, W]`); returns the new image and the objective.
+/// (`[1, 1, H, W]`); returns the new image and the objective (before the step).
 pub fn ascend(
     net: &Network,
     x: &Tensor,
@@ -173,8 +194,8 @@ pub fn ascend(
     let shifted = x.roll(dy as i32, 2)?.roll(dx as i32, 3)?;
     let (objective, grad) = tiles::objective_gradient(net, &shifted, &params.objective, params.tile, rng)?;
     let grad = resample::gaussian_blur(&grad.roll(-dy as i32, 2)?.roll(-dx as i32, 3)?, params.smooth)?;
-    let mean_abs = grad.abs()?.mean_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let step = (grad * (params.lr / (mean_abs + 1e-12)))?;
+    let grad = if params.decorrelate { color::decorrelate(&grad)? } else { grad };
+    let step = gradient::step(grad, params.gradient, params.gradient_levels, params.lr)?;
     let step = match weight {
         Some(w) => step.broadcast_mul(w)?,
         None => step,
