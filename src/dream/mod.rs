@@ -6,6 +6,8 @@
 //! it with a Gaussian, and step along it with the step normalised by its mean magnitude; clamp
 //! to valid pixels. What the octave added becomes the detail passed to the next one.
 
+pub mod guide;
+pub mod mask;
 mod octave;
 mod rng;
 pub mod tiles;
