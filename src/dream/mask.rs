@@ -1,7 +1,8 @@
 //! Regions: a mask picture (or mask video) that says how strongly each pixel is dreamed.
 //!
 //! The mask's luma (white 1, black 0) is resized to the frame, feathered (a Gaussian blur) and
-//! multiplied by the frame's `mask_weight`. Every dream step is scaled by it per pixel (see
+//! multiplied by the frame's `mask_weight`; values within 2/255 of black or white count as
+//! black or white, so that a compressed mask video's black is black. Every dream step is scaled by it per pixel (see
 //! [`super::dream_weighted`]), so the dream's strength follows the mask; and the result is
 //! composited with the source ([`composite`], [`composite_rgb`]): where the mask is 0, the
 //! output is the source itself, bit for bit, whatever octaves, jitter, carried dreams or
@@ -17,6 +18,10 @@ use image::RgbImage;
 use crate::image_io::decode_image;
 use crate::resample;
 use crate::video::{frames::is_frame_folder, Item, Source};
+
+/// Mask values within this of black or white count as black or white (the noise of lossy
+/// compression, and rounding in the feathering).
+const SNAP: f64 = 2.0 / 255.0;
 
 /// Where a mask's pictures come from.
 enum Frames {
@@ -93,7 +98,8 @@ impl Mask {
     }
 
     /// The mask of frame `index` (a video's frame index; any for a still), `[1, 1, h, w]`
-    /// `F32` in `[0, 1]`: resized to `h x w`, then feathered.
+    /// `F32` in `[0, 1]`: resized to `h x w`, feathered, and stretched so that values within
+    /// [`SNAP`] of black or white are exactly 0 or 1.
     pub fn frame(&self, index: usize, h: usize, w: usize) -> anyhow::Result<Tensor> {
         let still = match &self.frames {
             Frames::Still(l) => Some(l),
@@ -110,7 +116,8 @@ impl Mask {
             None => self.luma_at(index)?,
         };
         let sized = resample::resize(&raw, h, w)?.clamp(0.0, 1.0)?;
-        let m = resample::gaussian_blur(&sized, self.feather)?.clamp(0.0, 1.0)?;
+        let m = resample::gaussian_blur(&sized, self.feather)?;
+        let m = ((m - SNAP)? / (1.0 - 2.0 * SNAP))?.clamp(0.0, 1.0)?;
         if still.is_some() {
             *self.feathered.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(m.clone());
         }
