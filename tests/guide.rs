@@ -35,7 +35,9 @@ fn reference(net: &Network, x: &Tensor, objective: &Objective, guide_image: &Ten
         .iter()
         .map(|&(tap, weight)| {
             let chosen = |v: Vec<Vec<f64>>| -> Vec<Vec<f64>> {
-                v.into_iter().map(|p| p.iter().enumerate().map(|(i, a)| if keep(i) { *a } else { 0.0 }).collect()).collect()
+                v.into_iter()
+                    .map(|p| p.iter().enumerate().map(|(i, a)| if keep(i) { *a } else { 0.0 }).collect())
+                    .collect()
             };
             let a = chosen(columns(&net.activations(x, tap).unwrap()));
             let y = chosen(columns(&net.activations(guide_image, tap).unwrap()));
@@ -83,7 +85,8 @@ fn guide_objective_matches_its_definition_and_finite_differences() {
         }
         for (i, v) in directions.iter().enumerate() {
             let at = |x: Tensor| reference(&net, &x, objective, &guide_image);
-            let numeric = (at((&x + (v * eps).unwrap()).unwrap()) - at((&x - (v * eps).unwrap()).unwrap())) / (2.0 * eps);
+            let numeric =
+                (at((&x + (v * eps).unwrap()).unwrap()) - at((&x - (v * eps).unwrap()).unwrap())) / (2.0 * eps);
             let analytic = (&grad * v).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
             let scale = numeric.abs().max(analytic.abs()).max(1e-3);
             assert!(

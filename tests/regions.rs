@@ -117,7 +117,8 @@ fn masked_images_keep_the_source_where_black_and_dream_fully_where_white() {
             std::fs::write(&bad, "not a picture").unwrap();
         }
         let out = s.path("bad.png");
-        let o = s.run(&["image", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--mask", bad.to_str().unwrap()]);
+        let o =
+            s.run(&["image", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--mask", bad.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains(what) && stderr(&o).contains("mask"), "{}", stderr(&o));
         assert!(!out.exists());

@@ -29,7 +29,7 @@ enum Frames {
     Still(Tensor),
     /// A video (or frame folder) read along with the input: the frame of the same index, the
     /// last one for frames past its end.
-    Video(Mutex<MaskVideo>),
+    Video(Box<Mutex<MaskVideo>>),
 }
 
 struct MaskVideo {
@@ -70,7 +70,7 @@ impl Mask {
             let fps = is_frame_folder(path).then_some(1.0);
             let source =
                 Source::open(path, fps).with_context(|| format!("cannot read mask video {}", path.display()))?;
-            Frames::Video(Mutex::new(MaskVideo { source, current: None, ended: false }))
+            Frames::Video(Box::new(Mutex::new(MaskVideo { source, current: None, ended: false })))
         };
         Ok(Self { path: path.to_path_buf(), frames, feather, device: device.clone(), feathered: Mutex::new(None) })
     }
