@@ -192,6 +192,8 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
         args.segment_seconds,
         (args.warmup, args.crossfade),
     )?;
+    // The guide and the mask are read at every render; check them now.
+    guide_and_mask(&farm::job_preset(&job)?, Purpose::Video, &candle_core::Device::Cpu)?;
     match Job::load(&args.job) {
         Ok(existing) if existing == job => {
             eprintln!("{} already holds this job", args.job.display());

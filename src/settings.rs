@@ -530,9 +530,9 @@ settings! {
     /// the two directions (each of unit length at the layer) by this weight.
     guide_weight: f64 = 1.0, [Dream, true, Range::Span(0.0, 1.0), None];
     /// Mask image: how strongly each pixel is dreamed, by its brightness (white: fully, black:
-    /// not at all; those pixels stay exactly the source's). Resized to the frame; a video may
-    /// take a mask video, read frame by frame (its last frame held if it is shorter). In a
-    /// preset, relative to the preset's folder.
+    /// not at all; those pixels stay exactly the source's). Resized to the frame (a zoom's: the
+    /// camera's); a video may take a mask video, read frame by frame (its last frame held if
+    /// it is shorter). In a preset, relative to the preset's folder.
     mask: FilePath = None, [Dream, false, Range::Any, None];
     /// Softens the mask's edges: the standard deviation, in pixels of the frame, of a Gaussian
     /// blur of the mask (0: hard edges).
