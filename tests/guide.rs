@@ -168,3 +168,40 @@ fn guide_flag_changes_the_dream_deterministically_and_missing_guides_are_named()
     let (o, _) = run("weight.png", &["--guide", g, "--guide-weight", "2"]);
     assert!(stderr(&o).contains("--guide-weight 2 is out of range"), "{}", stderr(&o));
 }
+
+#[test]
+fn guides_steer_videos_and_zooms_too() {
+    let dir = common::scratch("guide-video-zoom");
+    let weights = fixture_weights(&dir);
+    let guide = dir.join("guide.png");
+    image::RgbImage::from_fn(80, 80, |x, y| image::Rgb([((x / 5 + y / 5) % 2 * 255) as u8, (y * 3) as u8, 90]))
+        .save(&guide)
+        .unwrap();
+    let frames = dir.join("in");
+    std::fs::create_dir_all(&frames).unwrap();
+    let pattern = dreamvid::fixture::clip::moving_pattern(48, 32, 2, 1);
+    for i in 0..3 {
+        pattern(i).save(frames.join(format!("f{i}.png"))).unwrap();
+    }
+    std::fs::write(frames.join("fps.txt"), "10\n").unwrap();
+    let seed = frames.join("f0.png");
+    let quick = ["--model", "vgg19", "--weights", &weights, "--layer", "20", "--octaves", "1", "--iterations", "2"];
+    let render = |args: &[&str], out: &str, guided: bool| {
+        let output = dir.join(out);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", output.to_str().unwrap()]);
+        all.extend(quick);
+        if guided {
+            all.extend(["--guide", guide.to_str().unwrap()]);
+        }
+        let o = dreamvid(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (0..3).map(|i| image::open(output.join(format!("frame_{i:05}.png"))).unwrap().to_rgb8()).collect::<Vec<_>>()
+    };
+    let video = [frames.to_str().unwrap()];
+    let (plain, guided) = (render(&video, "plain/", false), render(&video, "guided/", true));
+    assert!(plain.iter().zip(&guided).all(|(a, b)| a != b), "the guide did not change every video frame");
+    let zoom = ["zoom", seed.to_str().unwrap(), "--frames", "3", "--zoom", "1.05"];
+    let (plain, guided) = (render(&zoom, "zplain/", false), render(&zoom, "zguided/", true));
+    assert!(plain.iter().zip(&guided).all(|(a, b)| a != b), "the guide did not change every zoom frame");
+}
