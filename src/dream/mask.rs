@@ -63,6 +63,13 @@ impl Mask {
     /// or colour, whose luma counts), or with `video` a video or frame folder too.
     pub fn open(path: &Path, feather: f64, video: bool, device: &Device) -> anyhow::Result<Self> {
         let picture = image::ImageFormat::from_path(path).is_ok() && !is_frame_folder(path);
+        if !picture && !video && (is_frame_folder(path) || path.is_file()) {
+            anyhow::bail!(
+                "{} is not a picture: a mask video (or frame folder) is for video input only; \
+                 give a PNG or JPEG mask",
+                path.display()
+            );
+        }
         let frames = if picture || !video {
             let img = decode_image(path).with_context(|| format!("cannot use {} as a mask", path.display()))?;
             Frames::Still(luma(&img.to_rgb8(), device)?)
