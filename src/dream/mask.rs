@@ -6,7 +6,10 @@
 //! [`super::dream_weighted`]), so the dream's strength follows the mask; and the result is
 //! composited with the source ([`composite`], [`composite_rgb`]): where the mask is 0, the
 //! output is the source itself, bit for bit, whatever octaves, jitter, carried dreams or
-//! rounding did nearby.
+//! rounding did nearby. Elsewhere it is the dream as it is: the scaled steps already set its
+//! strength, and blending it with the source once more (`m * dream + (1 - m) * source`) would
+//! make the strength go as `m^2` in a picture, and in a video, whose dream builds up over
+//! frames, collapse wherever the mask is not white.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
