@@ -59,7 +59,7 @@ fn peak_rss() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    dreamvid::allocator::keep_freed_buffers();
+    dreamvid::runtime::configure();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.first().map(String::as_str) {
         Some("write-weights") => {

@@ -39,7 +39,7 @@ fn time_steps(name: &str, net: &Network, layer: &str, size: usize, runs: usize) 
 }
 
 fn main() {
-    dreamvid::allocator::keep_freed_buffers();
+    dreamvid::runtime::configure();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let size = args.first().and_then(|s| s.parse().ok()).unwrap_or(224);
     let runs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);

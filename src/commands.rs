@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use dreamvid::animation::{write_frames, Target};
+use dreamvid::animation::{write_frames, Format, Target};
 use dreamvid::compare::compare_videos;
 use dreamvid::dream;
 use dreamvid::dream::guide::load_guide;
@@ -18,7 +18,7 @@ use dreamvid::models::discovery::{self, SearchRoots};
 use dreamvid::models::{ModelKind, WeightsError};
 use dreamvid::nn::{Guide, Network};
 use dreamvid::output::check_not_input;
-use dreamvid::pipeline::{render_video, VideoJob};
+use dreamvid::pipeline::{peak_rss_bytes, render_video, VideoJob};
 use dreamvid::plan::{load_preset, preset_source, Plan, Purpose};
 use dreamvid::preset::Preset;
 use dreamvid::preview;
@@ -26,7 +26,7 @@ use dreamvid::resample::resize;
 use dreamvid::resume::render_record;
 use dreamvid::video::coherence::Coherence;
 use dreamvid::video::{EncodeSettings, Excerpt, Limit, Source};
-use dreamvid::zoom::{generated_frames, noise_image, render_zoom, ZoomJob};
+use dreamvid::zoom::{generated_frames, noise_image, stream_zoom, ZoomJob};
 
 use crate::cli::{
     AssembleArgs, CompareArgs, DreamArgs, ImageArgs, LayersArgs, ModelArgs, PlanArgs, RenderArgs, StabilityArgs,
@@ -383,15 +383,16 @@ pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
     };
     let bar = bar("frames");
     bar.set_length(generated_frames(args.frames, args.looped) as u64);
-    let frames = render_zoom(&job, &mut |done| bar.set_position(done as u64))?;
+    let format = Format { fps: args.fps, gif_quality: args.gif_quality, codec: EncodeSettings::from(&s.preset.base) };
+    let written =
+        write_frames(&target, &format, |sink| stream_zoom(&job, sink, &mut |done| bar.set_position(done as u64)))?;
     bar.finish();
-    write_frames(&target, &frames, args.fps, args.gif_quality, &EncodeSettings::from(&s.preset.base))?;
     eprintln!(
-        "wrote {} ({} frames at {} fps{})",
+        "wrote {} ({written} frames at {} fps{}{})",
         args.output.display(),
-        frames.len(),
         args.fps,
-        if args.looped { ", looping" } else { "" }
+        if args.looped { ", looping" } else { "" },
+        peak_rss_bytes().map_or(String::new(), |b| format!(", peak memory {} MiB", b >> 20)),
     );
     Ok(())
 }

@@ -11,7 +11,6 @@
 //! - [`video`]: FFmpeg decode/encode, optical flow, temporal coherence.
 //! - [`image_io`], [`animation`], [`output`], [`compare`]: files in and out, and checking them.
 
-pub mod allocator;
 pub mod animation;
 pub mod compare;
 pub mod device;
@@ -29,6 +28,7 @@ pub mod preset;
 pub mod preview;
 pub mod resample;
 pub mod resume;
+pub mod runtime;
 pub mod settings;
 pub mod video;
 pub mod zoom;

@@ -9,7 +9,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() {
-    dreamvid::allocator::keep_freed_buffers();
+    dreamvid::runtime::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Image(args)) => commands::image(args),

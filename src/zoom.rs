@@ -56,12 +56,17 @@ pub fn noise_image(h: usize, w: usize, seed: u64, device: &Device) -> candle_cor
     resample::gaussian_blur(&Tensor::from_vec(data, (1, 3, h, w), device)?, 1.0)
 }
 
-/// Renders the animation, calling `on_frame` with the number of frames done.
-pub fn render_zoom(job: &ZoomJob, on_frame: &mut dyn FnMut(usize)) -> anyhow::Result<Vec<RgbImage>> {
+/// Renders the animation and hands each output frame to `emit` as soon as it is final, calling
+/// `on_frame` with the number of frames dreamed so far. Memory does not grow with the number of
+/// frames: when looping, only the first few generated frames are kept, for the closing fade.
+pub fn stream_zoom(
+    job: &ZoomJob,
+    emit: &mut dyn FnMut(RgbImage) -> anyhow::Result<()>,
+    on_frame: &mut dyn FnMut(usize),
+) -> anyhow::Result<()> {
     let total = generated_frames(job.frames, job.looped);
-    let extra = total - job.frames;
+    let mut closer = LoopCloser::new(job.frames, total - job.frames);
     let mut x = job.seed_image.clone();
-    let mut generated = Vec::with_capacity(total);
     for i in 0..total {
         let params = (job.frame_settings)(i)?;
         let (_, _, h, w) = x.dims4()?;
@@ -72,33 +77,63 @@ pub fn render_zoom(job: &ZoomJob, on_frame: &mut dyn FnMut(usize)) -> anyhow::Re
                 mask::composite(&dream::dream_weighted(job.net, &x, &params.dream, Some(&m), &mut |_| {})?, &x, &m)?
             }
         };
-        generated.push(tensor_to_rgb(&x)?);
+        if let Some(frame) = closer.push(tensor_to_rgb(&x)?) {
+            emit(frame)?;
+        }
         x = move_camera(&x, params.camera)?;
         on_frame(i + 1);
     }
-    Ok(if extra == 0 { generated } else { close_loop(generated, job.frames, extra) })
+    Ok(())
 }
 
-/// Turns `frames + extra` generated frames into a loop of `frames`: output `i` is generated
-/// frame `extra + i`, and the last `extra` outputs fade into generated frames `0..extra`, so
-/// the last output leads into the first exactly as generated frames `extra - 1` and `extra` do.
-pub fn close_loop(generated: Vec<RgbImage>, frames: usize, extra: usize) -> Vec<RgbImage> {
-    (0..frames)
-        .map(|i| {
-            let main = &generated[extra + i];
-            let fade_start = frames - extra;
-            if i < fade_start {
-                return main.clone();
+/// [`stream_zoom`] with every output frame collected in memory: for short animations.
+pub fn render_zoom(job: &ZoomJob, on_frame: &mut dyn FnMut(usize)) -> anyhow::Result<Vec<RgbImage>> {
+    let mut frames = Vec::with_capacity(job.frames);
+    stream_zoom(
+        job,
+        &mut |frame| {
+            frames.push(frame);
+            Ok(())
+        },
+        on_frame,
+    )?;
+    Ok(frames)
+}
+
+/// Turns `frames + extra` generated frames, fed in order, into a loop of `frames`: output `i` is
+/// generated frame `extra + i`, and the last `extra` outputs fade into generated frames
+/// `0..extra`, so the last output leads into the first exactly as generated frames `extra - 1`
+/// and `extra` do. Only those first `extra` generated frames are kept.
+struct LoopCloser {
+    frames: usize,
+    extra: usize,
+    start: Vec<RgbImage>,
+    generated: usize,
+}
+
+impl LoopCloser {
+    /// A loop of `frames` output frames from `frames + extra` generated ones (`extra` 0: no loop).
+    fn new(frames: usize, extra: usize) -> Self {
+        Self { frames, extra, start: Vec::with_capacity(extra), generated: 0 }
+    }
+
+    /// Takes the next generated frame; returns the next output frame once it is known.
+    fn push(&mut self, mut frame: RgbImage) -> Option<RgbImage> {
+        let index = self.generated;
+        self.generated += 1;
+        if index < self.extra {
+            self.start.push(frame);
+            return None;
+        }
+        let (i, fade_start) = (index - self.extra, self.frames - self.extra);
+        if i >= fade_start {
+            let alpha = (i - fade_start + 1) as f32 / (self.extra + 1) as f32;
+            for (o, b) in frame.iter_mut().zip(self.start[i - fade_start].iter()) {
+                *o = ((1.0 - alpha) * *o as f32 + alpha * *b as f32).round() as u8;
             }
-            let alpha = (i - fade_start + 1) as f32 / (extra + 1) as f32;
-            let other = &generated[i - fade_start];
-            let mut out = main.clone();
-            for (o, (a, b)) in out.iter_mut().zip(main.iter().zip(other.iter())) {
-                *o = ((1.0 - alpha) * *a as f32 + alpha * *b as f32).round() as u8;
-            }
-            out
-        })
-        .collect()
+        }
+        Some(frame)
+    }
 }
 
 #[cfg(test)]
@@ -107,8 +142,9 @@ mod tests {
 
     #[test]
     fn loop_closing_fades_into_the_first_generated_frames() {
-        let g: Vec<RgbImage> = (0..12).map(|i| RgbImage::from_pixel(2, 2, image::Rgb([i * 10, 0, 0]))).collect();
-        let out = close_loop(g, 10, 2);
+        let mut closer = LoopCloser::new(10, 2);
+        let out: Vec<RgbImage> =
+            (0..12).filter_map(|i| closer.push(RgbImage::from_pixel(2, 2, image::Rgb([i * 10, 0, 0])))).collect();
         assert_eq!(out.len(), 10);
         assert_eq!(out[0].get_pixel(0, 0)[0], 20, "starts at generated frame `extra`");
         assert_eq!(out[7].get_pixel(0, 0)[0], 90);

@@ -537,7 +537,7 @@ fn concat_runs_every_branch_on_the_input_and_adds_their_gradients() {
         Tap { name: "concat".into(), kind: "concat".into(), end: 1 },
         Tap { name: "mixed".into(), kind: "conv".into(), end: 2 },
     ];
-    let net = Network::new(vec![Op::Concat(branches), seeded_conv(9, 4, 1, 70)], taps);
+    let net = Network::new(vec![Op::concat(branches).unwrap(), seeded_conv(9, 4, 1, 70)], taps);
     let joined = net.activations(&x, 0).unwrap();
     assert_eq!(joined.dims(), &[1, 9, 9, 11]);
     assert_eq!(max_rel_diff(&joined, &Tensor::cat(&parts, 1).unwrap()), 0.0, "branch outputs in branch order");

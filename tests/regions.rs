@@ -98,11 +98,11 @@ fn masked_images_keep_the_source_where_black_and_dream_fully_where_white() {
     assert!(same_columns(&resized, &source, 0..46));
     assert!(!same_columns(&resized, &source, 50..w));
     // White everywhere is the plain dream exactly; weight 0 dreams nowhere.
-    assert_eq!(s.image(&input, "white.png", &["--mask", white.to_str().unwrap()]), plain);
-    assert_eq!(s.image(&input, "zero.png", &["--mask", m, "--mask-weight", "0"]), source);
-    assert_eq!(s.image(&input, "nomask-zero.png", &["--mask-weight", "0"]), source);
+    assert!(s.image(&input, "white.png", &["--mask", white.to_str().unwrap()]) == plain, "not the plain image");
+    assert!(s.image(&input, "zero.png", &["--mask", m, "--mask-weight", "0"]) == source, "not the source image");
+    assert!(s.image(&input, "nomask-zero.png", &["--mask-weight", "0"]) == source, "not the source image");
     // Deterministic.
-    assert_eq!(s.image(&input, "soft2.png", &["--mask", m, "--mask-feather", "4"]), soft);
+    assert!(s.image(&input, "soft2.png", &["--mask", m, "--mask-feather", "4"]) == soft, "not the soft image");
 
     // A preset names its mask relative to its own folder.
     let presets = s.path("presets");
@@ -110,7 +110,7 @@ fn masked_images_keep_the_source_where_black_and_dream_fully_where_white() {
     std::fs::copy(&mask, presets.join("left.png")).unwrap();
     std::fs::write(presets.join("masked.toml"), "[dream]\nmask = \"left.png\"\nmask_feather = 0.0\n").unwrap();
     let preset = presets.join("masked.toml");
-    assert_eq!(s.image(&input, "preset.png", &["--preset", preset.to_str().unwrap()]), hard);
+    assert!(s.image(&input, "preset.png", &["--preset", preset.to_str().unwrap()]) == hard, "not the hard image");
 
     // A missing or broken mask is named, and nothing is written.
     for (bad, what) in [(s.path("none.png"), "none.png"), (input.with_extension("txt"), "in.txt")] {
@@ -232,8 +232,8 @@ fn masked_zooms_dream_only_where_white_in_the_camera_frame() {
     assert!(!same_columns(&frames[0], &seed_image, 32..w));
     // Weight 0: no dream at all, only the camera moving over the seed image.
     let still = zoom("still/", &["--mask", mask.to_str().unwrap(), "--mask-weight", "0"]);
-    assert_eq!(still[0], seed_image);
+    assert!(still[0] == seed_image, "weight 0 changed the first frame");
     let unmasked = zoom("plain/", &["--mask-weight", "0"]);
-    assert_eq!(still, unmasked);
+    assert!(still == unmasked, "weight 0 with and without a mask differ");
     assert_ne!(still[1], still[0], "the camera did not move");
 }

@@ -79,6 +79,50 @@ fn zoom_writes_mp4_and_png_frames_too() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains(".gif"));
 }
 
+/// Peak memory in MiB of a `--frames N` zoom to MP4 at 512x512, as the command reports it (its
+/// `VmHWM` at the end). No gradient steps (`--iterations 0`): the frames still go through the
+/// dream, the camera move and the encoder, at the least cost per frame.
+fn zoom_peak_mib(dir: &std::path::Path, weights: &str, frames: usize) -> u64 {
+    let out = dir.join(format!("z{frames}.mp4"));
+    let frames = frames.to_string();
+    let o = common::dreamvid(&[
+        "zoom",
+        "--noise",
+        "-o",
+        out.to_str().unwrap(),
+        "--frames",
+        &frames,
+        "--size",
+        "512x512",
+        "--model",
+        "vgg19",
+        "--weights",
+        weights,
+        "--iterations",
+        "0",
+        "--octaves",
+        "1",
+    ]);
+    let stderr = common::stderr(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("({frames} frames at")), "{stderr}");
+    assert!(out.is_file());
+    let peak = stderr.split("peak memory ").nth(1).and_then(|rest| rest.split(' ').next());
+    peak.and_then(|mib| mib.parse().ok()).unwrap_or_else(|| panic!("no peak memory in: {stderr}"))
+}
+
+#[test]
+fn long_zoom_to_mp4_streams_in_flat_memory() {
+    // Each 512x512 frame is 0.75 MiB: held in memory, 300 frames would add 190 MiB to the
+    // about 150 MiB of the 50-frame render (the frames all in memory took 1.8x at 200 frames).
+    let dir = common::scratch("zoom-memory");
+    let weights = fixture_weights(&dir);
+    let short = zoom_peak_mib(&dir, &weights, 50);
+    let long = zoom_peak_mib(&dir, &weights, 300);
+    assert!(long as f64 <= 1.2 * short as f64, "peak memory {long} MiB for 300 frames, {short} MiB for 50");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
     a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.as_raw().len() as f64
 }

@@ -136,8 +136,8 @@ impl Mask {
 }
 
 /// The per-pixel dream strength of frame `index` (`h x w`, on `device`): `mask`'s frame times
-/// `weight`, or `weight` everywhere without a mask; `None` when that is 1 everywhere (no mask
-/// and a weight of 1: nothing to scale, nothing to composite).
+/// `weight`, or `weight` everywhere without a mask; `None` when that is 1 everywhere (nothing
+/// to scale, nothing to composite: the plain dream).
 pub fn strength(
     mask: Option<&Mask>,
     index: usize,
@@ -145,12 +145,14 @@ pub fn strength(
     weight: f64,
     device: &Device,
 ) -> anyhow::Result<Option<Tensor>> {
-    Ok(match mask {
-        None if weight >= 1.0 => None,
-        None => Some(Tensor::full(weight as f32, (1, 1, h, w), device)?),
-        Some(m) if weight >= 1.0 => Some(m.frame(index, h, w)?),
-        Some(m) => Some((m.frame(index, h, w)? * weight)?),
-    })
+    let strength = match mask {
+        None if weight >= 1.0 => return Ok(None),
+        None => Tensor::full(weight as f32, (1, 1, h, w), device)?,
+        Some(m) if weight >= 1.0 => m.frame(index, h, w)?,
+        Some(m) => (m.frame(index, h, w)? * weight)?,
+    };
+    // White everywhere is no mask at all (resized to the octaves, ones would not stay exact).
+    Ok((strength.min_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? < 1.0).then_some(strength))
 }
 
 /// Whether `strength` is 0 everywhere (nothing to dream).

@@ -130,7 +130,7 @@ fn load(file: &WeightFile, key: &str, module: Module, channels: usize) -> anyhow
                 branches.push(ops);
                 out += width;
             }
-            (vec![Op::Concat(branches)], out, format!("inception {channels}->{out}"))
+            (vec![Op::concat(branches)?], out, format!("inception {channels}->{out}"))
         }
     })
 }

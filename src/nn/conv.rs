@@ -84,6 +84,39 @@ impl Conv2d {
         &self.weight
     }
 
+    /// Whether this is a 1x1 convolution with stride 1 and no padding (a per-pixel linear map
+    /// of the channels).
+    pub fn is_pointwise(&self) -> bool {
+        self.weight.dims()[2..] == [1, 1] && self.stride == 1 && self.padding.amounts(1, 1, 1) == (0, 0)
+    }
+
+    /// The convolutions `convs` (of one input width, kernel, stride and padding) as one whose
+    /// output channels are theirs, in order: one GEMM instead of one per convolution, and
+    /// their input gradients summed by that GEMM's backward.
+    pub fn stack(convs: &[&Conv2d]) -> Result<Self> {
+        let first = convs.first().ok_or_else(|| candle_core::Error::Msg("no convolutions to stack".into()))?;
+        if convs.iter().any(|c| {
+            (c.stride, c.padding, c.weight.dims()[1..].to_vec())
+                != (first.stride, first.padding, first.weight.dims()[1..].to_vec())
+        }) {
+            candle_core::bail!("only convolutions of one input width, kernel, stride and padding stack");
+        }
+        let weight = Tensor::cat(&convs.iter().map(|c| &c.weight).collect::<Vec<_>>(), 0)?;
+        let bias = if convs.iter().any(|c| c.bias.is_some()) {
+            let biases = convs
+                .iter()
+                .map(|c| match &c.bias {
+                    Some(b) => b.flatten_all(),
+                    None => Tensor::zeros(c.weight.dim(0)?, c.weight.dtype(), c.weight.device()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
+        Self::new(weight, bias, first.stride, first.padding)
+    }
+
     fn kernel(&self) -> usize {
         self.weight.dim(3).unwrap_or(1)
     }

@@ -8,6 +8,7 @@
 //! code runs on CPU and CUDA; on the CPU, `F32` convolutions, ReLUs and pools take the fused
 //! kernels of [`cpu`] instead.
 
+mod concat;
 mod conv;
 mod cpu;
 pub mod guide;

@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::concat::{Concat, ConcatRecord};
 use super::conv::{Conv2d, DepthwiseConv2d};
 use super::cpu::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, SumCpu};
 use super::padding::pad_spatial;
@@ -34,8 +35,8 @@ pub enum Op {
     /// `x + body(x)`.
     Residual(Vec<Op>),
     /// Every branch run on the same input, their outputs concatenated along the channels in
-    /// branch order (an Inception block). The branches must agree on the output size.
-    Concat(Vec<Vec<Op>>),
+    /// branch order (an Inception block): see [`Op::concat`].
+    Concat(Concat),
 }
 
 /// What an op's backward needs from its forward.
@@ -52,11 +53,17 @@ pub(super) enum Record {
     /// `u8` offset of each output's maximum inside its window, and the input size.
     Argmax(Tensor, usize, usize),
     Seq(Vec<Record>),
-    /// Per branch: its output channels and records.
-    Branches(Vec<(usize, Vec<Record>)>),
+    Concat(ConcatRecord),
 }
 
 impl Op {
+    /// Every branch of `branches` run on the same input, their outputs concatenated along the
+    /// channels in branch order; the branches must agree on the output size. Branches that
+    /// start with a 1x1 convolution and a ReLU have those run as one convolution.
+    pub fn concat(branches: Vec<Vec<Op>>) -> Result<Op> {
+        Ok(Op::Concat(Concat::new(branches)?))
+    }
+
     fn forward(&self, x: &Tensor, record: bool) -> Result<(Tensor, Record)> {
         let (_, _, h, w) = x.dims4()?;
         Ok(match self {
@@ -99,15 +106,9 @@ impl Op {
                 let (y, recs) = run_forward(body, x, record)?;
                 ((x + y)?, Record::Seq(recs))
             }
-            Op::Concat(branches) => {
-                let mut outputs = Vec::with_capacity(branches.len());
-                let mut recs = Vec::with_capacity(branches.len());
-                for branch in branches {
-                    let (y, rec) = run_forward(branch, x, record)?;
-                    recs.push((y.dim(1)?, rec));
-                    outputs.push(y);
-                }
-                (Tensor::cat(&outputs, 1)?, Record::Branches(recs))
+            Op::Concat(block) => {
+                let (y, rec) = block.forward(x, record)?;
+                (y, Record::Concat(rec))
             }
         })
     }
@@ -128,16 +129,7 @@ impl Op {
             (Op::MaxPool2, Record::PoolCpu(mask)) => grad.contiguous()?.apply_op2_no_bwd(mask, &PoolRouteCpu),
             (Op::MaxPool(pool), Record::Argmax(offsets, h, w)) => pool.backward(grad, offsets, (*h, *w)),
             (Op::Residual(body), Record::Seq(recs)) => grad + run_backward(body, recs, grad)?,
-            (Op::Concat(branches), Record::Branches(recs)) => {
-                // Each branch gets its channels of the gradient; their input gradients add up.
-                let mut start = 0;
-                let mut grads = Vec::with_capacity(branches.len());
-                for (branch, (channels, recs)) in branches.iter().zip(recs) {
-                    grads.push(run_backward(branch, recs, &grad.narrow(1, start, *channels)?)?);
-                    start += channels;
-                }
-                sum(grads)
-            }
+            (Op::Concat(block), Record::Concat(rec)) => block.backward(grad, rec),
             _ => Err(candle_core::Error::Msg("backward called without a forward record".into())),
         }
     }
@@ -150,8 +142,7 @@ impl Op {
             Op::MaxPool2 => 2,
             Op::MaxPool(pool) => pool.stride(),
             Op::Residual(body) => body.iter().map(Op::stride).product(),
-            // The branches agree on the output size, so the first one's stride is every one's.
-            Op::Concat(branches) => branches.first().map_or(1, |b| b.iter().map(Op::stride).product()),
+            Op::Concat(block) => block.stride(),
             Op::Normalize { .. } | Op::Relu | Op::Relu6 => 1,
         }
     }
@@ -168,12 +159,7 @@ impl Op {
             Op::MaxPool2 => Op::MaxPool2,
             Op::MaxPool(pool) => Op::MaxPool(*pool),
             Op::Residual(body) => Op::Residual(body.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>()?),
-            Op::Concat(branches) => Op::Concat(
-                branches
-                    .iter()
-                    .map(|b| b.iter().map(|o| o.to_dtype(dtype)).collect::<Result<_>>())
-                    .collect::<Result<_>>()?,
-            ),
+            Op::Concat(block) => Op::Concat(block.to_dtype(dtype)?),
         })
     }
 }
@@ -271,7 +257,7 @@ pub(super) fn run_forward(ops: &[Op], x: &Tensor, record: bool) -> Result<(Tenso
     Ok((x, recs))
 }
 
-fn run_backward(ops: &[Op], recs: &[Record], grad: &Tensor) -> Result<Tensor> {
+pub(super) fn run_backward(ops: &[Op], recs: &[Record], grad: &Tensor) -> Result<Tensor> {
     let mut g = grad.clone();
     let mut end = ops.len();
     while end > 0 {
@@ -283,7 +269,7 @@ fn run_backward(ops: &[Op], recs: &[Record], grad: &Tensor) -> Result<Tensor> {
 }
 
 /// The sum of `terms` (of one shape): on `F32` CPU tensors three at a time in one pass.
-fn sum(terms: Vec<Tensor>) -> Result<Tensor> {
+pub(super) fn sum(terms: Vec<Tensor>) -> Result<Tensor> {
     let mut terms = terms.into_iter();
     let first = terms.next().ok_or_else(|| candle_core::Error::Msg("a sum of no terms".into()))?;
     if !cpu_f32(&first) {
@@ -303,7 +289,7 @@ pub(super) fn cpu_f32(t: &Tensor) -> bool {
 
 /// `u8` mask of the elements of `y` strictly between 0 and `upper`: the backward of a ReLU
 /// (`upper` infinite) or ReLU6 (6) with output `y`.
-fn active_mask(y: &Tensor, upper: f32) -> Result<Tensor> {
+pub(super) fn active_mask(y: &Tensor, upper: f32) -> Result<Tensor> {
     if cpu_f32(y) {
         y.contiguous()?.apply_op1_no_bwd(&ActiveMaskCpu { upper })
     } else if upper.is_finite() {

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::cpu::{MaxPoolCpu, MaxPoolGatherCpu, MaxPoolGradientCpu, Window};
+use super::cpu::{MaxPoolCpu, MaxPoolGradientCpu, Window};
 use super::ops::cpu_f32;
 use super::padding::{dilate, pad_spatial, pad_spatial_neg_inf, strided_window};
 
@@ -68,14 +68,7 @@ impl MaxPool {
         let (_, _, h, w) = x.dims4()?;
         let out = self.output_size(h, w)?;
         if cpu_f32(x) {
-            let x = x.contiguous()?;
-            let pool = MaxPoolCpu { window: self.window, out, offsets: record };
-            if !record {
-                return Ok((x.apply_op1_no_bwd(&pool)?, None));
-            }
-            let offsets = x.apply_op1_no_bwd(&pool)?;
-            let y = x.apply_op2_no_bwd(&offsets, &MaxPoolGatherCpu { window: self.window })?;
-            return Ok((y, Some(offsets)));
+            return MaxPoolCpu { window: self.window, out }.run(x, record);
         }
         let Window { kernel: k, stride: s, padding: p } = self.window;
         // Negative infinity around the input, far enough that every window (and the `s - 1`

@@ -1,11 +1,10 @@
 //! Max-pool over any square window with zero or more padding and any output size (PyTorch's
-//! `MaxPool2d`, ceil mode included), the window offsets of its first maxima, the values at
-//! given offsets, and the gradient routed back through them: one parallel pass over the planes
-//! of a contiguous NCHW tensor each. Recording the offsets and gathering the values from them
-//! scans each window once, as the plain forward does. The scan keeps [`LANES`] neighbouring
-//! outputs in registers over the padded input rows, so that it vectorises.
+//! `MaxPool2d`, ceil mode included) with the window offsets of its first maxima, and the
+//! gradient routed back through them: one parallel pass over the planes of a contiguous NCHW
+//! tensor each. The scan keeps [`LANES`] neighbouring outputs in registers over the padded
+//! input rows, so that it vectorises, and yields the maxima and their offsets together.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::depthwise::columns;
@@ -24,25 +23,15 @@ pub struct Window {
 
 /// Max-pool of an `F32` NCHW tensor to an `out` (`ho x wo`) output: each element the first
 /// maximum of its window, scanning row-major, windows clipped to the input (ceil mode lets the
-/// last ones hang over the bottom/right edge). With `offsets`, the result is instead the `U8`
-/// offset of that maximum inside its window (`dy * kernel + dx`, padding counted), shaped like
-/// the output: what [`MaxPoolGatherCpu`] and [`MaxPoolGradientCpu`] read.
+/// last ones hang over the bottom/right edge); and, where asked, the `U8` offset of that
+/// maximum inside its window (`dy * kernel + dx`, padding counted), shaped like the output:
+/// what [`MaxPoolGradientCpu`] reads. See [`MaxPoolCpu::run`].
 #[derive(Debug, Clone, Copy)]
 pub struct MaxPoolCpu {
     /// The window.
     pub window: Window,
     /// Output size.
     pub out: (usize, usize),
-    /// Return the offsets of the maxima instead of their values.
-    pub offsets: bool,
-}
-
-/// The max-pool of an `F32` NCHW tensor (first operand) read off [`MaxPoolCpu`]'s offsets
-/// of its maxima (second operand): each output the input element its offset names.
-#[derive(Debug, Clone, Copy)]
-pub struct MaxPoolGatherCpu {
-    /// The window.
-    pub window: Window,
 }
 
 /// Max-pool backward: an `[N, C, ho, wo]` gradient (first operand) added, element by element,
@@ -188,88 +177,51 @@ impl Window {
 }
 
 impl MaxPoolCpu {
-    /// `pick(value, offset)` of every output's first maximum, for the `planes` planes of
+    /// The max-pool of the `F32` CPU tensor `x` and, with `offsets`, the offsets of its maxima,
+    /// from one scan (a custom op would give one tensor, so this reads `x`'s storage itself).
+    pub fn run(&self, x: &Tensor, offsets: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let x = x.contiguous()?;
+        let (n, c, h, w) = x.dims4()?;
+        if self.window.kernel * self.window.kernel > usize::from(u8::MAX) + 1 {
+            candle_core::bail!("maxpool-cpu: a {0}x{0} window has too many offsets for a u8", self.window.kernel);
+        }
+        let (values, at) = {
+            let (storage, layout) = x.storage_and_layout();
+            let Storage::Cpu(storage) = &*storage else { candle_core::bail!("maxpool-cpu: CPU tensor expected") };
+            self.pooled(f32_data(storage, layout, "maxpool-cpu")?, n * c, (h, w))
+        };
+        let shape = (n, c, self.out.0, self.out.1);
+        let at = offsets.then(|| Tensor::from_vec(at, shape, x.device())).transpose()?;
+        Ok((Tensor::from_vec(values, shape, x.device())?, at))
+    }
+
+    /// The first maximum of every output's window and its offset, for the `planes` planes of
     /// `h x w` in `x`.
-    fn pooled<T: Copy + Default + Send>(
-        &self,
-        x: &[f32],
-        planes: usize,
-        (h, w): (usize, usize),
-        pick: impl Fn(f32, u32) -> T + Sync,
-    ) -> Vec<T> {
+    fn pooled(&self, x: &[f32], planes: usize, (h, w): (usize, usize)) -> (Vec<f32>, Vec<u8>) {
         let (ho, wo) = self.out;
         let Window { kernel, stride, padding } = self.window;
-        let mut out = vec![T::default(); planes * ho * wo];
+        let mut values = vec![0f32; planes * ho * wo];
+        let mut offsets = vec![0u8; planes * ho * wo];
         if ho * wo > 0 && h * w > 0 {
             // Rows padded with negative infinity: before them, and after them as far as the
             // last output rounded up to whole scans reads.
             let pw = wo.div_ceil(LANES) * LANES * stride + kernel;
-            let buffers = (vec![0f32; h * pw], vec![0f32; wo], vec![0u32; wo]);
-            out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each_with(
+            let buffers = (vec![0f32; h * pw], vec![0u32; wo]);
+            values.par_chunks_mut(ho * wo).zip(offsets.par_chunks_mut(ho * wo)).zip(x.par_chunks(h * w)).for_each_with(
                 buffers,
-                |(padded, best, at), (o, plane)| {
+                |(padded, at), ((v, o), plane)| {
                     padded.fill(f32::NEG_INFINITY);
                     for (dst, src) in padded.chunks_exact_mut(pw).zip(plane.chunks_exact(w)) {
                         dst[padding..padding + w].copy_from_slice(src);
                     }
-                    for (i, row) in o.chunks_exact_mut(wo).enumerate() {
-                        pool_row(padded, (h, pw), (kernel, stride, padding), i, best, at);
-                        row.iter_mut().zip(best.iter().zip(at.iter())).for_each(|(o, (&b, &a))| *o = pick(b, a));
+                    for (i, (v, o)) in v.chunks_exact_mut(wo).zip(o.chunks_exact_mut(wo)).enumerate() {
+                        pool_row(padded, (h, pw), (kernel, stride, padding), i, v, at);
+                        o.iter_mut().zip(at.iter()).for_each(|(o, &a)| *o = a as u8);
                     }
                 },
             );
         }
-        out
-    }
-}
-
-impl CustomOp1 for MaxPoolCpu {
-    fn name(&self) -> &'static str {
-        if self.offsets {
-            "maxpool-offsets-cpu"
-        } else {
-            "maxpool-cpu"
-        }
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_data(s, l, self.name())?;
-        let (n, c, h, w) = l.shape().dims4()?;
-        if self.window.kernel * self.window.kernel > usize::from(u8::MAX) + 1 {
-            candle_core::bail!("{}: a {0}x{0} window has too many offsets for a u8", self.window.kernel);
-        }
-        let shape = Shape::from((n, c, self.out.0, self.out.1));
-        let storage = if self.offsets {
-            CpuStorage::U8(self.pooled(x, n * c, (h, w), |_, offset| offset as u8))
-        } else {
-            CpuStorage::F32(self.pooled(x, n * c, (h, w), |value, _| value))
-        };
-        Ok((storage, shape))
-    }
-}
-
-impl CustomOp2 for MaxPoolGatherCpu {
-    fn name(&self) -> &'static str {
-        "maxpool-gather-cpu"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_data(s1, l1, self.name())?;
-        let offsets = u8_data(s2, l2, self.name())?;
-        let (n, c, h, w) = l1.shape().dims4()?;
-        let (n2, c2, ho, wo) = l2.shape().dims4()?;
-        if (n2, c2) != (n, c) {
-            candle_core::bail!("{}: input {:?} does not match offsets {:?}", self.name(), l1.shape(), l2.shape());
-        }
-        let mut out = vec![f32::NEG_INFINITY; offsets.len()];
-        if ho * wo > 0 && h * w > 0 {
-            out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w).zip(offsets.par_chunks(ho * wo))).for_each(
-                |(o, (plane, offsets))| {
-                    self.window.positions(offsets, (ho, wo), (h, w), |output, input| o[output] = plane[input])
-                },
-            );
-        }
-        Ok((CpuStorage::F32(out), l2.shape().clone()))
+        (values, offsets)
     }
 }
 

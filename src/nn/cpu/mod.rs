@@ -116,7 +116,7 @@ mod winograd;
 pub use conv1x1::Conv1x1Cpu;
 pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu, PooledGradientCpu};
 pub use depthwise::{DepthwiseCpu, FewChannelConvCpu};
-pub use max_pool::{MaxPoolCpu, MaxPoolGatherCpu, MaxPoolGradientCpu, Window};
+pub use max_pool::{MaxPoolCpu, MaxPoolGradientCpu, Window};
 pub use pool::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
 pub use sum::SumCpu;
 pub use unfolded::UnfoldedConvCpu;

@@ -138,9 +138,9 @@ impl UnfoldedConvCpu<'_> {
                 }
             }
         });
-        let band = |o: usize| o * ho * wo + rows.start * wo..o * ho * wo + rows.end * wo;
+        let band = rows.start * wo..rows.end * wo;
         if let Some(bias) = op.bias {
-            (0..g.cout).for_each(|o| y[band(o)].fill(bias[o]));
+            y.par_chunks_mut(ho * wo).zip(bias).for_each(|(plane, &b)| plane[band.clone()].fill(b));
         }
         // SAFETY: dst is cout x len with row stride ho * wo starting at output row
         // `rows.start`, inside y (cout x ho x wo); lhs reads weight[o * taps + t] for o < cout,
@@ -169,7 +169,8 @@ impl UnfoldedConvCpu<'_> {
             );
         }
         if let Some(upper) = op.clamp {
-            (0..g.cout).for_each(|o| y[band(o)].iter_mut().for_each(|v| *v = v.clamp(0.0, upper)));
+            y.par_chunks_mut(ho * wo)
+                .for_each(|plane| plane[band.clone()].iter_mut().for_each(|v| *v = v.clamp(0.0, upper)));
         }
     }
 
@@ -228,15 +229,21 @@ impl UnfoldedConvCpu<'_> {
                 Parallelism::Rayon(rayon::current_num_threads()),
             );
         }
+        // Each input row gathers what the patches of every kernel row and column add to it,
+        // in the order of the taps, so that rows run in parallel (an image has few channels).
         let kk = g.k * g.k;
-        dx.par_chunks_mut(h * w).enumerate().for_each(|(ci, plane)| {
-            for (t, patch) in patches.chunks_exact(len).enumerate().skip(ci * kk).take(kk) {
-                let (_, dy, dxk) = g.tap(t);
-                let js = columns(dxk, (op.stride, op.pad.1), w, wo);
-                for (r, src) in rows.clone().zip(patch.chunks_exact(wo)) {
-                    let Some(row) = self.input_row(g, r, dy) else { continue };
-                    let dst = &mut plane[row * w..][..w];
-                    for j in js.clone() {
+        dx.par_chunks_mut(w).enumerate().for_each(|(plane_row, dst)| {
+            let (ci, row) = (plane_row / h, plane_row % h);
+            for dy in 0..g.k {
+                // Output row r reads input row `r * stride + dy - pad`.
+                let Some(at) = (row + op.pad.0).checked_sub(dy).filter(|at| at % op.stride == 0) else { continue };
+                let r = at / op.stride;
+                if !rows.contains(&r) {
+                    continue;
+                }
+                for dxk in 0..g.k {
+                    let src = &patches[(ci * kk + dy * g.k + dxk) * len + (r - rows.start) * wo..][..wo];
+                    for j in columns(dxk, (op.stride, op.pad.1), w, wo) {
                         dst[j * op.stride + dxk - op.pad.1] += src[j];
                     }
                 }
