@@ -85,11 +85,6 @@ impl Mask {
         Ok(Self { path: path.to_path_buf(), frames, feather, device: device.clone(), feathered: Mutex::new(None) })
     }
 
-    /// The mask file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The raw luma of frame `index`, at the mask file's size.
     fn luma_at(&self, index: usize) -> anyhow::Result<Tensor> {
         let Frames::Video(video) = &self.frames else { unreachable!("stills are feathered once") };
