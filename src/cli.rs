@@ -27,6 +27,8 @@ use dreamvid::settings::{Section, Setting, Settings, TABLE};
 ///   dreamvid frames/%05d.png -o dreamed/ --fps 24       (frame folders in and out)
 ///   dreamvid clip.mp4 -o dream.mp4 --preset inception4c (GoogLeNet, the original DeepDream)
 ///   dreamvid image photo.jpg -o dream.png --layer blocks.6
+///   dreamvid image photo.jpg -o dream.png --guide flowers.jpg (grow the guide's features)
+///   dreamvid clip.mp4 -o dream.mp4 --mask mask.png      (dream only where the mask is white)
 ///   dreamvid zoom --noise -o zoom.gif --frames 48 --loop
 ///   dreamvid layers --model vgg19
 ///   dreamvid weights                                    (where weights are found)

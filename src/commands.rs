@@ -1,6 +1,7 @@
 //! What each command does: load the preset and the network, run the library, show progress.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -9,11 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use dreamvid::animation::{write_frames, Format, Target};
 use dreamvid::compare::compare_videos;
 use dreamvid::dream;
+use dreamvid::dream::guide::load_guide;
+use dreamvid::dream::mask::{self, Mask};
 use dreamvid::farm::{self, Job, SegmentState};
 use dreamvid::image_io::{check_image_path, load_image, read_picture, write_picture};
 use dreamvid::models::discovery::{self, SearchRoots};
 use dreamvid::models::{ModelKind, WeightsError};
-use dreamvid::nn::Network;
+use dreamvid::nn::{Guide, Network};
 use dreamvid::output::check_not_input;
 use dreamvid::pipeline::{peak_rss_bytes, render_video, VideoJob};
 use dreamvid::plan::{load_preset, preset_source, Plan, Purpose};
@@ -37,18 +40,35 @@ struct Setup {
     weights: PathBuf,
     net: Network,
     device: candle_core::Device,
+    guide: Option<Arc<Guide>>,
+    mask: Option<Mask>,
 }
 
 impl Setup {
     fn new<const S: u8>(model: &ModelArgs, dream: &DreamArgs<S>, purpose: Purpose) -> anyhow::Result<Self> {
         let (preset, kind) = load_preset(dream.preset.as_deref(), purpose, model.model, &dream.settings.given)?;
         let (net, device, weights) = load_model(model, kind)?;
-        Ok(Setup { preset, model: kind, weights, net, device })
+        let (guide, mask) = guide_and_mask(&preset, purpose, &device)?;
+        Ok(Setup { preset, model: kind, weights, net, device, guide, mask })
     }
 
     fn plan(&self, vary_seed: bool) -> Plan<'_> {
-        Plan { preset: &self.preset, net: &self.net, vary_seed }
+        Plan { preset: &self.preset, net: &self.net, vary_seed, guide: self.guide.clone() }
     }
+}
+
+/// The guide image and the mask the preset's `guide` and `mask` name, read; a mask video only
+/// for videos.
+fn guide_and_mask(
+    preset: &Preset,
+    purpose: Purpose,
+    device: &candle_core::Device,
+) -> anyhow::Result<(Option<Arc<Guide>>, Option<Mask>)> {
+    let base = &preset.base;
+    let guide = base.guide.as_deref().map(|path| load_guide(path, device).map(Arc::new)).transpose()?;
+    let video = purpose == Purpose::Video;
+    let mask = base.mask.as_deref().map(|path| Mask::open(path, base.mask_feather, video, device)).transpose()?;
+    Ok((guide, mask))
 }
 
 /// The weights file of `kind`: `given` (checked if it has a published name), else the first
@@ -110,6 +130,7 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
         resume: args.resume,
         excerpt,
         span: None,
+        mask: s.mask.as_ref(),
     };
     run_render(&job)?;
     if let Some(sheet) = sheet {
@@ -171,6 +192,8 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
         args.segment_seconds,
         (args.warmup, args.crossfade),
     )?;
+    // The guide and the mask are read at every render; check them now.
+    guide_and_mask(&farm::job_preset(&job)?, Purpose::Video, &candle_core::Device::Cpu)?;
     match Job::load(&args.job) {
         Ok(existing) if existing == job => {
             eprintln!("{} already holds this job", args.job.display());
@@ -227,7 +250,8 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         );
     }
     let preset = farm::job_preset(&job)?;
-    let plan = Plan { preset: &preset, net: &net, vary_seed: false };
+    let (guide, mask) = guide_and_mask(&preset, Purpose::Video, &device)?;
+    let plan = Plan { preset: &preset, net: &net, vary_seed: false, guide };
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
     let mut encode = EncodeSettings::from(&preset.base);
     encode.metadata = tags;
@@ -246,6 +270,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         record,
         excerpt: Excerpt::default(),
         span: Some(span),
+        mask: mask.as_ref(),
     };
     run_render(&video)
 }
@@ -298,11 +323,19 @@ pub fn image(args: ImageArgs) -> anyhow::Result<()> {
     let bar = bar("steps");
     bar.set_length(dream::total_steps(h, w, &params) as u64);
     bar.set_prefix(format!("{w}x{h}"));
-    let dreamed = dream::dream(&s.net, &picture.rgb, &params, &mut |st| {
-        bar.set_message(format!("octave {}/{} objective {:.1}", st.octave + 1, st.octaves, st.objective));
-        bar.inc(1);
-    })
-    .context("dream failed")?;
+    let strength = mask::strength(s.mask.as_ref(), 0, (h, w), s.preset.at(0, 25.0).mask_weight, &s.device)?;
+    let dreamed = match &strength {
+        Some(m) if mask::is_zero(m)? => picture.rgb.clone(),
+        _ => dream::dream_weighted(&s.net, &picture.rgb, &params, strength.as_ref(), &mut |st| {
+            bar.set_message(format!("octave {}/{} objective {:.1}", st.octave + 1, st.octaves, st.objective));
+            bar.inc(1);
+        })
+        .context("dream failed")?,
+    };
+    let dreamed = match &strength {
+        Some(m) => mask::composite(&dreamed, &picture.rgb, m)?,
+        None => dreamed,
+    };
     bar.finish();
     if let Some(note) = write_picture(&dreamed, &picture, &args.output)? {
         eprintln!("note: {note}");
@@ -340,8 +373,14 @@ pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
     };
     let (plan, fps) = (s.plan(true), f64::from(args.fps));
     let frame_settings = |i: usize| plan.frame(i, fps);
-    let job =
-        ZoomJob { net: &s.net, seed_image, frames: args.frames, looped: args.looped, frame_settings: &frame_settings };
+    let job = ZoomJob {
+        net: &s.net,
+        seed_image,
+        frames: args.frames,
+        looped: args.looped,
+        frame_settings: &frame_settings,
+        mask: s.mask.as_ref(),
+    };
     let bar = bar("frames");
     bar.set_length(generated_frames(args.frames, args.looped) as u64);
     let format = Format { fps: args.fps, gif_quality: args.gif_quality, codec: EncodeSettings::from(&s.preset.base) };

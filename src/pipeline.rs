@@ -23,6 +23,7 @@ use ffmpeg_next::Packet;
 use image::RgbImage;
 
 use crate::dream;
+use crate::dream::mask::{self, Mask};
 use crate::image_io::{rgb_to_tensor, tensor_to_rgb};
 use crate::nn::Network;
 use crate::output::{is_folder, write_atomically, write_folder_atomically};
@@ -67,6 +68,9 @@ pub struct VideoJob<'a> {
     /// Render only this part of the input (a render-farm segment), without audio; `None`:
     /// the whole video (or excerpt) with its audio.
     pub span: Option<Span>,
+    /// Where each frame is dreamed, and how strongly (with the frames' `mask_weight`): pixels
+    /// where it is 0 are the source frame's.
+    pub mask: Option<&'a Mask>,
 }
 
 /// A part of a video to render on its own: `warmup` frames dreamed and thrown away (so the
@@ -408,8 +412,25 @@ fn dream_stage(
                     false => x,
                 };
                 let weight = start.step_weight.map(|m| Tensor::from_vec(m, (1, 1, h, w), &job.device)).transpose()?;
-                let dreamed = dream::dream_weighted(job.net, &x, &params.dream, weight.as_ref(), &mut |_| {})?;
-                let img = tensor_to_rgb(&dreamed)?;
+                let strength = mask::strength(job.mask, source.index, (h, w), params.mask_weight, &job.device)?;
+                let img = match &strength {
+                    None => tensor_to_rgb(&dream::dream_weighted(
+                        job.net,
+                        &x,
+                        &params.dream,
+                        weight.as_ref(),
+                        &mut |_| {},
+                    )?)?,
+                    Some(m) if mask::is_zero(m)? => source.image.clone(),
+                    Some(m) => {
+                        let weight = match weight {
+                            Some(w) => (w * m)?,
+                            None => m.clone(),
+                        };
+                        let dreamed = dream::dream_weighted(job.net, &x, &params.dream, Some(&weight), &mut |_| {})?;
+                        mask::composite_rgb(&tensor_to_rgb(&dreamed)?, &source.image, &m.flatten_all()?.to_vec1()?)
+                    }
+                };
                 stats.dreaming += t.elapsed();
                 checkpoints.save(source.index, &img)?;
                 img

@@ -1,10 +1,12 @@
 //! From presets and command-line flags to the parameters of each frame.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 
 use crate::dream::{DreamParams, Rng};
 use crate::models::ModelKind;
-use crate::nn::{Network, Objective};
+use crate::nn::{Guide, GuideTerm, Network, Objective};
 use crate::preset::{source, Preset, RawPreset};
 use crate::settings::{Partial, Setting, Settings};
 use crate::video::coherence::Carryover;
@@ -92,6 +94,8 @@ pub struct FrameParams {
     pub carryover: Carryover,
     /// Camera motion to the next frame (zoom).
     pub camera: CameraStep,
+    /// How strongly the frame is dreamed where the mask is white (`mask_weight`, 0 to 1).
+    pub mask_weight: f64,
 }
 
 /// Per-frame parameters of `preset` on `net`.
@@ -104,6 +108,8 @@ pub struct Plan<'a> {
     /// every frame. Videos keep one seed, so the jitter takes the same path every frame and
     /// content that stays put dreams the same way (much less flicker).
     pub vary_seed: bool,
+    /// The guide image of the `guide` setting, read (see [`crate::dream::guide::load_guide`]).
+    pub guide: Option<Arc<Guide>>,
 }
 
 impl Plan<'_> {
@@ -111,20 +117,33 @@ impl Plan<'_> {
     pub fn frame(&self, index: usize, fps: f64) -> anyhow::Result<FrameParams> {
         let s = self.preset.at(index, fps);
         Ok(FrameParams {
-            dream: dream_params(self.net, &s, if self.vary_seed { frame_seed(s.seed, index) } else { s.seed })?,
+            dream: self.dream_params(&s, if self.vary_seed { frame_seed(s.seed, index) } else { s.seed })?,
             carryover: Carryover {
                 blend: s.blend as f32,
                 carry: s.carry as f32,
                 temporal_weight: s.temporal_weight as f32,
             },
             camera: CameraStep { zoom: s.zoom, rotate: s.rotate, translate: s.translate },
+            mask_weight: s.mask_weight,
         })
     }
 
     /// A still image: the settings at frame 0 with the preset's own seed.
     pub fn still(&self) -> anyhow::Result<DreamParams> {
         let s = self.preset.at(0, 25.0);
-        dream_params(self.net, &s, s.seed)
+        self.dream_params(&s, s.seed)
+    }
+
+    /// [`dream_params`] with this plan's guide, weighted by `s.guide_weight` (left out at 0).
+    fn dream_params(&self, s: &Settings, seed: u64) -> anyhow::Result<DreamParams> {
+        let mut params = dream_params(self.net, s, seed)?;
+        params.objective.guide = match &self.guide {
+            Some(guide) if s.guide_weight > 0.0 => {
+                Some(GuideTerm { guide: guide.clone(), weight: s.guide_weight as f32 })
+            }
+            _ => None,
+        };
+        Ok(params)
     }
 }
 
@@ -133,7 +152,7 @@ pub fn frame_seed(seed: u64, index: usize) -> u64 {
     Rng::new(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
 }
 
-/// The dream parameters of `s` on `net`, with `seed`.
+/// The dream parameters of `s` on `net`, with `seed` (without a guide).
 pub fn dream_params(net: &Network, s: &Settings, seed: u64) -> anyhow::Result<DreamParams> {
     let terms = s
         .layers
@@ -142,5 +161,5 @@ pub fn dream_params(net: &Network, s: &Settings, seed: u64) -> anyhow::Result<Dr
             net.find_tap(name).map(|t| (t, *w as f32)).with_context(|| format!("the model has no layer `{name}`"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(DreamParams::new(s, Objective { terms, channels: s.channels.clone() }, seed))
+    Ok(DreamParams::new(s, Objective { terms, channels: s.channels.clone(), guide: None }, seed))
 }

@@ -322,6 +322,23 @@ impl Value for bool {
     }
 }
 
+/// A file a setting names (a guide image, a mask): `None` when not given. On the command line
+/// it is relative to the working folder; in a preset file, to the preset's folder.
+pub type FilePath = Option<std::path::PathBuf>;
+
+impl Value for FilePath {
+    const SHAPE: &'static str = "PATH";
+    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+        match word(raw)? {
+            "" => Err(" must name a file (got an empty path)".into()),
+            w => Ok(Some(w.into())),
+        }
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        self.as_ref().map(|p| toml::Value::String(p.display().to_string()))
+    }
+}
+
 /// Only these channels of a layer count (all when `None`).
 pub type Channels = Option<Vec<usize>>;
 
@@ -556,6 +573,25 @@ settings! {
     smooth: f64 = 0.5, [Dream, true, Range::Span(0.0, 20.0), None];
     /// Random seed: the same input, settings and seed give the same output.
     seed: u64 = 0, [Dream, false, Range::Any, None];
+    /// Guide image (google/deepdream's objective_guide): instead of amplifying whatever the
+    /// layer sees, each position's features are pushed towards the best-matching features of
+    /// this picture (read once, at 224 pixels on its shorter side), so its textures and objects
+    /// grow. In a preset, relative to the preset's folder.
+    guide: FilePath = None, [Dream, false, Range::Any, None];
+    /// With a guide: 1 follows the guide only, 0 ignores it (the plain dream), in between mixes
+    /// the two directions (each of unit length at the layer) by this weight.
+    guide_weight: f64 = 1.0, [Dream, true, Range::Span(0.0, 1.0), None];
+    /// Mask image: how strongly each pixel is dreamed, by its brightness (white: fully, black:
+    /// not at all; those pixels stay exactly the source's). Resized to the frame (a zoom's: the
+    /// camera's); a video may take a mask video, read frame by frame (its last frame held if
+    /// it is shorter). In a preset, relative to the preset's folder.
+    mask: FilePath = None, [Dream, false, Range::Any, None];
+    /// Softens the mask's edges: the standard deviation, in pixels of the frame, of a Gaussian
+    /// blur of the mask (0: hard edges).
+    mask_feather: f64 = 4.0, [Dream, false, Range::Span(0.0, 256.0), None];
+    /// Multiplies the mask (an all-white one when none is given): 1 dreams as the mask says,
+    /// 0 dreams nowhere; keyframes fade the dream in and out.
+    mask_weight: f64 = 1.0, [Dream, true, Range::Span(0.0, 1.0), None];
     /// How each video frame builds on the previous dreamed frame: flow (carry the dream along
     /// the motion), blend (plain mix, ghosts on motion) or none (independent frames, flickers).
     coherence: Coherence = Coherence::Flow, [Video, false, Range::Any, None];

@@ -3,6 +3,7 @@
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
+use crate::dream::mask::{self, Mask};
 use crate::dream::{self, Rng};
 use crate::image_io::tensor_to_rgb;
 use crate::nn::Network;
@@ -32,6 +33,10 @@ pub struct ZoomJob<'a> {
     pub looped: bool,
     /// Dream settings and camera motion of frame `i`.
     pub frame_settings: &'a dyn Fn(usize) -> anyhow::Result<FrameParams>,
+    /// Where each frame is dreamed, in the camera's frame (with the frames' `mask_weight`):
+    /// where it is 0, a frame is the previous one moved by the camera (the first: the seed
+    /// image), undreamed.
+    pub mask: Option<&'a Mask>,
 }
 
 /// Frames generated past the end and cross-faded into the start when looping.
@@ -64,7 +69,14 @@ pub fn stream_zoom(
     let mut x = job.seed_image.clone();
     for i in 0..total {
         let params = (job.frame_settings)(i)?;
-        x = dream::dream(job.net, &x, &params.dream, &mut |_| {})?;
+        let (_, _, h, w) = x.dims4()?;
+        x = match mask::strength(job.mask, i, (h, w), params.mask_weight, x.device())? {
+            None => dream::dream(job.net, &x, &params.dream, &mut |_| {})?,
+            Some(m) if mask::is_zero(&m)? => x,
+            Some(m) => {
+                mask::composite(&dream::dream_weighted(job.net, &x, &params.dream, Some(&m), &mut |_| {})?, &x, &m)?
+            }
+        };
         if let Some(frame) = closer.push(tensor_to_rgb(&x)?) {
             emit(frame)?;
         }

@@ -74,12 +74,13 @@ fn check_objective_finite_differences(net: &Network, target: &Objective, shape: 
 fn weighted_layer_sets_and_channel_choices_match_finite_differences() {
     let net = common::fixture_vgg().to_dtype(DType::F64).unwrap();
     let tap = |name| net.find_tap(name).unwrap();
-    let several = Objective { terms: vec![(tap("features.9"), 1.0), (tap("features.20"), 0.5)], channels: None };
+    let several =
+        Objective { terms: vec![(tap("features.9"), 1.0), (tap("features.20"), 0.5)], channels: None, guide: None };
     check_objective_finite_differences(&net, &several, &[1, 3, 37, 42], 1e-5);
     // Channel 9 is past the fixture's 8 channels, so it selects nothing.
-    let chosen = Objective { terms: vec![(tap("features.20"), 1.0)], channels: Some(vec![0, 2, 5, 9]) };
+    let chosen = Objective { terms: vec![(tap("features.20"), 1.0)], channels: Some(vec![0, 2, 5, 9]), guide: None };
     check_objective_finite_differences(&net, &chosen, &[1, 3, 37, 42], 1e-5);
-    let both = Objective { terms: several.terms.clone(), channels: Some(vec![1, 3]) };
+    let both = Objective { terms: several.terms.clone(), channels: Some(vec![1, 3]), guide: None };
     check_objective_finite_differences(&net, &both, &[1, 3, 40, 33], 1e-5);
     // The channel choice changes the gradient (it is not ignored).
     let x = random(&[1, 3, 37, 42], 1, DType::F64);
@@ -392,7 +393,8 @@ fn tiled_gradient_equals_the_whole_frame_gradient_where_the_halo_covers_the_rece
     let net = common::fixture_vgg();
     let x = random(&[1, 3, 300, 262], 31, DType::F32);
     let (l9, l20) = (net.find_tap("features.9").unwrap(), net.find_tap("features.20").unwrap());
-    let objectives = [Objective::layer(l9), Objective { terms: vec![(l9, 0.7), (l20, 0.3)], channels: None }];
+    let objectives =
+        [Objective::layer(l9), Objective { terms: vec![(l9, 0.7), (l20, 0.3)], channels: None, guide: None }];
     for objective in &objectives {
         let (value, expected) = net.objective_gradient(&x, objective).unwrap();
         for seed in 0..3 {
@@ -543,7 +545,7 @@ fn concat_runs_every_branch_on_the_input_and_adds_their_gradients() {
     for layer in ["concat", "mixed"] {
         check_finite_differences(&exact, layer, &[1, 3, 9, 11], 1e-5);
     }
-    let chosen = Objective { terms: vec![(0, 1.0)], channels: Some(vec![1, 4, 6, 8]) };
+    let chosen = Objective { terms: vec![(0, 1.0)], channels: Some(vec![1, 4, 6, 8]), guide: None };
     check_objective_finite_differences(&exact, &chosen, &[1, 3, 9, 11], 1e-5);
     // In F32 on the CPU the branch gradients add up in one pass (three at a time).
     check_against_reference(&net, &["concat", "mixed"], &[(1, 9, 11), (2, 10, 7)]);
@@ -566,7 +568,8 @@ fn googlenet_gradient_matches_finite_differences_through_ceil_mode_pools_and_inc
         check_finite_differences(&net, layer, &[1, 3, 61, 54], 1e-5);
     }
     let tap = |name| net.find_tap(name).unwrap();
-    let several = Objective { terms: vec![(tap("inception3b"), 1.0), (tap("inception4c"), 0.5)], channels: None };
+    let several =
+        Objective { terms: vec![(tap("inception3b"), 1.0), (tap("inception4c"), 0.5)], channels: None, guide: None };
     check_objective_finite_differences(&net, &several, &[1, 3, 47, 50], 1e-5);
 }
 

@@ -26,7 +26,8 @@ fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameP
     move |i, _| {
         let dream = DreamParams { seed: frame_seed(params.seed, i), ..params.clone() };
         let carryover = Carryover { blend: 0.6, carry: 0.6, temporal_weight: 0.0 };
-        Ok(FrameParams { dream, carryover, camera: CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) } })
+        let camera = CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) };
+        Ok(FrameParams { dream, carryover, camera, mask_weight: 1.0 })
     }
 }
 
@@ -41,7 +42,7 @@ fn shipped(dream: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FramePar
     };
     move |_, _| {
         let camera = CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) };
-        Ok(FrameParams { dream: dream.clone(), carryover, camera })
+        Ok(FrameParams { dream: dream.clone(), carryover, camera, mask_weight: 1.0 })
     }
 }
 
@@ -66,6 +67,7 @@ fn job<'a>(
         record: format!("coherence = \"{coherence:?}\"\n"),
         excerpt: Default::default(),
         span: None,
+        mask: None,
     }
 }
 

@@ -144,6 +144,7 @@ fn fixture_zoom(frames: usize, looped: bool) -> Vec<RgbImage> {
             dream: params,
             carryover: Carryover { blend: 0.0, carry: 0.0, temporal_weight: 0.0 },
             camera: CameraStep { zoom: 1.05, rotate: 0.5, translate: (0.0, 0.0) },
+            mask_weight: 1.0,
         })
     };
     let job = ZoomJob {
@@ -152,6 +153,7 @@ fn fixture_zoom(frames: usize, looped: bool) -> Vec<RgbImage> {
         frames,
         looped,
         frame_settings: &settings,
+        mask: None,
     };
     render_zoom(&job, &mut |_| {}).unwrap()
 }

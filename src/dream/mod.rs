@@ -10,6 +10,8 @@
 
 pub mod color;
 pub mod gradient;
+pub mod guide;
+pub mod mask;
 mod octave;
 mod rng;
 pub mod tiles;

@@ -12,7 +12,7 @@ use std::ops::Range;
 use candle_core::{Result, Tensor};
 
 use super::Rng;
-use crate::nn::{Network, Objective, Region};
+use crate::nn::{Network, Objective, Region, TermStats};
 
 /// Context, in input pixels, fed around each tile (rounded up to the network's stride).
 pub const HALO: usize = 64;
@@ -82,34 +82,35 @@ pub fn objective_gradient(
     let shift = (rng.unit() as f64, rng.unit() as f64);
     let tiles = tiles(h, w, tile, halo, align, shift);
     let crop = |t: &Tile| x.narrow(2, t.rows.start, t.rows.len())?.narrow(3, t.cols.start, t.cols.len());
-    // Each term's seed is its activations over the whole frame's norm. With one term the
-    // backward is linear in that norm, so it is divided out at the end; with several, a
-    // forward pass over the tiles measures the norms first.
-    let norms = if objective.terms.len() > 1 {
-        let mut squares = vec![0f32; objective.terms.len()];
+    // Each term's seed is its activations over the whole frame's norm. With one plain term the
+    // backward is linear in that norm, so it is divided out at the end; with several, or a
+    // guide, a forward pass over the tiles measures the whole frame first.
+    let measure = objective.terms.len() > 1 || objective.guide.is_some();
+    let totals = if measure {
+        let mut totals = vec![TermStats::default(); objective.terms.len()];
         for t in &tiles {
-            let (s, _) = net.seeded_gradient(&crop(t)?, objective, Some(&t.region), &|_, _| 0.0)?;
-            squares.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+            let (s, _) = net.seeded_gradient(&crop(t)?, objective, Some(&t.region), &|_, _| (0.0, 0.0))?;
+            totals.iter_mut().zip(&s).for_each(|(a, b)| a.add(b));
         }
-        Some(squares.iter().map(|s| s.sqrt()).collect::<Vec<_>>())
+        Some(totals)
     } else {
         None
     };
-    let norm = |term: usize, _: f32| norms.as_ref().map_or(1.0, |n: &Vec<f32>| n[term]);
+    let norm = |term: usize, _: &TermStats| totals.as_ref().map_or((1.0, 1.0), |t| t[term].norms());
     let mut grad = x.zeros_like()?;
-    let mut squares = vec![0f32; objective.terms.len()];
+    let mut summed = vec![TermStats::default(); objective.terms.len()];
     for t in &tiles {
         let (s, g) = net.seeded_gradient(&crop(t)?, objective, Some(&t.region), &norm)?;
-        squares.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+        summed.iter_mut().zip(&s).for_each(|(a, b)| a.add(b));
         let at = [0..n, 0..c, t.rows.clone(), t.cols.clone()];
         let sum = (grad.narrow(2, t.rows.start, t.rows.len())?.narrow(3, t.cols.start, t.cols.len())? + g)?;
         grad = grad.slice_assign(&at, &sum)?;
     }
-    let norms = norms.unwrap_or_else(|| squares.iter().map(|s| s.sqrt()).collect());
-    if norms.len() == 1 && norms[0] > 0.0 {
-        grad = (grad / norms[0] as f64)?;
+    let totals = totals.unwrap_or(summed);
+    if let Some(t) = totals.first().filter(|t| !measure && t.squares > 0.0) {
+        grad = (grad / t.norms().0 as f64)?;
     }
-    let value = objective.terms.iter().zip(&norms).map(|((_, weight), n)| weight * n).sum();
+    let value = objective.value(&totals);
     Ok((value, grad))
 }
 

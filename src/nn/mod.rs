@@ -11,13 +11,15 @@
 mod concat;
 mod conv;
 mod cpu;
+pub mod guide;
 mod network;
 mod ops;
 mod padding;
 mod pool;
 
 pub use conv::{Conv2d, DepthwiseConv2d};
-pub use network::{match_layer, Network, Objective, Region, Tap};
+pub use guide::{Guide, GuideTerm};
+pub use network::{match_layer, Network, Objective, Region, Tap, TermStats};
 pub use ops::Op;
 pub use padding::Padding;
 pub use pool::MaxPool;

@@ -3,23 +3,73 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::guide::{Guide, GuideTerm};
 use super::ops::{backward_at, forward_at, run_forward, Op};
 use super::padding::pad_spatial;
 
-/// What a dream maximises: `sum of weight * ||activations(tap)[channels]||_2` over its terms.
+/// What a dream maximises: over its terms, the sum of `weight * ||activations(tap)[channels]||_2`;
+/// with a guide of weight `g`, each term is `weight * ((1 - g) ||A|| + g <A, G> / ||G||)`, `G`
+/// the guide features matching the activations `A` best (see [`super::guide`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Objective {
     /// `(tap index, weight)` pairs.
     pub terms: Vec<(usize, f32)>,
     /// Only these channels count (all when `None`); indices past a layer's width are ignored.
     pub channels: Option<Vec<usize>>,
+    /// A guide image that each term's activations are matched with, if any.
+    pub guide: Option<GuideTerm>,
 }
 
 impl Objective {
     /// The plain DeepDream objective on one tap.
     pub fn layer(tap: usize) -> Self {
-        Self { terms: vec![(tap, 1.0)], channels: None }
+        Self { terms: vec![(tap, 1.0)], channels: None, guide: None }
     }
+
+    /// The guide's weight (0 without a guide).
+    fn guide_weight(&self) -> f32 {
+        self.guide.as_ref().map_or(0.0, |g| g.weight)
+    }
+
+    /// The objective's value from its terms' [`TermStats`] over the whole image.
+    pub fn value(&self, stats: &[TermStats]) -> f32 {
+        let g = self.guide_weight();
+        let term = |((_, weight), s): (&(usize, f32), &TermStats)| {
+            let guided = if s.guide_squares > 0.0 { s.guide_dot / s.guide_squares.sqrt() } else { 0.0 };
+            weight * ((1.0 - g) * s.squares.sqrt() + g * guided)
+        };
+        self.terms.iter().zip(stats).map(term).sum()
+    }
+}
+
+/// What one objective term measured over the activations that count.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TermStats {
+    /// Sum of squares of the activations (`||A||^2`).
+    pub squares: f32,
+    /// With a guide: sum of squares of the matched guide features (`||G||^2`).
+    pub guide_squares: f32,
+    /// With a guide: `<A, G>`.
+    pub guide_dot: f32,
+}
+
+impl TermStats {
+    /// The stats of two parts of an image (tiles) together.
+    pub fn add(&mut self, other: &TermStats) {
+        self.squares += other.squares;
+        self.guide_squares += other.guide_squares;
+        self.guide_dot += other.guide_dot;
+    }
+
+    /// The divisors of the plain and the guide gradient that give the objective's gradient
+    /// when these are the whole image's stats: `(||A||, ||G||)`.
+    pub fn norms(&self) -> (f32, f32) {
+        (self.squares.sqrt(), self.guide_squares.sqrt())
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f32> {
+    t.to_dtype(DType::F32)?.to_scalar::<f32>()
 }
 
 /// `[1, width, 1, 1]` tensor with ones at `channels`.
@@ -138,31 +188,32 @@ impl Network {
     /// The DeepDream objective (a weighted sum of the L2 norms of tap activations, see
     /// [`Objective`]) and its gradient with respect to `x`.
     pub fn objective_gradient(&self, x: &Tensor, objective: &Objective) -> Result<(f32, Tensor)> {
-        let (squares, grad) = self.seeded_gradient(x, objective, None, &|_, squares| squares.sqrt())?;
-        let value = objective.terms.iter().zip(&squares).map(|((_, w), s)| w * s.sqrt()).sum();
-        Ok((value, grad))
+        let (stats, grad) = self.seeded_gradient(x, objective, None, &|_, s| s.norms())?;
+        Ok((objective.value(&stats), grad))
     }
 
     /// The building block of [`Network::objective_gradient`] and of tiled gradients.
     ///
     /// For each objective term, only the activations at input pixels inside `region` (all when
-    /// `None`) count; their sum of squares `S` is returned per term, and the backward pass is
-    /// seeded with `weight * activations / norm(term, S)`. `norm = sqrt(S)` gives the
-    /// gradient of the term's norm; a term whose norm is 0 or not finite is left out.
+    /// `None`) count; what they measure is returned per term ([`TermStats`]), and the backward
+    /// pass is seeded with `weight * ((1 - g) A / a + g G / b)`, `(a, b) = norm(term, stats)`,
+    /// `g` the guide's weight (0 without one). [`TermStats::norms`] gives the gradient of the
+    /// objective; a part whose divisor is 0 or not finite is left out.
     pub fn seeded_gradient(
         &self,
         x: &Tensor,
         objective: &Objective,
         region: Option<&Region>,
-        norm: &dyn Fn(usize, f32) -> f32,
-    ) -> Result<(Vec<f32>, Tensor)> {
+        norm: &dyn Fn(usize, &TermStats) -> (f32, f32),
+    ) -> Result<(Vec<TermStats>, Tensor)> {
         let deepest = objective.terms.iter().map(|(t, _)| self.taps[*t].end).max().unwrap_or(0);
         let ops = &self.ops[..deepest];
         let exposed = |end: usize| objective.terms.iter().any(|(t, _)| self.taps[*t].end == end);
         let mut act = x.clone();
         let mut recs = Vec::with_capacity(ops.len());
         let mut seeds: Vec<(usize, Tensor)> = Vec::new();
-        let mut squares = vec![0f32; objective.terms.len()];
+        let mut stats = vec![TermStats::default(); objective.terms.len()];
+        let g = objective.guide_weight();
         let mut done = 0;
         while done < ops.len() {
             let (y, ran) = forward_at(ops, done, &exposed, &act, true, &mut recs)?;
@@ -172,20 +223,43 @@ impl Network {
                 if self.taps[tap].end != done {
                     continue;
                 }
-                let mut selected = match &objective.channels {
-                    Some(channels) => {
-                        act.broadcast_mul(&channel_mask(channels, act.dim(1)?, act.device(), act.dtype())?)?
-                    }
+                let mask = match &objective.channels {
+                    Some(channels) => Some(channel_mask(channels, act.dim(1)?, act.device(), act.dtype())?),
+                    None => None,
+                };
+                let mut selected = match &mask {
+                    Some(m) => act.broadcast_mul(m)?,
                     None => act.clone(),
+                };
+                let mut matched = match &objective.guide {
+                    Some(guide) => {
+                        let features = guide.guide.features(self, tap)?;
+                        let features = match &mask {
+                            Some(m) => features.broadcast_mul(&m.reshape((act.dim(1)?, 1))?)?,
+                            None => features,
+                        };
+                        Some(Guide::matched(&selected, &features)?)
+                    }
+                    None => None,
                 };
                 if let Some(region) = region {
                     selected = region.keep(&selected, self.tap_stride(tap))?;
+                    matched = matched.map(|m| region.keep(&m, self.tap_stride(tap))).transpose()?;
                 }
-                squares[term] = selected.sqr()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-                let divisor = norm(term, squares[term]);
-                if divisor != 0.0 && divisor.is_finite() {
-                    let divisor = Tensor::new(divisor, act.device())?.to_dtype(act.dtype())?;
-                    seeds.push((done, (selected.broadcast_div(&divisor)? * weight as f64)?));
+                let s = &mut stats[term];
+                s.squares = scalar(&selected.sqr()?.sum_all()?)?;
+                if let Some(m) = &matched {
+                    s.guide_squares = scalar(&m.sqr()?.sum_all()?)?;
+                    s.guide_dot = scalar(&(m * &selected)?.sum_all()?)?;
+                }
+                let (plain, guided) = norm(term, s);
+                let mut parts = vec![(selected, plain, 1.0 - g)];
+                parts.extend(matched.map(|m| (m, guided, g)));
+                for (part, divisor, share) in parts {
+                    if divisor != 0.0 && divisor.is_finite() && share != 0.0 {
+                        let divisor = Tensor::new(divisor, act.device())?.to_dtype(act.dtype())?;
+                        seeds.push((done, (part.broadcast_div(&divisor)? * (share * weight) as f64)?));
+                    }
                 }
             }
         }
@@ -206,7 +280,7 @@ impl Network {
             grad = Some(next);
             end -= passed;
         }
-        Ok((squares, grad.map_or_else(|| x.zeros_like(), Ok)?))
+        Ok((stats, grad.map_or_else(|| x.zeros_like(), Ok)?))
     }
 
     /// The same network with every parameter converted to `dtype`.

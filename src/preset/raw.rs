@@ -170,6 +170,12 @@ impl RawPreset {
         for (name, table) in [("dream", &self.dream), ("video", &self.video), ("zoom", &self.zoom)] {
             base = base.merged(&ctx.section(name, table)?);
         }
+        if !origin.starts_with("preset ") {
+            let folder = std::path::Path::new(origin).parent().unwrap_or(std::path::Path::new(""));
+            for file in [&mut base.guide, &mut base.mask].into_iter().flatten().flatten() {
+                *file = folder.join(&*file);
+            }
+        }
         let mut keyframes: Vec<Keyframe> = Vec::with_capacity(self.keyframe.len());
         for k in &self.keyframe {
             keyframes.push(ctx.keyframe(k, keyframes.last().map(|k| k.time))?);
