@@ -13,6 +13,7 @@
 //! the dream, each over the whole picture without jitter, and the time the dream took.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -107,7 +108,8 @@ fn main() -> anyhow::Result<()> {
     };
     let device = Device::Cpu;
     let net = args.model.load(&weights, &device)?;
-    let params = Plan { preset: &preset, net: &net, vary_seed: false }.still()?;
+    let guide = preset.base.guide.as_deref().map(|p| dream::guide::load_guide(p, &device).map(Arc::new)).transpose()?;
+    let params = Plan { preset: &preset, net: &net, vary_seed: false, guide }.still()?;
     std::fs::create_dir_all(args.out.join("source"))
         .with_context(|| format!("cannot create {}", args.out.join("source").display()))?;
     for photo in &args.photos {
