@@ -1,18 +1,24 @@
 //! dreamvid side of `scripts/bench`: times the dream step or a whole octave dream of VGG19
-//! features[:31] or GoogLeNet up to inception4c on given weights, and measures the machine's
-//! sgemm peak.
+//! features[:31], GoogLeNet up to inception4c or EfficientNet-Lite0 up to blocks.10 (each
+//! model's default layer) on given weights, and measures the machine's sgemm peak.
 //!
 //!   dream_compare write-weights MODEL PATH      random MODEL (real widths) as safetensors
 //!   dream_compare MODEL WEIGHTS H W MODE RUNS [OCTAVES ITERATIONS]
-//!       MODEL vgg19 | googlenet, MODE step | octaves; prints `RESULT dreamvid MODEL/MODE WxH
-//!       SECONDS` per run, `PEAK ...` (peak RSS bytes) and for VGG19 `FLOPS ...` (convolution
-//!       FLOPs of one step at this size)
+//!       MODEL vgg19 | googlenet | lite0, MODE step | octaves; prints `RESULT dreamvid
+//!       MODEL/MODE WxH SECONDS` per run, `PEAK ...` (peak RSS bytes) and for VGG19 `FLOPS ...`
+//!       (convolution FLOPs of one step at this size)
+//!   dream_compare dump MODEL WEIGHTS H W OUT    a seeded uniform-noise input, the activations
+//!       of MODEL's default layer for it and the objective's input gradient, as safetensors
+//!       (`input`, `activations`, `gradient`), for torch_reference.py's `check` (noise, not the
+//!       ramp: on the ramp's flat areas whole regions sit at a ReLU6 bound together, and the
+//!       gradient changes by 2% between f32 and f64 in PyTorch alone)
 //!   dream_compare gemm-peak                     `GEMM GFLOPS` of a 2048^3 f32 matmul
 //!   dream_compare same-weights A B              fails unless VGG19 weights files A and B
 //!       (safetensors or .pth) give bit-identical activations; prints `SAME A B`
 //!
 //! The input is the same colour ramp torch_reference.py builds.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -54,6 +60,14 @@ fn step_flops(h: usize, w: usize) -> f64 {
     2.0 * flops
 }
 
+/// `vgg19`, `googlenet` or `lite0` (EfficientNet-Lite0), as scripts/bench names them.
+fn model_kind(name: &str) -> anyhow::Result<ModelKind> {
+    match name {
+        "lite0" => Ok(ModelKind::EfficientNetLite0),
+        other => other.parse().map_err(anyhow::Error::msg),
+    }
+}
+
 fn peak_rss() -> u64 {
     dreamvid::pipeline::peak_rss_bytes().unwrap_or(0)
 }
@@ -64,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("write-weights") => {
             let path = args[2].as_ref();
-            match args[1].parse::<ModelKind>().map_err(anyhow::Error::msg)? {
+            match model_kind(&args[1])? {
                 ModelKind::Vgg19 => write_vgg19(path, &VGG19_WIDTHS, 0)?,
                 ModelKind::GoogLeNet => write_googlenet(path, &GOOGLENET_WIDTHS, 0)?,
                 other => anyhow::bail!("no random weights for {}", other.name()),
@@ -80,6 +94,20 @@ fn main() -> anyhow::Result<()> {
             };
             anyhow::ensure!(last(&args[1])? == last(&args[2])?, "{} loads differently from {}", args[2], args[1]);
             println!("SAME {} {}", args[1], args[2]);
+            return Ok(());
+        }
+        Some("dump") => {
+            let model = model_kind(&args[1])?;
+            let net = model.load(args[2].as_ref(), &Device::Cpu)?;
+            let tap = net.find_tap(model.default_layer()).expect("layer");
+            let (h, w): (usize, usize) = (args[3].parse()?, args[4].parse()?);
+            let mut rng = Rng::new(0);
+            let x =
+                Tensor::from_vec((0..3 * h * w).map(|_| rng.unit()).collect::<Vec<f32>>(), (1, 3, h, w), &Device::Cpu)?;
+            let (_, gradient) = net.objective_gradient(&x, &Objective::layer(tap))?;
+            let tensors =
+                HashMap::from([("activations", net.activations(&x, tap)?), ("gradient", gradient), ("input", x)]);
+            candle_core::safetensors::save(&tensors, &args[5])?;
             return Ok(());
         }
         Some("gemm-peak") => {
@@ -98,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let model: ModelKind = args[0].parse().map_err(anyhow::Error::msg)?;
+    let (label, model) = (args[0].as_str(), model_kind(&args[0])?);
     let weights = &args[1];
     let (h, w): (usize, usize) = (args[2].parse()?, args[3].parse()?);
     let mode = args[4].as_str();
@@ -107,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     let iterations: usize = args.get(7).map_or(Ok(3), |s| s.parse())?;
     let net = model.load(weights.as_ref(), &Device::Cpu)?;
     let params = DreamParams {
-        // features.30 and inception4c.
+        // features.30, inception4c and blocks.10.
         objective: Objective::layer(net.find_tap(model.default_layer()).expect("layer")),
         octaves,
         iterations,
@@ -131,9 +159,9 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..runs {
         let t = Instant::now();
         work()?;
-        println!("RESULT dreamvid {}/{mode} {w}x{h} {:.5}", model.name(), t.elapsed().as_secs_f64());
+        println!("RESULT dreamvid {label}/{mode} {w}x{h} {:.5}", t.elapsed().as_secs_f64());
     }
-    println!("PEAK dreamvid {}/{mode} {w}x{h} {}", model.name(), peak_rss());
+    println!("PEAK dreamvid {label}/{mode} {w}x{h} {}", peak_rss());
     if mode == "step" && model == ModelKind::Vgg19 {
         println!("FLOPS vgg19/{mode} {w}x{h} {:.0}", step_flops(h, w));
     }

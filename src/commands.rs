@@ -18,7 +18,7 @@ use dreamvid::models::discovery::{self, SearchRoots};
 use dreamvid::models::{ModelKind, WeightsError};
 use dreamvid::nn::{Guide, Network};
 use dreamvid::output::check_not_input;
-use dreamvid::pipeline::{peak_rss_bytes, render_video, VideoJob};
+use dreamvid::pipeline::{peak_rss_bytes, render_video, StageTimes, VideoJob};
 use dreamvid::plan::{load_preset, preset_source, Plan, Purpose};
 use dreamvid::preset::Preset;
 use dreamvid::preview;
@@ -165,7 +165,7 @@ fn run_render(job: &VideoJob) -> anyhow::Result<()> {
             frames.join(", ")
         );
     }
-    let outside = 1.0 - report.dreaming.as_secs_f64() / report.wall.as_secs_f64().max(1e-9);
+    let outside = 1.0 - report.stages.dream.as_secs_f64() / report.wall.as_secs_f64().max(1e-9);
     eprintln!(
         "wrote {} ({} frames{}, {:.2} s/frame, {:.0}% of the time outside the dream step{})",
         job.output.display(),
@@ -174,6 +174,16 @@ fn run_render(job: &VideoJob) -> anyhow::Result<()> {
         report.wall.as_secs_f64() / report.frames as f64,
         100.0 * outside,
         report.peak_rss_bytes.map_or(String::new(), |b| format!(", peak memory {} MiB", b >> 20)),
+    );
+    let StageTimes { decode, flow, dream, checkpoint, encode } = report.stages;
+    let per_frame = |d: std::time::Duration| d.as_secs_f64() / report.frames.max(1) as f64;
+    eprintln!(
+        "  s/frame by stage (they run at once): decode {:.3}, flow {:.3}, dream {:.3}, checkpoint {:.3}, encode {:.3}",
+        per_frame(decode),
+        per_frame(flow),
+        per_frame(dream),
+        per_frame(checkpoint),
+        per_frame(encode),
     );
     Ok(())
 }

@@ -151,10 +151,26 @@ pub struct VideoReport {
     pub damaged_packets: usize,
     /// Wall time of the whole render.
     pub wall: Duration,
-    /// Time spent in the dream step itself.
-    pub dreaming: Duration,
+    /// Time each stage spent working.
+    pub stages: StageTimes,
     /// Peak resident memory of the process, when the OS reports it.
     pub peak_rss_bytes: Option<u64>,
+}
+
+/// Time each stage of a render spent working, not waiting on the others. The stages run at
+/// the same time, so these add up to more than the wall time; the slowest sets the pace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// Reading and decoding the input.
+    pub decode: Duration,
+    /// Analysing the motion between frames (optical flow, scene cuts).
+    pub flow: Duration,
+    /// Building each frame's starting image and dreaming it.
+    pub dream: Duration,
+    /// Saving each dreamed frame as a checkpoint.
+    pub checkpoint: Duration,
+    /// Encoding and writing the output.
+    pub encode: Duration,
 }
 
 enum Analysed {
@@ -208,13 +224,13 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
                 h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the {name} thread panicked")))
             }
             let (d, f, e) = (joined(decoder, "decode"), joined(flow, "flow"), joined(encoder, "encode"));
-            let damaged_packets = d?;
-            f?;
+            let (damaged_packets, decode) = d?;
+            let flow = f?;
             let stats = match dreamed {
                 Err(echo) if echo.is::<EncoderStopped>() => return Err(e.err().unwrap_or(echo)),
                 result => result?,
             };
-            e?;
+            let encode = e?;
             if let Some(span) = job.span.as_ref().filter(|s| s.frames != stats.frames) {
                 bail!(
                     "{} ended after {} of the {} frames from frame {}: the input changed since the plan",
@@ -224,7 +240,8 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
                     span.start + span.warmup + span.head
                 );
             }
-            Ok(DreamStats { damaged_packets, ..stats })
+            let stages = StageTimes { decode, flow, encode, ..stats.stages };
+            Ok(DreamStats { damaged_packets, stages, ..stats })
         })
     };
     let rendered = match folder {
@@ -255,7 +272,7 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
         redone: stats.redone,
         damaged_packets: stats.damaged_packets,
         wall: start.elapsed(),
-        dreaming: stats.dreaming,
+        stages: stats.stages,
         peak_rss_bytes: peak_rss_bytes(),
     })
 }
@@ -272,13 +289,20 @@ fn one_line(toml: &str) -> String {
 }
 
 /// Decodes the whole video, or only `span`'s frames (no audio); returns how many damaged video
-/// packets were skipped.
-fn decode_stage(mut reader: Source, out: SyncSender<Item>, span: Option<Span>) -> anyhow::Result<usize> {
+/// packets were skipped, and the time spent decoding.
+fn decode_stage(mut reader: Source, out: SyncSender<Item>, span: Option<Span>) -> anyhow::Result<(usize, Duration)> {
+    let mut busy = Duration::ZERO;
     if let Some(s) = &span {
+        let t = Instant::now();
         reader.seek(s.start_pts, s.start)?;
+        busy += t.elapsed();
     }
     let mut frames = 0;
-    while let Some(item) = reader.next_item()? {
+    loop {
+        let t = Instant::now();
+        let next = reader.next_item()?;
+        busy += t.elapsed();
+        let Some(item) = next else { break };
         match item {
             Item::Frame(_) if span.as_ref().is_some_and(|s| frames == s.dreamed()) => break,
             Item::Frame(_) => frames += 1,
@@ -289,28 +313,31 @@ fn decode_stage(mut reader: Source, out: SyncSender<Item>, span: Option<Span>) -
             break; // a later stage stopped; it reports why
         }
     }
-    Ok(reader.damaged())
+    Ok((reader.damaged(), busy))
 }
 
 /// Analyses the motion into every frame but those in `skip` (checkpointed: the dream stage
-/// analyses one itself should its checkpoint turn out damaged).
+/// analyses one itself should its checkpoint turn out damaged); returns the time it took.
 fn flow_stage(
     input: Receiver<Item>,
     out: SyncSender<Analysed>,
     (mode, scene_cut): (Coherence, f32),
     skip: HashSet<usize>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     let mut previous: Option<Plane> = None;
+    let mut busy = Duration::ZERO;
     for item in input {
         let analysed = match item {
             Item::Audio(p, s) => Analysed::Audio(p, s),
             Item::Frame(frame) => {
+                let t = Instant::now();
                 let luma = Plane::luma(&frame.image);
                 let motion = match skip.contains(&frame.index) {
                     true => None,
                     false => previous.as_ref().map(|prev| coherence::motion(prev, &luma, mode, scene_cut)),
                 };
                 previous = Some(luma);
+                busy += t.elapsed();
                 Analysed::Frame(frame, motion)
             }
         };
@@ -318,13 +345,16 @@ fn flow_stage(
             break;
         }
     }
-    Ok(())
+    Ok(busy)
 }
 
-fn encode_stage(mut writer: Sink, input: Receiver<Encodable>, ticks_per_frame: i64) -> anyhow::Result<()> {
+/// Encodes what the dream stage hands on; returns the time it took.
+fn encode_stage(mut writer: Sink, input: Receiver<Encodable>, ticks_per_frame: i64) -> anyhow::Result<Duration> {
     let mut last: Option<i64> = None;
     let mut last_duration = ticks_per_frame;
+    let mut busy = Duration::ZERO;
     for item in input {
+        let t = Instant::now();
         match item {
             Encodable::Audio(p, s) => writer.write_audio(p, s)?,
             Encodable::Frame(pts, img) => {
@@ -335,11 +365,14 @@ fn encode_stage(mut writer: Sink, input: Receiver<Encodable>, ticks_per_frame: i
                 writer.write_frame(pts, img)?;
             }
         }
+        busy += t.elapsed();
     }
     if last.is_none() {
-        return Ok(()); // nothing decoded; the dream stage reports it
+        return Ok(busy); // nothing decoded; the dream stage reports it
     }
-    writer.finish(last_duration)
+    let t = Instant::now();
+    writer.finish(last_duration)?;
+    Ok(busy + t.elapsed())
 }
 
 /// What the dream stage did (and the decoder, once joined).
@@ -348,7 +381,7 @@ struct DreamStats {
     frames: usize,
     resumed: usize,
     redone: Vec<usize>,
-    dreaming: Duration,
+    stages: StageTimes,
     damaged_packets: usize,
 }
 
@@ -431,8 +464,10 @@ fn dream_stage(
                         mask::composite_rgb(&tensor_to_rgb(&dreamed)?, &source.image, &m.flatten_all()?.to_vec1()?)
                     }
                 };
-                stats.dreaming += t.elapsed();
+                stats.stages.dream += t.elapsed();
+                let t = Instant::now();
                 checkpoints.save(source.index, &img)?;
+                stats.stages.checkpoint += t.elapsed();
                 img
             }
         };

@@ -145,7 +145,14 @@ fn dreamed_frames_match_goldens() {
     let net = common::fixture_vgg();
     let output = dir.join("out.mp4");
     let params = constant(golden_params(&net));
-    render_video(&job(&net, input.clone(), output.clone(), Coherence::Flow, &params), &mut |_| {}).unwrap();
+    let report =
+        render_video(&job(&net, input.clone(), output.clone(), Coherence::Flow, &params), &mut |_| {}).unwrap();
+    let s = report.stages;
+    for (stage, busy) in
+        [("decode", s.decode), ("flow", s.flow), ("dream", s.dream), ("checkpoint", s.checkpoint), ("encode", s.encode)]
+    {
+        assert!(!busy.is_zero() && busy <= report.wall, "{stage} took {busy:?} of the {:?} render", report.wall);
+    }
     let got = frames(&output).unwrap();
     assert_eq!(got.len(), 6);
     let golden_dir = common::repo().join("tests/golden/video");
