@@ -7,6 +7,7 @@
 use candle_core::{CpuStorage, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::buffers::Scratch;
 use super::operands::copy_masked;
 
 /// A depthwise convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
@@ -35,10 +36,23 @@ pub(super) fn columns(dx: usize, (stride, left): (usize, usize), w: usize, wo: u
     lo..hi.max(lo)
 }
 
+/// Outputs of a row that the forward accumulates together, in registers.
+const LANES: usize = 16;
+
+/// `acc[l] += tap * src[l * S]`: one tap of [`LANES`] neighbouring outputs (a constant stride
+/// lets the compiler drop the bounds checks and vectorise).
+#[inline(always)]
+fn add_tap<const S: usize>(acc: &mut [f32; LANES], tap: f32, src: &[f32]) {
+    let src = &src[..(LANES - 1) * S + 1];
+    acc.iter_mut().enumerate().for_each(|(l, a)| *a += tap * src[l * S]);
+}
+
 multiversion! {
     /// One plane of the forward: `y (ho x wo) += sum of taps[dy * k + dx] * x (h x w) at
     /// (i * stride + dy - top, j * stride + dx - left)`, starting from `fill` where given, then
-    /// clamped to `[0, clamp]` if given.
+    /// clamped to `[0, clamp]` if given. The input rows are copied behind `left` zeros and
+    /// followed by more, so that [`LANES`] outputs take every tap in registers and are stored
+    /// once (taps that read padding add zeros, which leaves every sum as it was).
     pub fn forward_plane(
         x: &[f32],
         size: (usize, usize),
@@ -53,34 +67,41 @@ multiversion! {
         let (ho, wo) = out;
         let (fill, clamp) = epilogue;
         let k = (taps.len() as f64).sqrt() as usize;
-        if let Some(bias) = fill {
-            y.fill(bias);
+        let pw = wo.div_ceil(LANES) * LANES * stride + k;
+        let mut padded = Scratch::new(h * pw);
+        for (dst, src) in padded.chunks_exact_mut(pw).zip(x.chunks_exact(w)) {
+            dst.fill(0.0);
+            dst[left..left + w].copy_from_slice(src);
         }
         for (i, y_row) in y.chunks_exact_mut(wo).enumerate().take(ho) {
-            for dy in 0..k {
-                let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {
-                    continue;
-                };
-                let x_row = &x[row * w..][..w];
-                for dx in 0..k {
-                    let tap = taps[dy * k + dx];
-                    let js = columns(dx, (stride, left), w, wo);
-                    if js.is_empty() {
-                        continue; // every output column this tap would add to reads padding
-                    }
-                    if stride == 1 {
-                        let src = &x_row[js.start + dx - left..js.end + dx - left];
-                        y_row[js].iter_mut().zip(src).for_each(|(o, &v)| *o += tap * v);
-                    } else {
-                        for j in js {
-                            y_row[j] += tap * x_row[j * stride + dx - left];
+            for (chunk, y_out) in y_row.chunks_mut(LANES).enumerate() {
+                let j0 = chunk * LANES;
+                let mut acc = [fill.unwrap_or(0.0); LANES];
+                if fill.is_none() {
+                    acc[..y_out.len()].copy_from_slice(y_out);
+                }
+                for dy in 0..k {
+                    let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {
+                        continue;
+                    };
+                    let src_row = &padded[row * pw..][..pw];
+                    for dx in 0..k {
+                        let (tap, src) = (taps[dy * k + dx], &src_row[j0 * stride + dx..]);
+                        match stride {
+                            1 => add_tap::<1>(&mut acc, tap, src),
+                            2 => add_tap::<2>(&mut acc, tap, src),
+                            _ => {
+                                let picked: [f32; LANES] = std::array::from_fn(|l| src[l * stride]);
+                                add_tap::<1>(&mut acc, tap, &picked);
+                            }
                         }
                     }
                 }
+                if let Some(upper) = clamp {
+                    acc.iter_mut().for_each(|v| *v = v.clamp(0.0, upper));
+                }
+                y_out.copy_from_slice(&acc[..y_out.len()]);
             }
-        }
-        if let Some(upper) = clamp {
-            y.iter_mut().for_each(|v| *v = v.clamp(0.0, upper));
         }
     }
 }
@@ -101,6 +122,80 @@ multiversion! {
         let ((ho, wo), (h, w)) = sizes;
         let (stride, top, left) = geometry;
         let k = (taps.len() as f64).sqrt() as usize;
+        if stride == 1 {
+            // Each input element gathers its taps instead: the masked gradient rows are copied
+            // behind `k - 1` zeros and followed by more, [`LANES`] inputs take every tap in
+            // registers and are stored once. Taps run in the order the scatter below adds them
+            // to one input element (kernel rows backwards, columns forwards), and taps that
+            // read padding add zeros, so the sums are the scatter's bit for bit.
+            let lead = k - 1;
+            let pw = (w.div_ceil(LANES) * LANES + left).max(wo) + k;
+            let mut padded = Scratch::new(ho * pw);
+            for (i, dst) in padded.chunks_exact_mut(pw).enumerate() {
+                dst.fill(0.0);
+                let m = mask.map(|m| &m[i * wo..][..wo]);
+                copy_masked(&mut dst[lead..lead + wo], &g[i * wo..][..wo], m);
+            }
+            for (row, dx_row) in dx_plane.chunks_exact_mut(w).enumerate().take(h) {
+                for (chunk, dst) in dx_row.chunks_mut(LANES).enumerate() {
+                    let c0 = chunk * LANES;
+                    let mut acc = [0f32; LANES];
+                    if accumulate {
+                        acc[..dst.len()].copy_from_slice(dst);
+                    }
+                    for dy in (0..k).rev() {
+                        let Some(i) = (row + top).checked_sub(dy).filter(|&i| i < ho) else {
+                            continue;
+                        };
+                        let g_row = &padded[i * pw..][..pw];
+                        for dx in 0..k {
+                            // Input column c takes output column c + left - dx, kept at
+                            // c + left - dx + lead.
+                            add_tap::<1>(&mut acc, taps[dy * k + dx], &g_row[c0 + left + lead - dx..]);
+                        }
+                    }
+                    dst.copy_from_slice(&acc[..dst.len()]);
+                }
+            }
+            return;
+        }
+        if stride == 2 {
+            // The same gather, with the input columns of a block of 2 x [`LANES`] split by
+            // parity: those of one parity take only the kernel columns of that parity, from
+            // consecutive output columns. Rows are kept `k` columns in.
+            let lead = k;
+            let pw = (w.div_ceil(2 * LANES) * LANES + left + 2 * k).max(wo + lead) + LANES;
+            let mut padded = Scratch::new(ho * pw);
+            for (i, dst) in padded.chunks_exact_mut(pw).enumerate() {
+                dst.fill(0.0);
+                let m = mask.map(|m| &m[i * wo..][..wo]);
+                copy_masked(&mut dst[lead..lead + wo], &g[i * wo..][..wo], m);
+            }
+            for (row, dx_row) in dx_plane.chunks_exact_mut(w).enumerate().take(h) {
+                for c0 in (0..w).step_by(2 * LANES) {
+                    for parity in 0..2 {
+                        let cols = || (0..LANES).map(|l| c0 + 2 * l + parity).take_while(|&c| c < w);
+                        let mut acc = [0f32; LANES];
+                        if accumulate {
+                            cols().enumerate().for_each(|(l, c)| acc[l] = dx_row[c]);
+                        }
+                        for dy in (0..k).rev() {
+                            let Some(at) = (row + top).checked_sub(dy).filter(|at| at % 2 == 0 && at / 2 < ho) else {
+                                continue;
+                            };
+                            let g_row = &padded[at / 2 * pw..][..pw];
+                            for dx in (0..k).filter(|dx| (parity + left + dx) % 2 == 0) {
+                                // Input column c takes output column (c + left - dx) / 2.
+                                let start = (c0 + parity + left + 2 * lead - dx) / 2;
+                                add_tap::<1>(&mut acc, taps[dy * k + dx], &g_row[start..]);
+                            }
+                        }
+                        cols().enumerate().for_each(|(l, c)| dx_row[c] = acc[l]);
+                    }
+                }
+            }
+            return;
+        }
         if !accumulate {
             dx_plane.fill(0.0);
         }
