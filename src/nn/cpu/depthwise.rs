@@ -106,6 +106,18 @@ multiversion! {
     }
 }
 
+/// The rows of `g` (`wo` wide), zero where `mask` is, each `lead` columns into a zeroed row of
+/// `pw`: what the gathering gradients read whole blocks of outputs from.
+#[inline(always)]
+fn padded_rows(g: &[f32], mask: Option<&[u8]>, wo: usize, (lead, pw): (usize, usize)) -> Scratch {
+    let mut padded = Scratch::new(g.len() / wo * pw);
+    for (i, dst) in padded.chunks_exact_mut(pw).enumerate() {
+        dst.fill(0.0);
+        copy_masked(&mut dst[lead..lead + wo], &g[i * wo..][..wo], mask.map(|m| &m[i * wo..][..wo]));
+    }
+    padded
+}
+
 multiversion! {
     /// One plane of the input gradient (`sizes`: output, then input): every output-gradient
     /// element `g (ho x wo)` (zero where `mask` is) added, times each tap, to the input element
@@ -130,12 +142,7 @@ multiversion! {
             // read padding add zeros, so the sums are the scatter's bit for bit.
             let lead = k - 1;
             let pw = (w.div_ceil(LANES) * LANES + left).max(wo) + k;
-            let mut padded = Scratch::new(ho * pw);
-            for (i, dst) in padded.chunks_exact_mut(pw).enumerate() {
-                dst.fill(0.0);
-                let m = mask.map(|m| &m[i * wo..][..wo]);
-                copy_masked(&mut dst[lead..lead + wo], &g[i * wo..][..wo], m);
-            }
+            let padded = padded_rows(g, mask, wo, (lead, pw));
             for (row, dx_row) in dx_plane.chunks_exact_mut(w).enumerate().take(h) {
                 for (chunk, dst) in dx_row.chunks_mut(LANES).enumerate() {
                     let c0 = chunk * LANES;
@@ -165,12 +172,7 @@ multiversion! {
             // consecutive output columns. Rows are kept `k` columns in.
             let lead = k;
             let pw = (w.div_ceil(2 * LANES) * LANES + left + 2 * k).max(wo + lead) + LANES;
-            let mut padded = Scratch::new(ho * pw);
-            for (i, dst) in padded.chunks_exact_mut(pw).enumerate() {
-                dst.fill(0.0);
-                let m = mask.map(|m| &m[i * wo..][..wo]);
-                copy_masked(&mut dst[lead..lead + wo], &g[i * wo..][..wo], m);
-            }
+            let padded = padded_rows(g, mask, wo, (lead, pw));
             for (row, dx_row) in dx_plane.chunks_exact_mut(w).enumerate().take(h) {
                 for c0 in (0..w).step_by(2 * LANES) {
                     for parity in 0..2 {
