@@ -134,8 +134,9 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn strided_same_padded_convolution_matches_candle() {
-    // F64 runs on candle's ops; F32 with 3 input channels on the CPU plane passes (with the
-    // clamp fused into the forward and its mask into the backward); F32 with 6 on candle again.
+    // F64 runs on candle's ops; F32 with 3 input channels on the CPU as GEMMs over unfolded
+    // patches (with the clamp fused into the forward and its mask into the backward); F32
+    // with 6 on candle again.
     let cases = [(DType::F64, 3, 1e-12), (DType::F32, 3, 1e-5), (DType::F32, 6, 1e-5)];
     for (dtype, cin, tolerance) in cases {
         for (n, h, w) in [(1, 16, 16), (2, 15, 18), (1, 9, 7), (1, 1, 4)] {
@@ -216,7 +217,9 @@ fn depthwise_convolution_matches_candle_grouped_convolution() {
     // F64 runs as shifted multiply-adds (candle ops), F32 on the CPU kernel; the kernel also
     // fuses the ReLU6 clamp into the forward and its mask into the backward.
     for (dtype, tolerance) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
-        for (k, stride, h, w) in [(3, 1, 12, 10), (5, 1, 9, 11), (3, 2, 14, 14), (5, 2, 13, 10), (3, 2, 1, 5)] {
+        for (k, stride, h, w) in
+            [(3, 1, 12, 10), (5, 1, 9, 11), (3, 2, 14, 14), (5, 2, 13, 10), (3, 2, 1, 5), (5, 3, 11, 13)]
+        {
             let c = 6;
             let x = ((random(&[2, c, h, w], 7, dtype) - 0.3).unwrap() * 8.0).unwrap();
             let weight = (random(&[c, 1, k, k], 8, dtype) - 0.5).unwrap();

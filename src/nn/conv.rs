@@ -3,8 +3,7 @@
 use candle_core::{CustomOp2, CustomOp3, DType, Result, Tensor};
 
 use super::cpu::{
-    conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, FewChannelConvCpu, PoolRouteCpu, PooledGradientCpu,
-    UnfoldedConvCpu,
+    conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, PoolRouteCpu, PooledGradientCpu, UnfoldedConvCpu,
 };
 use super::padding::{dilate, output_len, pad_spatial, strided_window, Padding};
 
@@ -31,20 +30,15 @@ enum CpuKernels {
     Conv3x3([Conv3x3Cpu; 3]),
     /// 1x1, stride 1: one GEMM, with the bias (empty: none).
     Conv1x1(Vec<f32>),
-    /// A kernel of [`UNFOLDED_KERNEL`] or more with at most [`FEW_CHANNELS`] input channels
-    /// (GoogLeNet's 7x7 stem): GEMMs over unfolded patches, with the bias (empty: none).
+    /// Any other square kernel with at most [`FEW_CHANNELS`] input channels (EfficientNet's
+    /// 3x3/2 stem, GoogLeNet's 7x7/2 `conv1`): GEMMs over unfolded patches, with the bias
+    /// (empty: none).
     Unfolded(Vec<f32>),
-    /// Any other shape with at most [`FEW_CHANNELS`] input channels (EfficientNet's stem):
-    /// per-channel-pair plane passes, with the bias (empty: none).
-    FewChannels(Vec<f32>),
 }
 
-/// Input channels up to which a convolution without a dedicated kernel runs as plane passes.
+/// Input channels up to which a convolution without a dedicated kernel runs as GEMMs over
+/// unfolded patches (their `cin * k * k` rows stay few).
 const FEW_CHANNELS: usize = 4;
-
-/// Kernel side from which a few-channel convolution runs as GEMMs over unfolded patches
-/// instead: the plane passes make `k * k` strided passes per channel pair.
-const UNFOLDED_KERNEL: usize = 5;
 
 impl Conv2d {
     /// Wraps a `[out, in, k, k]` weight and an optional `[out]` bias.
@@ -60,12 +54,7 @@ impl Conv2d {
                 (1, 1, 1) if padding.amounts(1, 1, 1) == (0, 0) => {
                     Some(CpuKernels::Conv1x1(bias_values()?.unwrap_or_default()))
                 }
-                _ if kh == kw && kh >= UNFOLDED_KERNEL && cin <= FEW_CHANNELS => {
-                    Some(CpuKernels::Unfolded(bias_values()?.unwrap_or_default()))
-                }
-                _ if kh == kw && cin <= FEW_CHANNELS => {
-                    Some(CpuKernels::FewChannels(bias_values()?.unwrap_or_default()))
-                }
+                _ if kh == kw && cin <= FEW_CHANNELS => Some(CpuKernels::Unfolded(bias_values()?.unwrap_or_default())),
                 _ => None,
             }
         } else {
@@ -177,9 +166,6 @@ impl Conv2d {
             CpuKernels::Conv1x1(bias) => apply_cpu(x, &self.weight, mask, &Self::conv1x1(bias, clamp, gradient)),
             CpuKernels::Unfolded(bias) => {
                 apply_cpu(x, &self.weight, mask, &UnfoldedConvCpu(self.strided(bias, size, clamp, gradient)))
-            }
-            CpuKernels::FewChannels(bias) => {
-                apply_cpu(x, &self.weight, mask, &FewChannelConvCpu(self.strided(bias, size, clamp, gradient)))
             }
         })
     }

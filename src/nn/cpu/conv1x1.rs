@@ -1,12 +1,15 @@
-//! 1x1 (pointwise) convolution and its input gradient as one GEMM per image, with bias and a
-//! clamp (ReLU / ReLU6) fused into the forward and the clamp's mask into the gradient. candle
-//! would first copy the input through its im2col.
+//! 1x1 (pointwise) convolution and its input gradient as GEMMs over bands of pixels, bands in
+//! parallel, with bias and a clamp (ReLU / ReLU6) applied to each band's output while it is
+//! in cache and the clamp's mask applied to each band's input as it is copied out. candle
+//! would first copy the input through its im2col; one GEMM over the whole image, with the
+//! bias filled in before and the clamp after, made four passes over outputs tens of MB large.
 
 use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::operands::masked;
+use super::buffers::{Scratch, SharedMut};
+use super::operands::copy_masked;
 
 /// A 1x1 convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 1, 1]` weight (second operand), or, with `gradient`, the input gradient of one
@@ -20,6 +23,10 @@ pub struct Conv1x1Cpu<'a> {
     /// Compute the input gradient instead of the convolution.
     pub gradient: bool,
 }
+
+/// Input and output values of one band of pixels (256 KiB): the band's output is still in
+/// cache when the bias and clamp are applied to it.
+const BAND_VALUES: usize = 1 << 16;
 
 impl Conv1x1Cpu<'_> {
     fn compute(
@@ -38,50 +45,76 @@ impl Conv1x1Cpu<'_> {
             candle_core::bail!("conv1x1-cpu: input has {c} channels, weight is {:?}", l2.shape().dims());
         }
         let hw = h * w;
-        let kept;
-        let x = match mask {
-            Some(m) => {
-                kept = x.par_iter().zip(m).map(|(&v, &keep)| masked(v, keep)).collect::<Vec<f32>>();
-                &kept[..]
-            }
-            None => x,
-        };
-        let mut out = vec![0f32; n * cout * hw];
-        for (b, out_b) in out.chunks_exact_mut(cout * hw).enumerate() {
-            if let Some(bias) = self.bias {
-                out_b.par_chunks_mut(hw).zip(bias).for_each(|(row, &v)| row.fill(v));
-            }
-            // SAFETY: dst is cout x hw (row stride hw) inside out_b; lhs reads
-            // weight[o * row_stride + i * col_stride] for o < cout, i < c, within the wo * wi
-            // weight; rhs reads x[b * c * hw + i * hw + j] for i < c, j < hw.
+        let len = n * cout * hw;
+        // Pixels per band: a multiple of 16 (the GEMM's widest register block), at least 16.
+        let band = (BAND_VALUES / (c + cout).max(1) / 16 * 16).clamp(16, hw.div_ceil(16) * 16);
+        let bands = hw.div_ceil(band);
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let dst = SharedMut(out.as_mut_ptr());
+        (0..n * bands).into_par_iter().for_each(|job| {
+            let (b, j0) = (job / bands, job % bands * band);
+            let cols = band.min(hw - j0);
+            let x_b = &x[b * c * hw..][..c * hw];
+            // The band's input, copied out masked where there is a mask.
+            let mut kept = mask.map(|_| Scratch::new(c * cols));
+            let (rhs, rhs_stride) = match (mask, kept.as_mut()) {
+                (Some(m), Some(kept)) => {
+                    for (i, row) in kept.chunks_exact_mut(cols).enumerate() {
+                        let at = b * c * hw + i * hw + j0;
+                        copy_masked(row, &x[at..at + cols], Some(&m[at..at + cols]));
+                    }
+                    (kept.as_ptr(), cols)
+                }
+                _ => (x_b[j0..].as_ptr(), hw),
+            };
+            // SAFETY: this job alone writes columns j0..j0 + cols of every output row of image
+            // b (dst + b * cout * hw, row stride hw) and reads them only after the GEMM wrote
+            // them; lhs reads weight[o * row_stride + i * col_stride] for o < cout, i < c, within
+            // the wo * wi weight; rhs reads `cols` columns of c rows `rhs_stride` apart, inside
+            // `kept` or inside image b of x.
             unsafe {
+                let out_b = dst.get().add(b * cout * hw + j0);
                 gemm::gemm(
                     cout,
-                    hw,
+                    cols,
                     c,
-                    out_b.as_mut_ptr(),
+                    out_b,
                     1,
                     hw as isize,
-                    self.bias.is_some(),
+                    false,
                     weight.as_ptr(),
                     col_stride as isize,
                     row_stride as isize,
-                    x.as_ptr().add(b * c * hw),
+                    rhs,
                     1,
-                    hw as isize,
+                    rhs_stride as isize,
+                    0.0,
                     1.0,
-                    1.0,
                     false,
                     false,
                     false,
-                    Parallelism::Rayon(rayon::current_num_threads()),
+                    Parallelism::None,
                 );
+                if self.bias.is_some() || self.clamp.is_some() {
+                    for o in 0..cout {
+                        let row = std::slice::from_raw_parts_mut(out_b.add(o * hw), cols);
+                        epilogue(row, self.bias.map_or(0.0, |bias| bias[o]), self.clamp);
+                    }
+                }
             }
-            if let Some(upper) = self.clamp {
-                out_b.par_chunks_mut(1 << 14).for_each(|v| v.iter_mut().for_each(|v| *v = v.clamp(0.0, upper)));
-            }
-        }
+        });
+        // SAFETY: the jobs wrote every column of every output row of every image.
+        unsafe { out.set_len(len) };
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
+    }
+}
+
+/// `row += bias`, then clamped to `[0, clamp]` where given.
+#[inline(always)]
+fn epilogue(row: &mut [f32], bias: f32, clamp: Option<f32>) {
+    match clamp {
+        Some(upper) => row.iter_mut().for_each(|v| *v = (*v + bias).clamp(0.0, upper)),
+        None => row.iter_mut().for_each(|v| *v += bias),
     }
 }
 

@@ -1,11 +1,11 @@
 //! CPU kernels for the layers VGG, EfficientNet-Lite0 and GoogLeNet are made of, as candle
 //! custom ops on contiguous `F32` NCHW tensors: 3x3 "same" convolutions as Winograd F(4x4, 3x3)
-//! or a cache-blocked implicit GEMM, 1x1 convolutions as one GEMM, depthwise and few-channel
-//! convolutions as plane passes (few-channel ones with large kernels as GEMMs over unfolded
-//! patches), with bias and activation fused into the output and the
-//! activation's mask into the input-gradient pass; plus parallel max-pool (2x2, and any window
-//! with padding and ceil mode), mask and sum kernels. candle's own ops remain the path on
-//! every other device and precision.
+//! or a cache-blocked implicit GEMM, 1x1 convolutions as GEMMs over bands of pixels, depthwise
+//! convolutions as plane passes, convolutions of few input channels as GEMMs over unfolded
+//! patches, with bias and activation fused into the output and the activation's mask into the
+//! input-gradient pass; plus parallel max-pool (2x2, and any window with padding and ceil
+//! mode), mask and sum kernels. candle's own ops remain the path on every other device and
+//! precision.
 //!
 //! [`operands`] reads candle's storage and holds the one masking rule; [`buffers`] holds the
 //! per-thread work buffers and the pointer parallel workers write through.
@@ -115,7 +115,7 @@ mod winograd;
 
 pub use conv1x1::Conv1x1Cpu;
 pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu, PooledGradientCpu};
-pub use depthwise::{DepthwiseCpu, FewChannelConvCpu};
+pub use depthwise::DepthwiseCpu;
 pub use max_pool::{MaxPoolCpu, MaxPoolGradientCpu, Window};
 pub use pool::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
 pub use sum::SumCpu;

@@ -1,9 +1,10 @@
-//! Dense convolutions with few input channels and a large kernel (GoogLeNet's 7x7 stride-2
-//! `conv1`) and their input gradient as GEMMs over unfolded input patches (im2col), a band of
-//! output rows at a time so that the patches stay cache-sized at any frame size. The plane
-//! passes of [`super::depthwise`] would make `cin * k * k` strided passes over every output
-//! plane, which hardly vectorise: for `conv1` they took half of a whole dream step. Bias and a
-//! clamp are fused into the forward, the clamp's mask into the gradient.
+//! Dense convolutions with few input channels (EfficientNet's 3x3 stride-2 stem, GoogLeNet's
+//! 7x7 stride-2 `conv1`) and their input gradient as GEMMs over unfolded input patches
+//! (im2col), a band of output rows at a time so that the patches stay cache-sized at any frame
+//! size. Plane passes like [`super::depthwise`]'s would make `cin * k * k` strided passes over
+//! every output plane, which hardly vectorise, and give the gradient only `cin` planes to
+//! share between threads: for these stems they took a quarter to a half of a whole dream step.
+//! Bias and a clamp are fused into the forward, the clamp's mask into the gradient.
 
 use std::ops::Range;
 
