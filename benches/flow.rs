@@ -11,6 +11,7 @@ use dreamvid::video::coherence::{motion, Coherence};
 use dreamvid::video::flow::Plane;
 
 fn main() {
+    dreamvid::runtime::configure();
     let args: Vec<u32> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let (w, h) = (args.first().copied().unwrap_or(640), args.get(1).copied().unwrap_or(360));
     let frame = moving_pattern(w, h, 3, 1);

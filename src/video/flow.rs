@@ -35,59 +35,92 @@ impl Plane {
     /// Half-size copy (2x2 means; a trailing odd row/column is dropped).
     fn half(&self) -> Self {
         let (w, h) = (self.w / 2, self.h / 2);
-        let data = (0..w * h)
-            .map(|i| {
-                let (x, y) = (2 * (i % w), 2 * (i / w));
-                0.25 * (self.at(x, y) + self.at(x + 1, y) + self.at(x, y + 1) + self.at(x + 1, y + 1))
-            })
-            .collect();
+        let mut data = vec![0f32; w * h];
+        data.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, row)| {
+            for (x, o) in row.iter_mut().enumerate() {
+                let (x, y) = (2 * x, 2 * y);
+                *o = 0.25 * (self.at(x, y) + self.at(x + 1, y) + self.at(x, y + 1) + self.at(x + 1, y + 1));
+            }
+        });
         Self { w, h, data }
     }
 
-    /// Mean over a `(2r+1)^2` window (clamped at the edges), separably.
+    /// Mean over a `(2r+1)^2` window (clamped at the edges), separably: along rows, then along
+    /// columns, each the difference of two running sums over the window's line divided by its
+    /// length. One pass on one thread (callers run planes in parallel): rows are summed
+    /// [`ROWS_AT_ONCE`] at a time (independent chains of additions), and the running sums down
+    /// the columns advance a whole row at a time, only the last `2r + 2` of them kept, so that
+    /// the pass reads its input once and writes its output once.
     fn box_mean(&self, r: usize) -> Self {
-        let pass = |src: &[f32], w: usize, h: usize| -> Vec<f32> {
-            // Along rows of a w x h row-major buffer.
-            let mut out = vec![0f32; w * h];
-            out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-                let line = &src[y * w..(y + 1) * w];
-                let mut prefix = vec![0f32; w + 1];
-                for x in 0..w {
-                    prefix[x + 1] = prefix[x] + line[x];
+        let (w, h) = (self.w, self.h);
+        let window = |i: usize, n: usize| (i.saturating_sub(r), (i + r + 1).min(n));
+        // The running sums along a group of rows and the group's row means, interleaved:
+        // prefix[x * ROWS_AT_ONCE + k] is the sum of the first x values of the group's row k,
+        // row_means[x * ROWS_AT_ONCE + k] the mean of that row's window around x.
+        let mut row_means = vec![0f32; ROWS_AT_ONCE * w];
+        let mut prefix = vec![0f32; (w + 1) * ROWS_AT_ONCE];
+        // Running sums down the columns: sum k (of the first k row means) in ring row k % ring.
+        let ring = 2 * r + 2;
+        let mut sums = vec![0f32; ring * w];
+        let mut summed = 0;
+        let mut data = vec![0f32; w * h];
+        for (y, out) in data.chunks_exact_mut(w.max(1)).enumerate() {
+            let (lo, hi) = window(y, h);
+            while summed < hi {
+                let k = summed % ROWS_AT_ONCE;
+                if k == 0 {
+                    let n = ROWS_AT_ONCE.min(h - summed);
+                    for x in 0..w {
+                        for k in 0..n {
+                            prefix[(x + 1) * ROWS_AT_ONCE + k] =
+                                prefix[x * ROWS_AT_ONCE + k] + self.data[(summed + k) * w + x];
+                        }
+                    }
+                    for (x, means) in row_means.chunks_exact_mut(ROWS_AT_ONCE).enumerate() {
+                        let (lo, hi) = window(x, w);
+                        let (left, right) = (
+                            &prefix[lo * ROWS_AT_ONCE..][..ROWS_AT_ONCE],
+                            &prefix[hi * ROWS_AT_ONCE..][..ROWS_AT_ONCE],
+                        );
+                        let n = (hi - lo) as f32;
+                        means.iter_mut().zip(right.iter().zip(left)).for_each(|(o, (&r, &l))| *o = (r - l) / n);
+                    }
                 }
-                for (x, o) in row.iter_mut().enumerate() {
-                    let (lo, hi) = (x.saturating_sub(r), (x + r + 1).min(w));
-                    *o = (prefix[hi] - prefix[lo]) / (hi - lo) as f32;
-                }
-            });
-            out
-        };
-        let rows = pass(&self.data, self.w, self.h);
-        let cols = pass(&transpose(&rows, self.w, self.h), self.h, self.w);
-        Self { w: self.w, h: self.h, data: transpose(&cols, self.h, self.w) }
+                let (from, to) = (summed % ring, (summed + 1) % ring);
+                let (above, next) = if from < to {
+                    let (a, b) = sums.split_at_mut(to * w);
+                    (&a[from * w..], &mut b[..w])
+                } else {
+                    let (a, b) = sums.split_at_mut(from * w);
+                    (&b[..w], &mut a[to * w..to * w + w])
+                };
+                let row = row_means[k..].iter().step_by(ROWS_AT_ONCE);
+                next.iter_mut().zip(above).zip(row).for_each(|((s, &a), &v)| *s = a + v);
+                summed += 1;
+            }
+            let (top, bottom) = (&sums[lo % ring * w..][..w], &sums[hi % ring * w..][..w]);
+            let n = (hi - lo) as f32;
+            out.iter_mut().zip(bottom.iter().zip(top)).for_each(|(o, (&b, &t))| *o = (b - t) / n);
+        }
+        Self { w, h, data }
     }
 }
+
+/// Rows whose running sums [`Plane::box_mean`] advances together.
+const ROWS_AT_ONCE: usize = 8;
 
 /// Bilinear sample at `(x, y)` of the `w x h` row-major plane `data`, edges clamped.
 pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
     let x = x.clamp(0.0, (w - 1) as f32);
     let y = y.clamp(0.0, (h - 1) as f32);
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    // Truncation is the floor here (both are clamped to at least 0), without a call to floorf
+    // on CPUs the baseline build cannot assume SSE4.1 of.
+    let (x0, y0) = (x as usize, y as usize);
     let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
     let top = data[y0 * w + x0] * (1.0 - fx) + data[y0 * w + x1] * fx;
     let bottom = data[y1 * w + x0] * (1.0 - fx) + data[y1 * w + x1] * fx;
     top * (1.0 - fy) + bottom * fy
-}
-
-fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
-    let mut out = vec![0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            out[x * h + y] = src[y * w + x];
-        }
-    }
-    out
 }
 
 /// Per-pixel displacement `(u, v)`: pixel `p` of the first image is seen at `p + (u, v)` in
@@ -114,6 +147,7 @@ impl Flow {
         let (fx, fy) = (self.w as f32 / w as f32, self.h as f32 / h as f32);
         let resample = |d: &[f32], scale: f32| -> Vec<f32> {
             (0..w * h)
+                .into_par_iter()
                 .map(|i| {
                     let (x, y) = (((i % w) as f32 + 0.5) * fx - 0.5, ((i / w) as f32 + 0.5) * fy - 0.5);
                     scale * sample(d, self.w, self.h, x, y)
@@ -174,7 +208,9 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
     let n = w * h;
     let (mut xx, mut xy, mut yy, mut xt, mut yt) =
         (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-    for y in 0..h {
+    let rows =
+        (xx.par_chunks_mut(w), xy.par_chunks_mut(w), yy.par_chunks_mut(w), xt.par_chunks_mut(w), yt.par_chunks_mut(w));
+    rows.into_par_iter().enumerate().for_each(|(y, (xx, xy, yy, xt, yt))| {
         for x in 0..w {
             let i = y * w + x;
             let (l, r) = (y * w + x.saturating_sub(1), y * w + (x + 1).min(w - 1));
@@ -182,11 +218,12 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
             let gx = 0.25 * (a.data[r] - a.data[l] + warped[r] - warped[l]);
             let gy = 0.25 * (a.data[d] - a.data[t] + warped[d] - warped[t]);
             let it = warped[i] - a.data[i];
-            (xx[i], xy[i], yy[i], xt[i], yt[i]) = (gx * gx, gx * gy, gy * gy, gx * it, gy * it);
+            (xx[x], xy[x], yy[x], xt[x], yt[x]) = (gx * gx, gx * gy, gy * gy, gx * it, gy * it);
         }
-    }
-    let m = |d: Vec<f32>| Plane { w, h, data: d }.box_mean(radius).data;
-    let (xx, xy, yy, xt, yt) = (m(xx), m(xy), m(yy), m(xt), m(yt));
+    });
+    let mut means: Vec<Vec<f32>> =
+        [xx, xy, yy, xt, yt].into_par_iter().map(|d| Plane { w, h, data: d }.box_mean(radius).data).collect();
+    let [xx, xy, yy, xt, yt] = [0, 1, 2, 3, 4].map(|i| std::mem::take(&mut means[i]));
     let reg = 1e-4;
     flow.u.par_iter_mut().zip(flow.v.par_iter_mut()).enumerate().for_each(|(i, (u, v))| {
         let (a11, a12, a22) = (xx[i] + reg, xy[i], yy[i] + reg);
@@ -199,8 +236,9 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
     });
     // Smoothing spreads the flow of textured windows into flat ones, where the equations
     // above are nearly singular (as Horn-Schunck's smoothness term does).
-    flow.u = Plane { w, h, data: std::mem::take(&mut flow.u) }.box_mean(2).data;
-    flow.v = Plane { w, h, data: std::mem::take(&mut flow.v) }.box_mean(2).data;
+    let (u, v) = (std::mem::take(&mut flow.u), std::mem::take(&mut flow.v));
+    (flow.u, flow.v) =
+        rayon::join(|| Plane { w, h, data: u }.box_mean(2).data, || Plane { w, h, data: v }.box_mean(2).data);
 }
 
 /// Reliability in `{0, 1}` of each pixel of `forward` (a to b), given `backward` (b to a):
@@ -255,6 +293,39 @@ mod tests {
             })
             .collect();
         Plane { w, h, data }
+    }
+
+    #[test]
+    fn box_mean_is_the_mean_of_running_sums_along_rows_then_columns() {
+        // One running sum per line, as written down, to the last bit (odd sizes leave a
+        // partial group of rows and windows clamped at both edges).
+        let reference = |p: &Plane, r: usize| {
+            let line_means = |line: &[f32]| -> Vec<f32> {
+                let mut prefix = vec![0f32; line.len() + 1];
+                for (x, &v) in line.iter().enumerate() {
+                    prefix[x + 1] = prefix[x] + v;
+                }
+                (0..line.len())
+                    .map(|x| {
+                        let (lo, hi) = (x.saturating_sub(r), (x + r + 1).min(line.len()));
+                        (prefix[hi] - prefix[lo]) / (hi - lo) as f32
+                    })
+                    .collect()
+            };
+            let rows: Vec<f32> = p.data.chunks(p.w).flat_map(line_means).collect();
+            let mut out = vec![0f32; p.w * p.h];
+            for x in 0..p.w {
+                let column: Vec<f32> = (0..p.h).map(|y| rows[y * p.w + x]).collect();
+                for (y, v) in line_means(&column).into_iter().enumerate() {
+                    out[y * p.w + x] = v;
+                }
+            }
+            out
+        };
+        for (w, h, r) in [(37, 29, 4), (5, 3, 2), (64, 17, 0), (1, 9, 3)] {
+            let p = pattern(w, h, 0.3, 0.7);
+            assert_eq!(p.box_mean(r).data, reference(&p, r), "{w}x{h} radius {r}");
+        }
     }
 
     #[test]
