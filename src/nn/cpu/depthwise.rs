@@ -57,9 +57,12 @@ fn split_phases(dst: &mut [f32], src: &[f32], stride: usize, left: usize, phase:
         dst[left..left + src.len()].copy_from_slice(src);
         return;
     }
-    for (c, &v) in src.iter().enumerate() {
-        let p = c + left;
-        dst[p % stride * phase + p / stride] = v;
+    for r in 0..stride {
+        // The first input column of phase r, and where it goes.
+        let first = (r + stride - left % stride) % stride;
+        let at = r * phase + (first + left) / stride;
+        let taken = src.len().saturating_sub(first).div_ceil(stride);
+        dst[at..at + taken].iter_mut().zip(src.iter().skip(first).step_by(stride)).for_each(|(d, &v)| *d = v);
     }
 }
 
