@@ -134,8 +134,9 @@ impl UnfoldedConvCpu<'_> {
                 let src = &plane[row * w..][..w];
                 dst[..js.start].fill(0.0);
                 dst[js.end..].fill(0.0);
-                for j in js.clone() {
-                    dst[j] = src[j * op.stride + dx - op.pad.1];
+                if !js.is_empty() {
+                    let from = src[js.start * op.stride + dx - op.pad.1..].iter().step_by(op.stride);
+                    dst[js.clone()].iter_mut().zip(from).for_each(|(d, &v)| *d = v);
                 }
             }
         });
@@ -244,8 +245,10 @@ impl UnfoldedConvCpu<'_> {
                 }
                 for dxk in 0..g.k {
                     let src = &patches[(ci * kk + dy * g.k + dxk) * len + (r - rows.start) * wo..][..wo];
-                    for j in columns(dxk, (op.stride, op.pad.1), w, wo) {
-                        dst[j * op.stride + dxk - op.pad.1] += src[j];
+                    let js = columns(dxk, (op.stride, op.pad.1), w, wo);
+                    if !js.is_empty() {
+                        let to = dst[js.start * op.stride + dxk - op.pad.1..].iter_mut().step_by(op.stride);
+                        to.zip(&src[js]).for_each(|(d, &v)| *d += v);
                     }
                 }
             }
