@@ -11,6 +11,9 @@
 //! - [`video`]: FFmpeg decode/encode, optical flow, temporal coherence.
 //! - [`image_io`], [`animation`], [`output`], [`compare`]: files in and out, and checking them.
 
+#[macro_use]
+mod simd;
+
 pub mod animation;
 pub mod compare;
 pub mod device;

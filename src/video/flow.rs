@@ -52,7 +52,16 @@ impl Plane {
     /// the columns advance a whole row at a time, only the last `2r + 2` of them kept, so that
     /// the pass reads its input once and writes its output once.
     fn box_mean(&self, r: usize) -> Self {
-        let (w, h) = (self.w, self.h);
+        let mut data = vec![0f32; self.w * self.h];
+        box_mean_into(&self.data, (self.w, self.h), r, &mut data);
+        Self { w: self.w, h: self.h, data }
+    }
+}
+
+multiversion! {
+    /// [`Plane::box_mean`] of the `w x h` plane `src` (`size`) with radius `r`, into `data`.
+    fn box_mean_into(src: &[f32], size: (usize, usize), r: usize, data: &mut [f32]) {
+        let (w, h) = size;
         let window = |i: usize, n: usize| (i.saturating_sub(r), (i + r + 1).min(n));
         // The running sums along a group of rows and the group's row means, interleaved:
         // prefix[x * ROWS_AT_ONCE + k] is the sum of the first x values of the group's row k,
@@ -63,8 +72,7 @@ impl Plane {
         let ring = 2 * r + 2;
         let mut sums = vec![0f32; ring * w];
         let mut summed = 0;
-        let mut data = vec![0f32; w * h];
-        for (y, out) in data.chunks_exact_mut(w.max(1)).enumerate() {
+        for (y, out) in data.chunks_exact_mut(w.max(1)).take(h).enumerate() {
             let (lo, hi) = window(y, h);
             while summed < hi {
                 let k = summed % ROWS_AT_ONCE;
@@ -73,7 +81,7 @@ impl Plane {
                     for x in 0..w {
                         for k in 0..n {
                             prefix[(x + 1) * ROWS_AT_ONCE + k] =
-                                prefix[x * ROWS_AT_ONCE + k] + self.data[(summed + k) * w + x];
+                                prefix[x * ROWS_AT_ONCE + k] + src[(summed + k) * w + x];
                         }
                     }
                     for (x, means) in row_means.chunks_exact_mut(ROWS_AT_ONCE).enumerate() {
@@ -102,7 +110,6 @@ impl Plane {
             let n = (hi - lo) as f32;
             out.iter_mut().zip(bottom.iter().zip(top)).for_each(|(o, (&b, &t))| *o = (b - t) / n);
         }
-        Self { w, h, data }
     }
 }
 
@@ -110,6 +117,7 @@ impl Plane {
 const ROWS_AT_ONCE: usize = 8;
 
 /// Bilinear sample at `(x, y)` of the `w x h` row-major plane `data`, edges clamped.
+#[inline(always)]
 pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
     let x = x.clamp(0.0, (w - 1) as f32);
     let y = y.clamp(0.0, (h - 1) as f32);
@@ -118,9 +126,26 @@ pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
     let (x0, y0) = (x as usize, y as usize);
     let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let top = data[y0 * w + x0] * (1.0 - fx) + data[y0 * w + x1] * fx;
-    let bottom = data[y1 * w + x0] * (1.0 - fx) + data[y1 * w + x1] * fx;
+    assert!(data.len() >= w * h, "a {w}x{h} plane of {} values", data.len());
+    // SAFETY: x0, x1 < w and y0, y1 < h (x and y are clamped into the plane, and a NaN
+    // truncates to 0), so every index is below w * h <= data.len(). Unchecked, the loads leave
+    // callers' loops free to vectorise.
+    let at = |i: usize| unsafe { *data.get_unchecked(i) };
+    let top = at(y0 * w + x0) * (1.0 - fx) + at(y0 * w + x1) * fx;
+    let bottom = at(y1 * w + x0) * (1.0 - fx) + at(y1 * w + x1) * fx;
     top * (1.0 - fy) + bottom * fy
+}
+
+multiversion! {
+    /// Row `y` of the `w x h` plane `data` sampled at `(x + u[x], y + v[x])` for every column
+    /// `x` (see [`sample`]), into `out`.
+    fn warp_row(data: &[f32], size: (usize, usize), y: usize, flow: (&[f32], &[f32]), out: &mut [f32]) {
+        let (w, h) = size;
+        let (u, v) = flow;
+        for (x, (o, (&u, &v))) in out.iter_mut().zip(u.iter().zip(v)).enumerate() {
+            *o = sample(data, w, h, x as f32 + u, y as f32 + v);
+        }
+    }
 }
 
 /// Per-pixel displacement `(u, v)`: pixel `p` of the first image is seen at `p + (u, v)` in
@@ -203,8 +228,11 @@ pub fn estimate(a: &Plane, b: &Plane, params: FlowParams) -> Flow {
 /// equations over a window at every pixel.
 fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
     let (w, h) = (a.w, a.h);
-    let warped: Vec<f32> =
-        (0..w * h).into_par_iter().map(|i| b.sample((i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i])).collect();
+    let mut warped = vec![0f32; w * h];
+    warped.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
+        let at = y * w..(y + 1) * w;
+        warp_row(&b.data, (w, h), y, (&flow.u[at.clone()], &flow.v[at]), out);
+    });
     let n = w * h;
     let (mut xx, mut xy, mut yy, mut xt, mut yt) =
         (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
@@ -272,11 +300,10 @@ pub fn consistency(forward: &Flow, backward: &Flow) -> Vec<f32> {
 pub fn warp(src: &[f32], channels: usize, flow: &Flow) -> Vec<f32> {
     let (w, h) = (flow.w, flow.h);
     let mut out = vec![0f32; channels * w * h];
-    out.par_chunks_mut(w * h).enumerate().for_each(|(c, plane_out)| {
-        let plane = &src[c * w * h..(c + 1) * w * h];
-        for (i, o) in plane_out.iter_mut().enumerate() {
-            *o = sample(plane, w, h, (i % w) as f32 + flow.u[i], (i / w) as f32 + flow.v[i]);
-        }
+    out.par_chunks_mut(w.max(1)).enumerate().for_each(|(row, row_out)| {
+        let (c, y) = (row / h, row % h);
+        let at = y * w..(y + 1) * w;
+        warp_row(&src[c * w * h..(c + 1) * w * h], (w, h), y, (&flow.u[at.clone()], &flow.v[at]), row_out);
     });
     out
 }

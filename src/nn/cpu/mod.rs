@@ -10,41 +10,6 @@
 //! [`operands`] reads candle's storage and holds the one masking rule; [`buffers`] holds the
 //! per-thread work buffers and the pointer parallel workers write through.
 
-/// Compiles `$name` three times (AVX-512, AVX2+FMA, baseline) and picks the best the CPU
-/// running it supports; kernels are plain loops (over fixed-size arrays where they can be)
-/// that the compiler vectorises to the width it is allowed.
-macro_rules! multiversion {
-    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        pub fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            fn avx512($($arg: $ty),*) {
-                generic($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2($($arg: $ty),*) {
-                generic($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the features `avx512` is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above, for `avx2`.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            generic($($arg),*)
-        }
-    };
-}
-
 /// Implements candle's `CustomOp2` (input, weight) and `CustomOp3` (input, weight, `U8` mask
 /// shaped like the input) for a kernel type with an inherent
 /// `compute(&self, x, mask, input_layout, weight, weight_layout)`.
