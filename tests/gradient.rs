@@ -127,6 +127,12 @@ fn autograd_input_grad(x: &Tensor, probe: &Tensor, f: impl Fn(&Tensor) -> Tensor
     grads.get(var.as_tensor()).unwrap().clone()
 }
 
+/// 1 where `0 < y < upper` (an activation's linear range), else 0, element by element.
+fn active_range(y: &Tensor, upper: f32) -> Vec<u8> {
+    let y = y.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    y.iter().map(|&v| u8::from(v > 0.0 && v < upper as f64)).collect()
+}
+
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
     let max = |t: Tensor| t.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
     max((a - b).unwrap()) / max(b.clone()).max(1e-12)
@@ -241,6 +247,9 @@ fn depthwise_convolution_matches_candle_grouped_convolution() {
             assert!(max_rel_diff(&y, &expected) < tolerance, "forward {what}");
             let clamped = conv.forward_clamped(&x, 6.0).unwrap();
             assert!(max_rel_diff(&clamped, &expected.clamp(0.0, 6.0).unwrap()) < tolerance, "clamped {what}");
+            let (y, mask) = conv.forward_clamped_masked(&x, 6.0).unwrap();
+            assert!(max_rel_diff(&y, &clamped) == 0.0, "clamped with its mask {what}");
+            assert_eq!(mask.flatten_all().unwrap().to_vec1::<u8>().unwrap(), active_range(&y, 6.0), "mask {what}");
             let probe = random(y.dims(), 9, dtype);
             let got = conv.backward(&probe, (h, w)).unwrap();
             assert!(max_rel_diff(&got, &autograd_input_grad(&x, &probe, reference)) < tolerance, "backward {what}");
@@ -270,6 +279,10 @@ fn pointwise_convolution_matches_candle() {
         for upper in [6.0, f32::INFINITY] {
             let got = conv.forward_activated(&x, upper).unwrap();
             assert!(max_rel_diff(&got, &expected.clamp(0.0, upper).unwrap()) < 1e-5, "activated {upper}");
+            // The mask the kernel writes beside its output is the activation's linear range.
+            let (y, mask) = conv.forward_activated_masked(&x, upper).unwrap();
+            assert!(max_rel_diff(&y, &got) == 0.0, "activated with its mask {upper}");
+            assert_eq!(mask.flatten_all().unwrap().to_vec1::<u8>().unwrap(), active_range(&y, upper));
         }
         let probe = random(expected.dims(), 44, DType::F32);
         let got = conv.backward(&probe, (h, w)).unwrap();

@@ -3,8 +3,9 @@
 use candle_core::{CustomOp2, CustomOp3, DType, Result, Tensor};
 
 use super::cpu::{
-    conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, PoolRouteCpu, PooledGradientCpu, UnfoldedConvCpu,
+    conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, MaskSlot, PoolRouteCpu, PooledGradientCpu, UnfoldedConvCpu,
 };
+use super::ops::active_mask;
 use super::padding::{dilate, output_len, pad_spatial, strided_window, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.
@@ -122,7 +123,7 @@ impl Conv2d {
 
     /// The 1x1 kernel with `bias`, clamp and direction.
     fn conv1x1<'a>(bias: &'a [f32], clamp: Option<f32>, gradient: bool) -> Conv1x1Cpu<'a> {
-        Conv1x1Cpu { bias: (!bias.is_empty() && !gradient).then_some(bias), clamp, gradient }
+        Conv1x1Cpu { bias: (!bias.is_empty() && !gradient).then_some(bias), clamp, gradient, mask: None }
     }
 
     /// The geometry, bias, clamp and direction of the plane-pass or unfolded kernel for an
@@ -138,7 +139,7 @@ impl Conv2d {
         let ((t, b), (l, r)) = (self.padding.amounts(h, k, s), self.padding.amounts(w, k, s));
         let out = if gradient { (h, w) } else { (output_len(h + t + b, k, s), output_len(w + l + r, k, s)) };
         let bias = (!bias.is_empty() && !gradient).then_some(bias);
-        DepthwiseCpu { bias, stride: s, pad: (t, l), out, clamp, gradient }
+        DepthwiseCpu { bias, stride: s, pad: (t, l), out, clamp, gradient, mask: None }
     }
 
     /// The CPU kernel's result for `x` (the input, or with `gradient` the output gradient, of
@@ -200,6 +201,23 @@ impl Conv2d {
             None if upper == f32::INFINITY => self.forward(x)?.relu(),
             None => self.forward(x)?.clamp(0.0, upper),
         }
+    }
+
+    /// [`Conv2d::forward_activated`] and the activation's `u8` mask (see [`active_mask`]),
+    /// written by the 1x1 kernel while its output is in cache.
+    pub fn forward_activated_masked(&self, x: &Tensor, upper: f32) -> Result<(Tensor, Tensor)> {
+        if let Some(CpuKernels::Conv1x1(bias)) = self.cpu_kernels(x.dtype()) {
+            let slot = MaskSlot::default();
+            let kernel = Conv1x1Cpu { mask: Some(&slot), ..Self::conv1x1(bias, Some(upper), false) };
+            let y = apply_cpu(x, &self.weight, None, &kernel)?;
+            if let Some(mask) = slot.take() {
+                let mask = Tensor::from_vec(mask, y.shape(), y.device())?;
+                return Ok((y, mask));
+            }
+        }
+        let y = self.forward_activated(x, upper)?;
+        let mask = active_mask(&y, upper)?;
+        Ok((y, mask))
     }
 
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
@@ -329,6 +347,7 @@ impl DepthwiseConv2d {
             out: if gradient { (h, w) } else { out },
             clamp: None,
             gradient,
+            mask: None,
         })
     }
 
@@ -356,6 +375,24 @@ impl DepthwiseConv2d {
             Some(kernel) => apply_cpu(x, &self.weight, None, &DepthwiseCpu { clamp: Some(upper), ..kernel }),
             None => self.forward(x)?.clamp(0.0, upper),
         }
+    }
+
+    /// [`DepthwiseConv2d::forward_clamped`] and the clamp's `u8` mask (see [`active_mask`]),
+    /// written by the CPU kernel while its output is in cache.
+    pub fn forward_clamped_masked(&self, x: &Tensor, upper: f32) -> Result<(Tensor, Tensor)> {
+        let (_, _, h, w) = x.dims4()?;
+        if let Some(kernel) = self.cpu_kernel(x.dtype(), (h, w), false) {
+            let slot = MaskSlot::default();
+            let y =
+                apply_cpu(x, &self.weight, None, &DepthwiseCpu { clamp: Some(upper), mask: Some(&slot), ..kernel })?;
+            if let Some(mask) = slot.take() {
+                let mask = Tensor::from_vec(mask, y.shape(), y.device())?;
+                return Ok((y, mask));
+            }
+        }
+        let y = self.forward_clamped(x, upper)?;
+        let mask = active_mask(&y, upper)?;
+        Ok((y, mask))
     }
 
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.

@@ -202,13 +202,15 @@ pub(super) fn forward_at(
     if fuses(ops, i, exposed) {
         let (_, _, h, w) = x.dims4()?;
         let upper = if matches!(ops[i + 1], Op::Relu6) { 6.0 } else { f32::INFINITY };
-        let y = match &ops[i] {
-            Op::Conv(conv) => conv.forward_activated(x, upper)?,
-            Op::Depthwise(conv) => conv.forward_clamped(x, upper)?,
+        let (y, mask) = match (&ops[i], record) {
+            (Op::Conv(conv), true) => conv.forward_activated_masked(x, upper).map(|(y, m)| (y, Some(m)))?,
+            (Op::Conv(conv), false) => (conv.forward_activated(x, upper)?, None),
+            (Op::Depthwise(conv), true) => conv.forward_clamped_masked(x, upper).map(|(y, m)| (y, Some(m)))?,
+            (Op::Depthwise(conv), false) => (conv.forward_clamped(x, upper)?, None),
             _ => return Err(candle_core::Error::Msg("only convolutions fuse with an activation".into())),
         };
         recs.push(Record::Size(h, w));
-        recs.push(if record { Record::Mask(active_mask(&y, upper)?) } else { Record::None });
+        recs.push(mask.map_or(Record::None, Record::Mask));
         return Ok((y, 2));
     }
     let (y, rec) = ops[i].forward(x, record)?;

@@ -1,7 +1,9 @@
-//! Work buffers reused per thread, uncleared outputs, and the pointer parallel workers write their disjoint
+//! Work buffers reused per thread, uncleared outputs, the slot fused activation masks are left
+//! in, and the pointer parallel workers write their disjoint
 //! output regions through.
 
 use std::mem::MaybeUninit;
+use std::sync::{Mutex, PoisonError};
 
 thread_local! {
     /// Buffers [`Scratch`] returned on this thread, for the next one to reuse.
@@ -76,16 +78,34 @@ pub(super) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
 
 /// A pointer that parallel workers write through, each to its own disjoint region.
 #[derive(Clone, Copy)]
-pub(super) struct SharedMut(pub(super) *mut f32);
+pub(super) struct SharedMut<T>(pub(super) *mut T);
 
-impl SharedMut {
+impl<T> SharedMut<T> {
     /// The pointer (a method, so that closures capture the `Send` wrapper, not the field).
-    pub(super) fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut T {
         self.0
     }
 }
 
 // SAFETY: only used to hand disjoint output regions to rayon workers (see each use).
-unsafe impl Send for SharedMut {}
+unsafe impl<T> Send for SharedMut<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SharedMut {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+/// Where a forward kernel with a clamp leaves the `u8` mask of the clamp's linear range (see
+/// [`super::operands::active`]), written while the output is still in cache instead of by a
+/// pass of its own over the output.
+#[derive(Debug, Default)]
+pub struct MaskSlot(Mutex<Option<Vec<u8>>>);
+
+impl MaskSlot {
+    /// Leaves `mask` here.
+    pub(super) fn put(&self, mask: Vec<u8>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(mask);
+    }
+
+    /// The mask left here, if a kernel left one.
+    pub fn take(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}

@@ -8,8 +8,8 @@ use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::buffers::{Scratch, SharedMut};
-use super::operands::copy_masked;
+use super::buffers::{MaskSlot, Scratch, SharedMut};
+use super::operands::{active, copy_masked};
 
 /// A 1x1 convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 1, 1]` weight (second operand), or, with `gradient`, the input gradient of one
@@ -22,6 +22,8 @@ pub struct Conv1x1Cpu<'a> {
     pub clamp: Option<f32>,
     /// Compute the input gradient instead of the convolution.
     pub gradient: bool,
+    /// Where the forward leaves the clamp's mask, if it is wanted (with a clamp only).
+    pub mask: Option<&'a MaskSlot>,
 }
 
 /// Input and output values of one band of pixels (256 KiB): the band's output is still in
@@ -51,6 +53,9 @@ impl Conv1x1Cpu<'_> {
         let bands = hw.div_ceil(band);
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = SharedMut(out.as_mut_ptr());
+        let clamp_mask = self.clamp.filter(|_| !self.gradient).zip(self.mask);
+        let mut mask_out = clamp_mask.map(|_| vec![0u8; len]);
+        let mask_dst = mask_out.as_mut().map(|m| SharedMut(m.as_mut_ptr()));
         (0..n * bands).into_par_iter().for_each(|job| {
             let (b, j0) = (job / bands, job % bands * band);
             let cols = band.min(hw - j0);
@@ -68,8 +73,8 @@ impl Conv1x1Cpu<'_> {
                 _ => (x_b[j0..].as_ptr(), hw),
             };
             // SAFETY: this job alone writes columns j0..j0 + cols of every output row of image
-            // b (dst + b * cout * hw, row stride hw) and reads them only after the GEMM wrote
-            // them; lhs reads weight[o * row_stride + i * col_stride] for o < cout, i < c, within
+            // b (dst + b * cout * hw, row stride hw), and of its mask (same layout, zeroed), and
+            // reads them only after the GEMM wrote them; lhs reads weight[o * row_stride + i * col_stride] for o < cout, i < c, within
             // the wo * wi weight; rhs reads `cols` columns of c rows `rhs_stride` apart, inside
             // `kept` or inside image b of x.
             unsafe {
@@ -99,12 +104,20 @@ impl Conv1x1Cpu<'_> {
                     for o in 0..cout {
                         let row = std::slice::from_raw_parts_mut(out_b.add(o * hw), cols);
                         epilogue(row, self.bias.map_or(0.0, |bias| bias[o]), self.clamp);
+                        if let (Some(m), Some((upper, _))) = (mask_dst, clamp_mask) {
+                            let at = b * cout * hw + o * hw + j0;
+                            let m = std::slice::from_raw_parts_mut(m.get().add(at), cols);
+                            m.iter_mut().zip(row.iter()).for_each(|(m, &v)| *m = active(v, upper));
+                        }
                     }
                 }
             }
         });
         // SAFETY: the jobs wrote every column of every output row of every image.
         unsafe { out.set_len(len) };
+        if let (Some(mask_out), Some((_, slot))) = (mask_out, clamp_mask) {
+            slot.put(mask_out);
+        }
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
     }
 }

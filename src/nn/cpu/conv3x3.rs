@@ -304,7 +304,7 @@ struct Band<'a> {
     h: usize,
     w: usize,
     rows: usize,
-    out: SharedMut,
+    out: SharedMut<f32>,
 }
 
 masked_op!(Conv3x3Cpu, "conv3x3-cpu");

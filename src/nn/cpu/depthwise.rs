@@ -8,8 +8,8 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::buffers::{assume_init, uninit, Scratch};
-use super::operands::copy_masked;
+use super::buffers::{assume_init, uninit, MaskSlot, Scratch};
+use super::operands::{active, copy_masked};
 
 /// A depthwise convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[c, 1, k, k]` weight (second operand), or, with `gradient`, the input gradient of one
@@ -28,6 +28,8 @@ pub struct DepthwiseCpu<'a> {
     pub clamp: Option<f32>,
     /// Compute the input gradient instead of the convolution.
     pub gradient: bool,
+    /// Where the forward leaves the clamp's mask, if it is wanted (with a clamp only).
+    pub mask: Option<&'a MaskSlot>,
 }
 
 /// Output columns `j` whose tap at column offset `dx` reads an input column inside `0..w`.
@@ -68,16 +70,17 @@ fn split_phases(dst: &mut [f32], src: &[f32], stride: usize, left: usize, phase:
 
 multiversion! {
     /// One plane of the forward: `y (ho x wo) = bias + sum of taps[dy * k + dx] * x (h x w) at
-    /// (i * stride + dy - top, j * stride + dx - left)`, clamped to `[0, clamp]` if given. The
-    /// input rows are first split into phases (see [`split_phases`]) with zeros around them,
-    /// so that [`LANES`] outputs take every tap from consecutive values in registers and are
-    /// stored once (taps that read padding add zeros, which leaves every sum as it was).
+    /// (i * stride + dy - top, j * stride + dx - left)`, clamped to `[0, clamp]` if given, with
+    /// the clamp's mask beside it where `y` comes with a mask plane. The input rows are first
+    /// split into phases (see [`split_phases`]) with zeros around them, so that [`LANES`]
+    /// outputs take every tap from consecutive values in registers and are stored once (taps
+    /// that read padding add zeros, which leaves every sum as it was).
     pub fn forward_plane(
         x: &[f32],
         size: (usize, usize),
         taps: &[f32],
         geometry: (usize, usize, usize),
-        y: &mut [MaybeUninit<f32>],
+        y: (&mut [MaybeUninit<f32>], Option<&mut [u8]>),
         out: (usize, usize),
         epilogue: (f32, Option<f32>),
     ) {
@@ -98,7 +101,7 @@ fn forward_strided(
     (h, w): (usize, usize),
     taps: &[f32],
     (stride, top, left): (usize, usize, usize),
-    y: &mut [MaybeUninit<f32>],
+    (y, mut mask): (&mut [MaybeUninit<f32>], Option<&mut [u8]>),
     (ho, wo): (usize, usize),
     (bias, clamp): (f32, Option<f32>),
 ) {
@@ -126,6 +129,10 @@ fn forward_strided(
             }
             if let Some(upper) = clamp {
                 acc.iter_mut().for_each(|v| *v = v.clamp(0.0, upper));
+                if let Some(mask) = mask.as_deref_mut() {
+                    let at = i * wo + j0;
+                    mask[at..at + y_out.len()].iter_mut().zip(acc).for_each(|(m, v)| *m = active(v, upper));
+                }
             }
             y_out.iter_mut().zip(acc).for_each(|(d, v)| {
                 d.write(v);
@@ -233,19 +240,29 @@ impl DepthwiseCpu<'_> {
         }
         let geometry = self.geometry();
         let mut out = uninit(n * c * ho * wo);
+        let clamp_mask = self.clamp.filter(|_| !self.gradient).zip(self.mask);
+        let mut mask_out = clamp_mask.map(|_| vec![0u8; n * c * ho * wo]);
+        let plane_pass = |plane: usize, y: &mut [MaybeUninit<f32>], mask_out: Option<&mut [u8]>| {
+            let ch = plane % c;
+            let x_plane = &x[plane * h * w..][..h * w];
+            let taps = &weight[ch * k2..][..k2];
+            let m = mask.map(|m| &m[plane * h * w..][..h * w]);
+            if self.gradient {
+                gradient_plane(x_plane, m, ((h, w), (ho, wo)), taps, geometry, y);
+            } else {
+                let bias = self.bias.map_or(0.0, |b| b[ch]);
+                forward_plane(x_plane, (h, w), taps, geometry, (y, mask_out), (ho, wo), (bias, self.clamp));
+            }
+        };
         if ho * wo > 0 {
-            out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, y)| {
-                let ch = plane % c;
-                let x_plane = &x[plane * h * w..][..h * w];
-                let taps = &weight[ch * k2..][..k2];
-                let m = mask.map(|m| &m[plane * h * w..][..h * w]);
-                if self.gradient {
-                    gradient_plane(x_plane, m, ((h, w), (ho, wo)), taps, geometry, y);
-                } else {
-                    let bias = self.bias.map_or(0.0, |b| b[ch]);
-                    forward_plane(x_plane, (h, w), taps, geometry, y, (ho, wo), (bias, self.clamp));
-                }
-            });
+            let planes = out.par_chunks_mut(ho * wo).enumerate();
+            match mask_out.as_mut() {
+                Some(m) => planes.zip(m.par_chunks_mut(ho * wo)).for_each(|((p, y), m)| plane_pass(p, y, Some(m))),
+                None => planes.for_each(|(p, y)| plane_pass(p, y, None)),
+            }
+        }
+        if let (Some(m), Some((_, slot))) = (mask_out, clamp_mask) {
+            slot.put(m);
         }
         // SAFETY: every plane's pass wrote each of its elements.
         Ok((CpuStorage::F32(unsafe { assume_init(out) }), shape))

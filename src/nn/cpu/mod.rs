@@ -78,6 +78,7 @@ mod sum;
 mod unfolded;
 mod winograd;
 
+pub use buffers::MaskSlot;
 pub use conv1x1::Conv1x1Cpu;
 pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu, PooledGradientCpu};
 pub use depthwise::DepthwiseCpu;

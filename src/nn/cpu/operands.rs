@@ -34,6 +34,14 @@ pub(super) fn masked(value: f32, keep: u8) -> f32 {
     f32::from_bits(value.to_bits() & 0u32.wrapping_sub(u32::from(keep != 0)))
 }
 
+/// 1 where `y` (an activation's output) is inside the activation's linear range `(0, upper)`,
+/// else 0: the mask of a ReLU (`upper` infinite) or ReLU6 (6), the one rule every kernel that
+/// writes one applies.
+#[inline(always)]
+pub(super) fn active(y: f32, upper: f32) -> u8 {
+    u8::from(y > 0.0 && y < upper)
+}
+
 /// `dst = src` where `mask` (if given) is non-zero, 0 elsewhere: an activation's backward
 /// applied on the way into a kernel.
 #[inline(always)]

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use super::operands::{f32_data, masked, u8_data};
+use super::operands::{active, f32_data, masked, u8_data};
 
 /// 2x2 max-pool with stride 2, floor mode (odd trailing rows/columns are dropped), of an `F32`
 /// NCHW tensor.
@@ -146,7 +146,7 @@ impl CustomOp1 for ActiveMaskCpu {
         let x = f32_data(s, l, self.name())?;
         let mut mask = vec![0u8; x.len()];
         mask.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(m, v)| {
-            m.iter_mut().zip(v).for_each(|(m, &v)| *m = u8::from(v > 0.0 && v < self.upper));
+            m.iter_mut().zip(v).for_each(|(m, &v)| *m = active(v, self.upper));
         });
         Ok((CpuStorage::U8(mask), l.shape().clone()))
     }

@@ -87,7 +87,7 @@ fn column<const N: usize>(x: &[[Lanes; N]; A], c: usize) -> [&Lanes; A] {
 #[derive(Clone, Copy)]
 pub struct Slots {
     /// Pointer to the matrices.
-    pub ptr: SharedMut,
+    pub ptr: SharedMut<f32>,
     /// Distance between the matrices of consecutive `ξ`.
     pub xi_stride: usize,
     /// Offset of this channel's row.

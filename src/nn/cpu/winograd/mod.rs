@@ -195,7 +195,7 @@ pub fn convolve(job: &Job) -> Vec<f32> {
     let mut out = Vec::<f32>::with_capacity(len);
     let spare = out.spare_capacity_mut();
     for b in 0..n {
-        let out_b = SharedMut(spare[b * cout * h * w..].as_mut_ptr().cast());
+        let out_b = SharedMut::<f32>(spare[b * cout * h * w..].as_mut_ptr().cast());
         let buffers = || (Scratch::new(XI * c * stride), Scratch::new(XI * cout * stride));
         bands.run(buffers, |(v, m), k, split| {
             let (t0, t1) = bands.range(k);
