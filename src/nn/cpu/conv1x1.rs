@@ -74,9 +74,10 @@ impl Conv1x1Cpu<'_> {
             };
             // SAFETY: this job alone writes columns j0..j0 + cols of every output row of image
             // b (dst + b * cout * hw, row stride hw), and of its mask (same layout, zeroed), and
-            // reads them only after the GEMM wrote them; lhs reads weight[o * row_stride + i * col_stride] for o < cout, i < c, within
-            // the wo * wi weight; rhs reads `cols` columns of c rows `rhs_stride` apart, inside
-            // `kept` or inside image b of x.
+            // reads them only after the GEMM wrote them; lhs reads
+            // weight[o * row_stride + i * col_stride] for o < cout, i < c, within the wo * wi
+            // weight; rhs reads `cols` columns of c rows `rhs_stride` apart, inside `kept` or
+            // inside image b of x.
             unsafe {
                 let out_b = dst.get().add(b * cout * hw + j0);
                 gemm::gemm(
