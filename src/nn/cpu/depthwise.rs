@@ -42,11 +42,24 @@ pub(super) fn columns(dx: usize, (stride, left): (usize, usize), w: usize, wo: u
 /// Outputs of a row that a pass accumulates together, in registers.
 const LANES: usize = 16;
 
-/// `acc[l] += tap * src[l]`: one tap of [`LANES`] neighbouring outputs.
+/// `acc[l] += tap * src[l]`: one tap of `L` neighbouring outputs.
 #[inline(always)]
-fn add_tap(acc: &mut [f32; LANES], tap: f32, src: &[f32]) {
-    let src = &src[..LANES];
+fn add_tap<const L: usize>(acc: &mut [f32; L], tap: f32, src: &[f32]) {
+    let src = &src[..L];
     acc.iter_mut().zip(src).for_each(|(a, &v)| *a += tap * v);
+}
+
+/// Where a row's next block of outputs starts and how wide it is: two of [`LANES`] while more
+/// than one is left (twice the independent chains of additions in flight), else one.
+#[inline(always)]
+fn blocks(len: usize) -> impl Iterator<Item = (usize, bool)> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let wide = len - at.min(len) > LANES;
+        let block = (at, wide);
+        at += if wide { 2 * LANES } else { LANES };
+        (block.0 < len).then_some(block)
+    })
 }
 
 /// `dst` (zeroed first): the input row `src` behind `left` zeros, split into `stride` phases
@@ -107,38 +120,89 @@ fn forward_strided(
 ) {
     let k = (taps.len() as f64).sqrt() as usize;
     // Output j's tap dx reads padded column j * stride + dx: index j + dx / stride of phase
-    // dx % stride. Padded columns end before wo * stride + k - 1.
-    let phase = wo.div_ceil(LANES) * LANES + (k - 1) / stride + 1;
+    // dx % stride. Padded columns end before wo * stride + k - 1; blocks of outputs may run
+    // up to 2 * LANES - 1 past the last.
+    let phase = wo.div_ceil(LANES) * LANES + LANES + (k - 1) / stride + 1;
     let row_len = stride * phase;
     let mut padded = Scratch::new(h * row_len);
     for (dst, src) in padded.chunks_exact_mut(row_len).zip(x.chunks_exact(w)) {
         split_phases(dst, src, stride, left, phase);
     }
+    let rows = (&padded[..], row_len, phase);
     for (i, y_row) in y.chunks_exact_mut(wo).enumerate().take(ho) {
-        for (chunk, y_out) in y_row.chunks_mut(LANES).enumerate() {
-            let j0 = chunk * LANES;
-            let mut acc = [bias; LANES];
-            for dy in 0..k {
-                let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {
-                    continue;
-                };
-                let src_row = &padded[row * row_len..][..row_len];
-                for dx in 0..k {
-                    add_tap(&mut acc, taps[dy * k + dx], &src_row[dx % stride * phase + j0 + dx / stride..]);
-                }
-            }
+        for (j0, wide) in blocks(wo) {
+            let mut sums = [0f32; 2 * LANES];
+            let n = if wide {
+                sums = forward_block(rows, taps, (stride, top, h), (i, j0), bias);
+                2 * LANES
+            } else {
+                sums[..LANES].copy_from_slice(&forward_block::<LANES>(rows, taps, (stride, top, h), (i, j0), bias));
+                LANES
+            };
+            let y_out = &mut y_row[j0..(j0 + n).min(wo)];
+            let acc = &mut sums[..y_out.len()];
             if let Some(upper) = clamp {
                 acc.iter_mut().for_each(|v| *v = v.clamp(0.0, upper));
                 if let Some(mask) = mask.as_deref_mut() {
                     let at = i * wo + j0;
-                    mask[at..at + y_out.len()].iter_mut().zip(acc).for_each(|(m, v)| *m = active(v, upper));
+                    mask[at..at + acc.len()].iter_mut().zip(&*acc).for_each(|(m, &v)| *m = active(v, upper));
                 }
             }
-            y_out.iter_mut().zip(acc).for_each(|(d, v)| {
+            y_out.iter_mut().zip(&*acc).for_each(|(d, &v)| {
                 d.write(v);
             });
         }
     }
+}
+
+/// The gradient's sums of `L` padded input columns `(m0 + l) * stride + r` of the padded
+/// input row `at`, in registers, from the masked output-gradient `rows` (`padded`, row
+/// length, output rows) kept `lead` columns in.
+#[inline(always)]
+fn gradient_block<const L: usize>(
+    (padded, pw, ho): (&[f32], usize, usize),
+    taps: &[f32],
+    (stride, lead): (usize, usize),
+    (at, r, m0): (usize, usize, usize),
+) -> [f32; L] {
+    let k = (taps.len() as f64).sqrt() as usize;
+    let mut acc = [0f32; L];
+    for dy in (at % stride..k.min(at + 1)).step_by(stride) {
+        let i = (at - dy) / stride;
+        if i >= ho {
+            continue;
+        }
+        let g_row = &padded[i * pw..][..pw];
+        for (q, dx) in (r..k).step_by(stride).enumerate() {
+            add_tap(&mut acc, taps[dy * k + dx], &g_row[m0 + lead - q..]);
+        }
+    }
+    acc
+}
+
+/// The forward's sums of `L` outputs of row `i` from column `j0`, in registers: `bias` plus
+/// every tap of every kernel row inside the input, from the phase-split `rows` (`padded`,
+/// row length, phase length).
+#[inline(always)]
+fn forward_block<const L: usize>(
+    (padded, row_len, phase): (&[f32], usize, usize),
+    taps: &[f32],
+    (stride, top, h): (usize, usize, usize),
+    (i, j0): (usize, usize),
+    bias: f32,
+) -> [f32; L] {
+    let k = (taps.len() as f64).sqrt() as usize;
+    let mut acc = [bias; L];
+    for dy in 0..k {
+        let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {
+            continue;
+        };
+        let src_row = &padded[row * row_len..][..row_len];
+        for dx in 0..k {
+            add_tap(&mut acc, taps[dy * k + dx], &src_row[dx % stride * phase + j0 + dx / stride..]);
+        }
+    }
+    acc
 }
 
 multiversion! {
@@ -180,30 +244,32 @@ fn gradient_strided(
     // Padded input column m * stride + r takes output column m - q through tap r + q * stride;
     // output column j is kept at j + lead in its padded row.
     let lead = (k - 1) / stride;
-    let blocks = (left + w).div_ceil(stride).div_ceil(LANES);
-    let pw = (blocks * LANES).max(wo) + lead;
+    // Padded input columns m * stride + r for m < columns cover the input; blocks of them may
+    // run up to 2 * LANES - 1 past the last.
+    let columns = (left + w).div_ceil(stride);
+    let span = columns.div_ceil(LANES) * LANES + LANES;
+    let pw = span.max(wo) + lead;
     let mut padded = Scratch::new(ho * pw);
     for (i, dst) in padded.chunks_exact_mut(pw).enumerate() {
         dst.fill(0.0);
         copy_masked(&mut dst[lead..lead + wo], &g[i * wo..][..wo], mask.map(|m| &m[i * wo..][..wo]));
     }
-    let mut line = Scratch::new(blocks * LANES * stride);
+    let mut line = Scratch::new(span * stride);
     for (row, dx_row) in dx_plane.chunks_exact_mut(w).enumerate().take(h) {
         let at = row + top;
-        for m0 in (0..blocks * LANES).step_by(LANES) {
+        for (m0, wide) in blocks(columns) {
             for r in 0..stride {
-                let mut acc = [0f32; LANES];
-                for dy in (at % stride..k.min(at + 1)).step_by(stride) {
-                    let i = (at - dy) / stride;
-                    if i >= ho {
-                        continue;
-                    }
-                    let g_row = &padded[i * pw..][..pw];
-                    for (q, dx) in (r..k).step_by(stride).enumerate() {
-                        add_tap(&mut acc, taps[dy * k + dx], &g_row[m0 + lead - q..]);
-                    }
-                }
-                for (l, v) in acc.into_iter().enumerate() {
+                let g_rows = (&padded[..], pw, ho);
+                let mut sums = [0f32; 2 * LANES];
+                let n = if wide {
+                    sums = gradient_block(g_rows, taps, (stride, lead), (at, r, m0));
+                    2 * LANES
+                } else {
+                    sums[..LANES].copy_from_slice(&gradient_block::<LANES>(g_rows, taps, (stride, lead), (at, r, m0)));
+                    LANES
+                };
+                let acc = &sums[..n];
+                for (l, &v) in acc.iter().enumerate() {
                     line[(m0 + l) * stride + r] = v;
                 }
             }
