@@ -66,7 +66,7 @@ impl Conv1x1Cpu<'_> {
                 (Some(m), Some(kept)) => {
                     for (i, row) in kept.chunks_exact_mut(cols).enumerate() {
                         let at = b * c * hw + i * hw + j0;
-                        copy_masked(row, &x[at..at + cols], Some(&m[at..at + cols]));
+                        copy_masked_row(row, &x[at..at + cols], &m[at..at + cols]);
                     }
                     (kept.as_ptr(), cols)
                 }
@@ -104,12 +104,9 @@ impl Conv1x1Cpu<'_> {
                 if self.bias.is_some() || self.clamp.is_some() {
                     for o in 0..cout {
                         let row = std::slice::from_raw_parts_mut(out_b.add(o * hw), cols);
-                        epilogue(row, self.bias.map_or(0.0, |bias| bias[o]), self.clamp);
-                        if let (Some(m), Some((upper, _))) = (mask_dst, clamp_mask) {
-                            let at = b * cout * hw + o * hw + j0;
-                            let m = std::slice::from_raw_parts_mut(m.get().add(at), cols);
-                            m.iter_mut().zip(row.iter()).for_each(|(m, &v)| *m = active(v, upper));
-                        }
+                        let mask_row = mask_dst
+                            .map(|m| std::slice::from_raw_parts_mut(m.get().add(b * cout * hw + o * hw + j0), cols));
+                        epilogue(row, self.bias.map_or(0.0, |bias| bias[o]), self.clamp, mask_row);
                     }
                 }
             }
@@ -123,12 +120,25 @@ impl Conv1x1Cpu<'_> {
     }
 }
 
-/// `row += bias`, then clamped to `[0, clamp]` where given.
-#[inline(always)]
-fn epilogue(row: &mut [f32], bias: f32, clamp: Option<f32>) {
-    match clamp {
-        Some(upper) => row.iter_mut().for_each(|v| *v = (*v + bias).clamp(0.0, upper)),
-        None => row.iter_mut().for_each(|v| *v += bias),
+multiversion! {
+    /// `row += bias`, then clamped to `[0, clamp]` where given, with the clamp's mask in
+    /// `mask` where given.
+    fn epilogue(row: &mut [f32], bias: f32, clamp: Option<f32>, mask: Option<&mut [u8]>) {
+        match (clamp, mask) {
+            (Some(upper), Some(mask)) => row.iter_mut().zip(mask).for_each(|(v, m)| {
+                *v = (*v + bias).clamp(0.0, upper);
+                *m = active(*v, upper);
+            }),
+            (Some(upper), None) => row.iter_mut().for_each(|v| *v = (*v + bias).clamp(0.0, upper)),
+            (None, _) => row.iter_mut().for_each(|v| *v += bias),
+        }
+    }
+}
+
+multiversion! {
+    /// `dst = src` where `mask` is non-zero, 0 elsewhere (see [`copy_masked`]).
+    fn copy_masked_row(dst: &mut [f32], src: &[f32], mask: &[u8]) {
+        copy_masked(dst, src, Some(mask));
     }
 }
 
