@@ -206,18 +206,14 @@ impl Conv2d {
     /// [`Conv2d::forward_activated`] and the activation's `u8` mask (see [`active_mask`]),
     /// written by the 1x1 kernel while its output is in cache.
     pub fn forward_activated_masked(&self, x: &Tensor, upper: f32) -> Result<(Tensor, Tensor)> {
-        if let Some(CpuKernels::Conv1x1(bias)) = self.cpu_kernels(x.dtype()) {
-            let slot = MaskSlot::default();
-            let kernel = Conv1x1Cpu { mask: Some(&slot), ..Self::conv1x1(bias, Some(upper), false) };
-            let y = apply_cpu(x, &self.weight, None, &kernel)?;
-            if let Some(mask) = slot.take() {
-                let mask = Tensor::from_vec(mask, y.shape(), y.device())?;
-                return Ok((y, mask));
-            }
+        let fused = match self.cpu_kernels(x.dtype()) {
+            Some(CpuKernels::Conv1x1(bias)) => Some(Self::conv1x1(bias, Some(upper), false)),
+            _ => None,
         }
-        let y = self.forward_activated(x, upper)?;
-        let mask = active_mask(&y, upper)?;
-        Ok((y, mask))
+        .map(|kernel| {
+            move |slot: &MaskSlot| apply_cpu(x, &self.weight, None, &Conv1x1Cpu { mask: Some(slot), ..kernel })
+        });
+        with_mask(fused, || self.forward_activated(x, upper), upper)
     }
 
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
@@ -266,6 +262,26 @@ impl Conv2d {
         let bias = self.bias.as_ref().map(|b| b.flatten_all()?.to_dtype(dtype)).transpose()?;
         Self::new(self.weight.to_dtype(dtype)?, bias, self.stride, self.padding)
     }
+}
+
+/// An activated output and the `u8` mask of its activation's linear range `(0, upper)`: from
+/// `fused` (a forward kernel that leaves the mask in the [`MaskSlot`] it is given) where there
+/// is one, else from `plain` with [`active_mask`] after it.
+fn with_mask(
+    fused: Option<impl FnOnce(&MaskSlot) -> Result<Tensor>>,
+    plain: impl FnOnce() -> Result<Tensor>,
+    upper: f32,
+) -> Result<(Tensor, Tensor)> {
+    let slot = MaskSlot::default();
+    let y = match fused {
+        Some(run) => run(&slot)?,
+        None => plain()?,
+    };
+    let mask = match slot.take() {
+        Some(mask) => Tensor::from_vec(mask, y.shape(), y.device())?,
+        None => active_mask(&y, upper)?,
+    };
+    Ok((y, mask))
 }
 
 /// Runs a CPU kernel on the contiguous `x` and `weight`, with `mask` (shaped like `x`) as its
@@ -381,18 +397,12 @@ impl DepthwiseConv2d {
     /// written by the CPU kernel while its output is in cache.
     pub fn forward_clamped_masked(&self, x: &Tensor, upper: f32) -> Result<(Tensor, Tensor)> {
         let (_, _, h, w) = x.dims4()?;
-        if let Some(kernel) = self.cpu_kernel(x.dtype(), (h, w), false) {
-            let slot = MaskSlot::default();
-            let y =
-                apply_cpu(x, &self.weight, None, &DepthwiseCpu { clamp: Some(upper), mask: Some(&slot), ..kernel })?;
-            if let Some(mask) = slot.take() {
-                let mask = Tensor::from_vec(mask, y.shape(), y.device())?;
-                return Ok((y, mask));
+        let fused = self.cpu_kernel(x.dtype(), (h, w), false).map(|kernel| {
+            move |slot: &MaskSlot| {
+                apply_cpu(x, &self.weight, None, &DepthwiseCpu { clamp: Some(upper), mask: Some(slot), ..kernel })
             }
-        }
-        let y = self.forward_clamped(x, upper)?;
-        let mask = active_mask(&y, upper)?;
-        Ok((y, mask))
+        });
+        with_mask(fused, || self.forward_clamped(x, upper), upper)
     }
 
     /// Gradient with respect to the input of size `(h, w)`, given the output gradient.
