@@ -1,6 +1,5 @@
 //! Work buffers reused per thread, uncleared outputs, the slot fused activation masks are left
-//! in, and the pointer parallel workers write their disjoint
-//! output regions through.
+//! in, and the pointer parallel workers write their disjoint output regions through.
 
 use std::mem::MaybeUninit;
 use std::sync::{Mutex, PoisonError};
