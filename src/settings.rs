@@ -279,29 +279,24 @@ impl Value for String {
     }
 }
 
-impl Value for Coherence {
-    const SHAPE: &'static str = "MODE";
-    const CHOICES: &'static [&'static str] = Coherence::NAMES;
-    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
-        let w = word(raw)?;
-        w.parse().map_err(|_| format!(" must be one of {} (got `{w}`)", Self::CHOICES.join(", ")))
-    }
-    fn to_toml(&self) -> Option<toml::Value> {
-        Some(toml::Value::String(self.name().to_string()))
-    }
+/// [`Value`] for enums that are a choice of words: each has `NAMES`, `name()` and `FromStr`.
+macro_rules! choice_value {
+    ($($ty:ty),*) => {$(
+        impl Value for $ty {
+            const SHAPE: &'static str = "MODE";
+            const CHOICES: &'static [&'static str] = <$ty>::NAMES;
+            fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
+                let w = word(raw)?;
+                w.parse().map_err(|_| format!(" must be one of {} (got `{w}`)", Self::CHOICES.join(", ")))
+            }
+            fn to_toml(&self) -> Option<toml::Value> {
+                Some(toml::Value::String(self.name().to_string()))
+            }
+        }
+    )*};
 }
 
-impl Value for GradientNorm {
-    const SHAPE: &'static str = "MODE";
-    const CHOICES: &'static [&'static str] = GradientNorm::NAMES;
-    fn parse(raw: Raw, _: Option<ModelKind>) -> Result<Self, String> {
-        let w = word(raw)?;
-        w.parse().map_err(|_| format!(" must be one of {} (got `{w}`)", Self::CHOICES.join(", ")))
-    }
-    fn to_toml(&self) -> Option<toml::Value> {
-        Some(toml::Value::String(self.name().to_string()))
-    }
-}
+choice_value!(Coherence, GradientNorm);
 
 /// On or off: `true` / `false` in presets and flags.
 impl Value for bool {
