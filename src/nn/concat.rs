@@ -11,7 +11,7 @@ use std::ops::Range;
 use candle_core::{Result, Tensor};
 
 use super::conv::Conv2d;
-use super::ops::{active_mask, run_backward, run_forward, sum, Op, Record};
+use super::ops::{run_backward, run_forward, sum, Op, Record};
 
 /// Branches run on one input, their outputs concatenated in branch order. Build with
 /// [`Op::concat`].
@@ -70,7 +70,11 @@ impl Concat {
 
     pub(super) fn forward(&self, x: &Tensor, record: bool) -> Result<(Tensor, ConcatRecord)> {
         let (_, _, h, w) = x.dims4()?;
-        let stem = self.stem.as_ref().map(|c| c.forward_activated(x, f32::INFINITY)).transpose()?;
+        let (stem, stem_mask) = match (&self.stem, record) {
+            (Some(c), true) => c.forward_activated_masked(x, f32::INFINITY).map(|(y, m)| (Some(y), Some(m)))?,
+            (Some(c), false) => (Some(c.forward_activated(x, f32::INFINITY)?), None),
+            (None, _) => (None, None),
+        };
         let mut outputs = Vec::with_capacity(self.branches.len());
         let mut recs = Vec::with_capacity(self.branches.len());
         for branch in &self.branches {
@@ -82,10 +86,7 @@ impl Concat {
             recs.push((y.dim(1)?, rec));
             outputs.push(y);
         }
-        let stem = match (record, stem) {
-            (true, Some(y)) => Some(((h, w), active_mask(&y, f32::INFINITY)?)),
-            _ => None,
-        };
+        let stem = stem_mask.map(|m| ((h, w), m));
         Ok((Tensor::cat(&outputs, 1)?, ConcatRecord { stem, branches: recs }))
     }
 
