@@ -249,9 +249,9 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
             (xx[x], xy[x], yy[x], xt[x], yt[x]) = (gx * gx, gx * gy, gy * gy, gx * it, gy * it);
         }
     });
-    let mut means: Vec<Vec<f32>> =
+    let means: Vec<Vec<f32>> =
         [xx, xy, yy, xt, yt].into_par_iter().map(|d| Plane { w, h, data: d }.box_mean(radius).data).collect();
-    let [xx, xy, yy, xt, yt] = [0, 1, 2, 3, 4].map(|i| std::mem::take(&mut means[i]));
+    let [xx, xy, yy, xt, yt]: [Vec<f32>; 5] = means.try_into().expect("five planes in, five out");
     let reg = 1e-4;
     flow.u.par_iter_mut().zip(flow.v.par_iter_mut()).enumerate().for_each(|(i, (u, v))| {
         let (a11, a12, a22) = (xx[i] + reg, xy[i], yy[i] + reg);
