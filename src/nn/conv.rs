@@ -29,7 +29,7 @@ pub struct Conv2d {
 enum CpuKernels {
     /// 3x3, stride 1, padding 1: forward, forward fused with a ReLU, input gradient.
     Conv3x3([Conv3x3Cpu; 3]),
-    /// 1x1, stride 1: one GEMM, with the bias (empty: none).
+    /// 1x1, stride 1: GEMMs over bands of pixels, with the bias (empty: none).
     Conv1x1(Vec<f32>),
     /// Any other square kernel with at most [`FEW_CHANNELS`] input channels (EfficientNet's
     /// 3x3/2 stem, GoogLeNet's 7x7/2 `conv1`): GEMMs over unfolded patches, with the bias
@@ -126,8 +126,7 @@ impl Conv2d {
         Conv1x1Cpu { bias: (!bias.is_empty() && !gradient).then_some(bias), clamp, gradient, mask: None }
     }
 
-    /// The geometry, bias, clamp and direction of the plane-pass or unfolded kernel for an
-    /// `h x w` input.
+    /// The geometry, bias, clamp and direction of the unfolded kernel for an `h x w` input.
     fn strided<'a>(
         &self,
         bias: &'a [f32],

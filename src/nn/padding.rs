@@ -1,5 +1,5 @@
-//! Spatial padding rules, the zero-insertion used by strided backward passes, and strided
-//! window views.
+//! Spatial padding rules, the zero-insertion used by strided backward passes, strided window
+//! views, and which windows of a padded row read inside it.
 
 use candle_core::{Result, Tensor};
 
@@ -30,6 +30,14 @@ impl Padding {
 /// Output length of a strided window over `padded` elements.
 pub fn output_len(padded: usize, kernel: usize, stride: usize) -> usize {
     (padded - kernel) / stride + 1
+}
+
+/// Output columns `j` (of `wo`, windows `stride` apart after `left` zeros) whose tap at column
+/// offset `dx` reads an input column inside `0..w`.
+pub(super) fn columns(dx: usize, (stride, left): (usize, usize), w: usize, wo: usize) -> std::ops::Range<usize> {
+    let lo = left.saturating_sub(dx).div_ceil(stride);
+    let hi = if w + left > dx { ((w + left - dx - 1) / stride + 1).min(wo) } else { 0 };
+    lo..hi.max(lo)
 }
 
 /// Zero-pads the two spatial dimensions of an NCHW tensor.

@@ -9,7 +9,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::buffers::{MaskSlot, Scratch, SharedMut};
-use super::operands::{active, copy_masked};
+use super::operands::{copy_masked, epilogue};
 
 /// A 1x1 convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 1, 1]` weight (second operand), or, with `gradient`, the input gradient of one
@@ -117,21 +117,6 @@ impl Conv1x1Cpu<'_> {
             slot.put(mask_out);
         }
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
-    }
-}
-
-multiversion! {
-    /// `row += bias`, then clamped to `[0, clamp]` where given, with the clamp's mask in
-    /// `mask` where given.
-    fn epilogue(row: &mut [f32], bias: f32, clamp: Option<f32>, mask: Option<&mut [u8]>) {
-        match (clamp, mask) {
-            (Some(upper), Some(mask)) => row.iter_mut().zip(mask).for_each(|(v, m)| {
-                *v = (*v + bias).clamp(0.0, upper);
-                *m = active(*v, upper);
-            }),
-            (Some(upper), None) => row.iter_mut().for_each(|v| *v = (*v + bias).clamp(0.0, upper)),
-            (None, _) => row.iter_mut().for_each(|v| *v += bias),
-        }
     }
 }
 

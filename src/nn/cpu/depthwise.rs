@@ -32,13 +32,6 @@ pub struct DepthwiseCpu<'a> {
     pub mask: Option<&'a MaskSlot>,
 }
 
-/// Output columns `j` whose tap at column offset `dx` reads an input column inside `0..w`.
-pub(super) fn columns(dx: usize, (stride, left): (usize, usize), w: usize, wo: usize) -> std::ops::Range<usize> {
-    let lo = left.saturating_sub(dx).div_ceil(stride);
-    let hi = if w + left > dx { ((w + left - dx - 1) / stride + 1).min(wo) } else { 0 };
-    lo..hi.max(lo)
-}
-
 /// Outputs of a row that a pass accumulates together, in registers.
 const LANES: usize = 16;
 
@@ -133,10 +126,10 @@ fn forward_strided(
         for (j0, wide) in blocks(wo) {
             let mut sums = [0f32; 2 * LANES];
             let n = if wide {
-                sums = forward_block(rows, taps, (stride, top, h), (i, j0), bias);
+                sums = forward_block(rows, taps, (k, stride, top, h), (i, j0), bias);
                 2 * LANES
             } else {
-                sums[..LANES].copy_from_slice(&forward_block::<LANES>(rows, taps, (stride, top, h), (i, j0), bias));
+                sums[..LANES].copy_from_slice(&forward_block::<LANES>(rows, taps, (k, stride, top, h), (i, j0), bias));
                 LANES
             };
             let y_out = &mut y_row[j0..(j0 + n).min(wo)];
@@ -162,10 +155,9 @@ fn forward_strided(
 fn gradient_block<const L: usize>(
     (padded, pw, ho): (&[f32], usize, usize),
     taps: &[f32],
-    (stride, lead): (usize, usize),
+    (k, stride, lead): (usize, usize, usize),
     (at, r, m0): (usize, usize, usize),
 ) -> [f32; L] {
-    let k = (taps.len() as f64).sqrt() as usize;
     let mut acc = [0f32; L];
     for dy in (at % stride..k.min(at + 1)).step_by(stride) {
         let i = (at - dy) / stride;
@@ -187,11 +179,10 @@ fn gradient_block<const L: usize>(
 fn forward_block<const L: usize>(
     (padded, row_len, phase): (&[f32], usize, usize),
     taps: &[f32],
-    (stride, top, h): (usize, usize, usize),
+    (k, stride, top, h): (usize, usize, usize, usize),
     (i, j0): (usize, usize),
     bias: f32,
 ) -> [f32; L] {
-    let k = (taps.len() as f64).sqrt() as usize;
     let mut acc = [bias; L];
     for dy in 0..k {
         let Some(row) = (i * stride + dy).checked_sub(top).filter(|&r| r < h) else {
@@ -255,17 +246,22 @@ fn gradient_strided(
         copy_masked(&mut dst[lead..lead + wo], &g[i * wo..][..wo], mask.map(|m| &m[i * wo..][..wo]));
     }
     let mut line = Scratch::new(span * stride);
+    let g_rows = (&padded[..], pw, ho);
     for (row, dx_row) in dx_plane.chunks_exact_mut(w).enumerate().take(h) {
         let at = row + top;
         for (m0, wide) in blocks(columns) {
             for r in 0..stride {
-                let g_rows = (&padded[..], pw, ho);
                 let mut sums = [0f32; 2 * LANES];
                 let n = if wide {
-                    sums = gradient_block(g_rows, taps, (stride, lead), (at, r, m0));
+                    sums = gradient_block(g_rows, taps, (k, stride, lead), (at, r, m0));
                     2 * LANES
                 } else {
-                    sums[..LANES].copy_from_slice(&gradient_block::<LANES>(g_rows, taps, (stride, lead), (at, r, m0)));
+                    sums[..LANES].copy_from_slice(&gradient_block::<LANES>(
+                        g_rows,
+                        taps,
+                        (k, stride, lead),
+                        (at, r, m0),
+                    ));
                     LANES
                 };
                 let acc = &sums[..n];

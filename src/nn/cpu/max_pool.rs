@@ -7,8 +7,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::depthwise::columns;
 use super::operands::{f32_data, u8_data};
+use crate::nn::padding::columns;
 
 /// A square pooling window sliding over both spatial axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

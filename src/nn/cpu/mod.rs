@@ -7,8 +7,9 @@
 //! mode), mask and sum kernels. candle's own ops remain the path on every other device and
 //! precision.
 //!
-//! [`operands`] reads candle's storage and holds the one masking rule; [`buffers`] holds the
-//! per-thread work buffers and the pointer parallel workers write through.
+//! [`operands`] reads candle's storage and holds the masking rules and the GEMM epilogue;
+//! [`buffers`] holds the per-thread work buffers, uncleared outputs, the slot fused masks are
+//! left in and the pointer parallel workers write through.
 
 /// Implements candle's `CustomOp2` (input, weight) and `CustomOp3` (input, weight, `U8` mask
 /// shaped like the input) for a kernel type with an inherent

@@ -1,5 +1,5 @@
-//! Kernel operands: candle's CPU storage as contiguous slices, and the masking rule every
-//! masked kernel applies.
+//! Kernel operands: candle's CPU storage as contiguous slices, the masking rules every masked
+//! kernel applies, and the epilogue of the GEMM-based forwards.
 
 use candle_core::{CpuStorage, Layout, Result};
 
@@ -49,5 +49,21 @@ pub(super) fn copy_masked(dst: &mut [f32], src: &[f32], mask: Option<&[u8]>) {
     match mask {
         Some(m) => dst.iter_mut().zip(src).zip(m).for_each(|((d, &v), &keep)| *d = masked(v, keep)),
         None => dst.copy_from_slice(src),
+    }
+}
+
+multiversion! {
+    /// `row += bias`, then clamped to `[0, clamp]` where given, with the clamp's mask in
+    /// `mask` where given: what a GEMM-based forward does to each output row of a band while
+    /// the band is in cache.
+    pub(super) fn epilogue(row: &mut [f32], bias: f32, clamp: Option<f32>, mask: Option<&mut [u8]>) {
+        match (clamp, mask) {
+            (Some(upper), Some(mask)) => row.iter_mut().zip(mask).for_each(|(v, m)| {
+                *v = (*v + bias).clamp(0.0, upper);
+                *m = active(*v, upper);
+            }),
+            (Some(upper), None) => row.iter_mut().for_each(|v| *v = (*v + bias).clamp(0.0, upper)),
+            (None, _) => row.iter_mut().for_each(|v| *v += bias),
+        }
     }
 }

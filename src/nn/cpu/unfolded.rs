@@ -13,8 +13,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::buffers::Scratch;
-use super::depthwise::{columns, DepthwiseCpu};
-use super::operands::copy_masked;
+use super::depthwise::DepthwiseCpu;
+use super::operands::{copy_masked, epilogue};
+use crate::nn::padding::columns;
 
 /// Unfolded patch values per band (1 MiB).
 const BAND_VALUES: usize = 1 << 18;
@@ -141,9 +142,6 @@ impl UnfoldedConvCpu<'_> {
             }
         });
         let band = rows.start * wo..rows.end * wo;
-        if let Some(bias) = op.bias {
-            y.par_chunks_mut(ho * wo).zip(bias).for_each(|(plane, &b)| plane[band.clone()].fill(b));
-        }
         // SAFETY: dst is cout x len with row stride ho * wo starting at output row
         // `rows.start`, inside y (cout x ho x wo); lhs reads weight[o * taps + t] for o < cout,
         // t < taps, the whole weight; rhs reads patches[t * len + j] for t < taps, j < len.
@@ -155,14 +153,14 @@ impl UnfoldedConvCpu<'_> {
                 y.as_mut_ptr().add(rows.start * wo),
                 1,
                 (ho * wo) as isize,
-                op.bias.is_some(),
+                false,
                 weight.as_ptr(),
                 1,
                 g.taps() as isize,
                 patches.as_ptr(),
                 1,
                 len as isize,
-                1.0,
+                0.0,
                 1.0,
                 false,
                 false,
@@ -170,9 +168,10 @@ impl UnfoldedConvCpu<'_> {
                 Parallelism::Rayon(rayon::current_num_threads()),
             );
         }
-        if let Some(upper) = op.clamp {
-            y.par_chunks_mut(ho * wo)
-                .for_each(|plane| plane[band.clone()].iter_mut().for_each(|v| *v = v.clamp(0.0, upper)));
+        if op.bias.is_some() || op.clamp.is_some() {
+            y.par_chunks_mut(ho * wo).enumerate().for_each(|(o, plane)| {
+                epilogue(&mut plane[band.clone()], op.bias.map_or(0.0, |bias| bias[o]), op.clamp, None);
+            });
         }
     }
 
