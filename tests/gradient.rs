@@ -163,6 +163,10 @@ fn strided_same_padded_convolution_matches_candle() {
             assert!(max_rel_diff(&y, &expected) < tolerance, "forward {what}");
             let clamped = conv.forward_activated(&x, 6.0).unwrap();
             assert!(max_rel_diff(&clamped, &expected.clamp(0.0, 6.0).unwrap()) < tolerance, "clamped {what}");
+            // The mask the unfolded kernel writes beside its output is the activation's range.
+            let (y6, mask) = conv.forward_activated_masked(&x, 6.0).unwrap();
+            assert!(max_rel_diff(&y6, &clamped) == 0.0, "clamped with its mask {what}");
+            assert_eq!(mask.flatten_all().unwrap().to_vec1::<u8>().unwrap(), active_range(&y6, 6.0), "mask {what}");
             let probe = random(y.dims(), 6, dtype);
             let got = conv.backward(&probe, (h, w)).unwrap();
             assert!(max_rel_diff(&got, &autograd_input_grad(&x, &probe, reference)) < tolerance, "backward {what}");
@@ -201,6 +205,9 @@ fn large_kernel_few_channel_convolution_matches_candle() {
             assert!(max_rel_diff(&y, &expected) < 1e-5, "forward {what}");
             let activated = conv.forward_activated(&x, f32::INFINITY).unwrap();
             assert!(max_rel_diff(&activated, &expected.relu().unwrap()) < 1e-5, "activated {what}");
+            let (y_relu, mask) = conv.forward_activated_masked(&x, f32::INFINITY).unwrap();
+            assert!(max_rel_diff(&y_relu, &activated) == 0.0, "activated with its mask {what}");
+            assert_eq!(mask.flatten_all().unwrap().to_vec1::<u8>().unwrap(), active_range(&y_relu, f32::INFINITY));
             let probe = random(y.dims(), 84, DType::F64);
             let f64_conv = Conv2d::new(weight.to_dtype(DType::F64).unwrap(), None, stride, padding).unwrap();
             let reference = f64_conv.backward(&probe, (h, w)).unwrap();
@@ -264,9 +271,17 @@ fn depthwise_convolution_matches_candle_grouped_convolution() {
 
 #[test]
 fn pointwise_convolution_matches_candle() {
-    // 1x1 convolutions run as one GEMM per image on the CPU in F32, with bias and clamp fused
-    // into the forward and the clamp's mask into the backward.
-    for (n, cin, cout, h, w, padding) in [(1, 16, 96, 9, 7, Padding::Same), (2, 40, 24, 5, 6, Padding::Symmetric(0))] {
+    // 1x1 convolutions run as GEMMs over bands of pixels on the CPU in F32, with bias and
+    // clamp fused into the forward and the clamp's mask into the backward. Shapes: channels
+    // that fill no whole tile of 6, bands whose pixels fill no whole tile of 16, several bands
+    // (37x45 at 24+40 channels), many input channels.
+    let shapes = [
+        (1, 16, 96, 9, 7, Padding::Same),
+        (2, 40, 24, 5, 6, Padding::Symmetric(0)),
+        (1, 24, 40, 37, 45, Padding::Same),
+        (1, 200, 10, 11, 13, Padding::Same),
+    ];
+    for (n, cin, cout, h, w, padding) in shapes {
         let x = ((random(&[n, cin, h, w], 41, DType::F32) - 0.5).unwrap() * 6.0).unwrap();
         let weight = (random(&[cout, cin, 1, 1], 42, DType::F32) - 0.5).unwrap();
         let bias = random(&[cout], 43, DType::F32);

@@ -37,6 +37,14 @@ enum CpuKernels {
     Unfolded(Vec<f32>),
 }
 
+/// A forward CPU kernel that can leave its activation's mask in a [`MaskSlot`].
+enum MaskingKernel<'a> {
+    /// The 1x1 kernel.
+    Pointwise(Conv1x1Cpu<'a>),
+    /// The unfolded kernel (its geometry).
+    Unfolded(DepthwiseCpu<'a>),
+}
+
 /// Input channels up to which a convolution without a dedicated kernel runs as GEMMs over
 /// unfolded patches (their `cin * k * k` rows stay few).
 const FEW_CHANNELS: usize = 4;
@@ -203,14 +211,23 @@ impl Conv2d {
     }
 
     /// [`Conv2d::forward_activated`] and the activation's `u8` mask (see [`active_mask`]),
-    /// written by the 1x1 kernel while its output is in cache.
+    /// written by the 1x1 and unfolded kernels while their output is in cache.
     pub fn forward_activated_masked(&self, x: &Tensor, upper: f32) -> Result<(Tensor, Tensor)> {
+        let (_, _, h, w) = x.dims4()?;
         let fused = match self.cpu_kernels(x.dtype()) {
-            Some(CpuKernels::Conv1x1(bias)) => Some(Self::conv1x1(bias, Some(upper), false)),
+            Some(CpuKernels::Conv1x1(bias)) => Some(MaskingKernel::Pointwise(Self::conv1x1(bias, Some(upper), false))),
+            Some(CpuKernels::Unfolded(bias)) => {
+                Some(MaskingKernel::Unfolded(self.strided(bias, (h, w), Some(upper), false)))
+            }
             _ => None,
         }
         .map(|kernel| {
-            move |slot: &MaskSlot| apply_cpu(x, &self.weight, None, &Conv1x1Cpu { mask: Some(slot), ..kernel })
+            move |slot: &MaskSlot| match kernel {
+                MaskingKernel::Pointwise(k) => apply_cpu(x, &self.weight, None, &Conv1x1Cpu { mask: Some(slot), ..k }),
+                MaskingKernel::Unfolded(k) => {
+                    apply_cpu(x, &self.weight, None, &UnfoldedConvCpu(DepthwiseCpu { mask: Some(slot), ..k }))
+                }
+            }
         });
         with_mask(fused, || self.forward_activated(x, upper), upper)
     }

@@ -56,9 +56,9 @@ impl Drop for Scratch {
     }
 }
 
-/// A vector of `len` values that a kernel writes in full before [`assume_init`]: an output not
-/// cleared first (clearing the outputs of Lite0's 512 step cost 8% of it).
-pub(super) fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
+/// A vector of `len` values that a kernel writes in full before [`assume_init`]: an output or
+/// mask not cleared first (clearing the outputs of Lite0's 512 step cost 8% of it).
+pub(super) fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {
     let mut v = Vec::with_capacity(len);
     v.resize_with(len, MaybeUninit::uninit);
     v
@@ -68,11 +68,11 @@ pub(super) fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
 ///
 /// # Safety
 /// Every element of `v` must be initialised.
-pub(super) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+pub(super) unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
     let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: MaybeUninit<f32> has f32's size and alignment, the caller guarantees every
-    // element is initialised, and the allocation passes from one Vec to the other unchanged.
-    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
+    // SAFETY: MaybeUninit<T> has T's size and alignment, the caller guarantees every element
+    // is initialised, and the allocation passes from one Vec to the other unchanged.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
 }
 
 /// A pointer that parallel workers write through, each to its own disjoint region.

@@ -86,7 +86,7 @@ multiversion! {
         size: (usize, usize),
         taps: &[f32],
         geometry: (usize, usize, usize),
-        y: (&mut [MaybeUninit<f32>], Option<&mut [u8]>),
+        y: (&mut [MaybeUninit<f32>], Option<&mut [MaybeUninit<u8>]>),
         out: (usize, usize),
         epilogue: (f32, Option<f32>),
     ) {
@@ -107,7 +107,7 @@ fn forward_strided(
     (h, w): (usize, usize),
     taps: &[f32],
     (stride, top, left): (usize, usize, usize),
-    (y, mut mask): (&mut [MaybeUninit<f32>], Option<&mut [u8]>),
+    (y, mut mask): (&mut [MaybeUninit<f32>], Option<&mut [MaybeUninit<u8>]>),
     (ho, wo): (usize, usize),
     (bias, clamp): (f32, Option<f32>),
 ) {
@@ -138,7 +138,9 @@ fn forward_strided(
                 acc.iter_mut().for_each(|v| *v = v.clamp(0.0, upper));
                 if let Some(mask) = mask.as_deref_mut() {
                     let at = i * wo + j0;
-                    mask[at..at + acc.len()].iter_mut().zip(&*acc).for_each(|(m, &v)| *m = active(v, upper));
+                    mask[at..at + acc.len()].iter_mut().zip(&*acc).for_each(|(m, &v)| {
+                        m.write(active(v, upper));
+                    });
                 }
             }
             y_out.iter_mut().zip(&*acc).for_each(|(d, &v)| {
@@ -303,8 +305,8 @@ impl DepthwiseCpu<'_> {
         let geometry = self.geometry();
         let mut out = uninit(n * c * ho * wo);
         let clamp_mask = self.clamp.filter(|_| !self.gradient).zip(self.mask);
-        let mut mask_out = clamp_mask.map(|_| vec![0u8; n * c * ho * wo]);
-        let plane_pass = |plane: usize, y: &mut [MaybeUninit<f32>], mask_out: Option<&mut [u8]>| {
+        let mut mask_out = clamp_mask.map(|_| uninit::<u8>(n * c * ho * wo));
+        let plane_pass = |plane: usize, y: &mut [MaybeUninit<f32>], mask_out: Option<&mut [MaybeUninit<u8>]>| {
             let ch = plane % c;
             let x_plane = &x[plane * h * w..][..h * w];
             let taps = &weight[ch * k2..][..k2];
@@ -324,7 +326,8 @@ impl DepthwiseCpu<'_> {
             }
         }
         if let (Some(m), Some((_, slot))) = (mask_out, clamp_mask) {
-            slot.put(m);
+            // SAFETY: every plane's pass wrote each element of its mask plane.
+            slot.put(unsafe { assume_init(m) });
         }
         // SAFETY: every plane's pass wrote each of its elements.
         Ok((CpuStorage::F32(unsafe { assume_init(out) }), shape))

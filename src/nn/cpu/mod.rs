@@ -74,6 +74,7 @@ mod conv3x3;
 mod depthwise;
 mod max_pool;
 mod operands;
+mod pointwise_avx2;
 mod pool;
 mod sum;
 mod unfolded;

@@ -12,13 +12,17 @@ use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::buffers::Scratch;
+use super::buffers::{Scratch, SharedMut};
 use super::depthwise::DepthwiseCpu;
 use super::operands::{copy_masked, epilogue};
+use super::pointwise_avx2;
 use crate::nn::padding::columns;
 
 /// Unfolded patch values per band (1 MiB).
 const BAND_VALUES: usize = 1 << 18;
+
+/// Patch and output values per band of [`UnfoldedConvCpu::forward_panels`] (256 KiB).
+const PANEL_VALUES: usize = 1 << 16;
 
 /// A dense convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, k, k]` weight (second operand), or, with `gradient`, the input gradient of one
@@ -77,10 +81,14 @@ impl UnfoldedConvCpu<'_> {
         let (ho, wo) = op.out;
         let (image, out) = if op.gradient { ((ho, wo), (h, w)) } else { ((h, w), (ho, wo)) };
         let g = Geometry { cin, cout, k, image, out };
+        let shape = Shape::from((n, outputs, ho, wo));
+        if ho * wo > 0 && h * w > 0 && !op.gradient && pointwise_avx2::available() {
+            return Ok((CpuStorage::F32(self.forward_panels(&g, x, weight, n)), shape));
+        }
         let rows_per_band = (BAND_VALUES / (g.taps() * out.1).max(1)).clamp(1, out.0.max(1));
         let mut result = vec![0f32; n * outputs * ho * wo];
         if ho * wo == 0 || h * w == 0 {
-            return Ok((CpuStorage::F32(result), Shape::from((n, outputs, ho, wo))));
+            return Ok((CpuStorage::F32(result), shape));
         }
         // One band's unfolded patches, and where there is a mask its masked output gradient.
         let mut patches = Scratch::new(g.taps() * rows_per_band * out.1);
@@ -100,12 +108,89 @@ impl UnfoldedConvCpu<'_> {
                 }
             }
         }
-        Ok((CpuStorage::F32(result), Shape::from((n, outputs, ho, wo))))
+        Ok((CpuStorage::F32(result), shape))
     }
 
     /// The input row that output row `r` reads at kernel row `dy`, if inside the image.
     fn input_row(&self, g: &Geometry, r: usize, dy: usize) -> Option<usize> {
         (r * self.0.stride + dy).checked_sub(self.0.pad.0).filter(|&row| row < g.image.0)
+    }
+
+    /// Row `t` of the unfolded patches of output rows `rows`: the input value that tap `t`
+    /// (input channel, kernel row and column) reads for each output, or 0 in the padding.
+    fn unfold_tap(&self, g: &Geometry, x: &[f32], rows: Range<usize>, t: usize, patch: &mut [f32]) {
+        let op = &self.0;
+        let ((h, w), (_, wo)) = (g.image, g.out);
+        let (ci, dy, dx) = g.tap(t);
+        let plane = &x[ci * h * w..][..h * w];
+        let js = columns(dx, (op.stride, op.pad.1), w, wo);
+        for (r, dst) in rows.zip(patch.chunks_exact_mut(wo)) {
+            let Some(row) = self.input_row(g, r, dy) else {
+                dst.fill(0.0);
+                continue;
+            };
+            let src = &plane[row * w..][..w];
+            dst[..js.start].fill(0.0);
+            dst[js.end..].fill(0.0);
+            if !js.is_empty() {
+                let from = src[js.start * op.stride + dx - op.pad.1..].iter().step_by(op.stride);
+                dst[js.clone()].iter_mut().zip(from).for_each(|(d, &v)| *d = v);
+            }
+        }
+    }
+
+    /// The forward on CPUs with [`pointwise_avx2`]: bands of a few output rows of every image
+    /// in parallel, each band's patches unfolded, laid out as panels and multiplied by the
+    /// 1x1 kernel's GEMM, which applies the bias and clamp and writes the clamp's mask where
+    /// one is wanted.
+    fn forward_panels(&self, g: &Geometry, x: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
+        let op = &self.0;
+        let ((h, w), (ho, wo)) = (g.image, g.out);
+        let taps = g.taps();
+        let rows_per_band = (PANEL_VALUES / ((taps + g.cout) * wo)).clamp(1, ho);
+        let bands = ho.div_ceil(rows_per_band);
+        let len = n * g.cout * ho * wo;
+        let packed = pointwise_avx2::pack(weight, g.cout, taps, (taps, 1));
+        let mut y = Vec::<f32>::with_capacity(len);
+        let clamp_mask = op.clamp.zip(op.mask);
+        let mut mask = clamp_mask.map(|_| Vec::<u8>::with_capacity(len));
+        let (y_dst, mask_dst) = (SharedMut(y.as_mut_ptr()), mask.as_mut().map(|m| SharedMut(m.as_mut_ptr())));
+        (0..n * bands).into_par_iter().for_each(|job| {
+            let (b, r0) = (job / bands, job % bands * rows_per_band);
+            let rows = r0..(r0 + rows_per_band).min(ho);
+            let cols = rows.len() * wo;
+            let x_b = &x[b * g.cin * h * w..][..g.cin * h * w];
+            let mut patches = Scratch::new(taps * cols);
+            for (t, patch) in patches.chunks_exact_mut(cols).enumerate() {
+                self.unfold_tap(g, x_b, rows.clone(), t, patch);
+            }
+            let mut panels = Scratch::new(cols.div_ceil(pointwise_avx2::COLS) * pointwise_avx2::COLS * taps);
+            pointwise_avx2::panels(&mut panels, &patches, None, taps, cols, cols);
+            let band = pointwise_avx2::Band {
+                packed: &packed,
+                rows: g.cout,
+                depth: taps,
+                x: &panels,
+                cols,
+                bias: op.bias,
+                clamp: op.clamp,
+            };
+            let at = b * g.cout * ho * wo + r0 * wo;
+            // SAFETY: the kernel is available (the caller checked); this job alone writes
+            // output rows `rows` (cols values from `at`) of every channel of image b, channel
+            // planes ho * wo apart, in the output and in its mask (same layout); `panels`
+            // holds the band's panels.
+            unsafe { pointwise_avx2::band(&band, y_dst.get().add(at), mask_dst.map(|m| m.get().add(at)), ho * wo) };
+        });
+        // SAFETY: the jobs wrote every output row of every channel of every image, and of the
+        // mask where there is one (the kernel writes it with the clamp).
+        unsafe { y.set_len(len) };
+        if let (Some(mut mask), Some((_, slot))) = (mask, clamp_mask) {
+            // SAFETY: as above.
+            unsafe { mask.set_len(len) };
+            slot.put(mask);
+        }
+        y
     }
 
     /// Output rows `rows` of one image: the unfolded patches of `x` (`cin x h x w`) into
@@ -120,27 +205,10 @@ impl UnfoldedConvCpu<'_> {
         y: &mut [f32],
     ) {
         let op = &self.0;
-        let ((h, w), (ho, wo)) = (g.image, g.out);
+        let (ho, wo) = g.out;
         let len = rows.len() * wo;
         let patches = &mut patches[..g.taps() * len];
-        patches.par_chunks_mut(len).enumerate().for_each(|(t, patch)| {
-            let (ci, dy, dx) = g.tap(t);
-            let plane = &x[ci * h * w..][..h * w];
-            let js = columns(dx, (op.stride, op.pad.1), w, wo);
-            for (r, dst) in rows.clone().zip(patch.chunks_exact_mut(wo)) {
-                let Some(row) = self.input_row(g, r, dy) else {
-                    dst.fill(0.0);
-                    continue;
-                };
-                let src = &plane[row * w..][..w];
-                dst[..js.start].fill(0.0);
-                dst[js.end..].fill(0.0);
-                if !js.is_empty() {
-                    let from = src[js.start * op.stride + dx - op.pad.1..].iter().step_by(op.stride);
-                    dst[js.clone()].iter_mut().zip(from).for_each(|(d, &v)| *d = v);
-                }
-            }
-        });
+        patches.par_chunks_mut(len).enumerate().for_each(|(t, patch)| self.unfold_tap(g, x, rows.clone(), t, patch));
         let band = rows.start * wo..rows.end * wo;
         // SAFETY: dst is cout x len with row stride ho * wo starting at output row
         // `rows.start`, inside y (cout x ho x wo); lhs reads weight[o * taps + t] for o < cout,
@@ -175,6 +243,43 @@ impl UnfoldedConvCpu<'_> {
         }
     }
 
+    /// `patches = Wᵀ grad` for the output pixels from `at` on (as many as `patches` has
+    /// columns), with [`pointwise_avx2`]: chunks of pixels in parallel, each chunk's
+    /// gradient masked into panels on the way.
+    fn patch_gradient_panels(
+        &self,
+        g: &Geometry,
+        (grad, mask): (&[f32], Option<&[u8]>),
+        weight: &[f32],
+        at: usize,
+        patches: &mut [f32],
+    ) {
+        let (ho, wo) = g.out;
+        let len = patches.len() / g.taps();
+        let packed = pointwise_avx2::pack(weight, g.taps(), g.cout, (1, g.taps()));
+        let chunk = (PANEL_VALUES / (g.taps() + g.cout)).max(pointwise_avx2::COLS) / pointwise_avx2::COLS
+            * pointwise_avx2::COLS;
+        let dst = SharedMut(patches.as_mut_ptr());
+        (0..len.div_ceil(chunk)).into_par_iter().for_each(|j| {
+            let (j0, cols) = (j * chunk, chunk.min(len - j * chunk));
+            let mut panels = Scratch::new(cols.div_ceil(pointwise_avx2::COLS) * pointwise_avx2::COLS * g.cout);
+            let from = at + j0;
+            pointwise_avx2::panels(&mut panels, &grad[from..], mask.map(|m| &m[from..]), g.cout, ho * wo, cols);
+            let band = pointwise_avx2::Band {
+                packed: &packed,
+                rows: g.taps(),
+                depth: g.cout,
+                x: &panels,
+                cols,
+                bias: None,
+                clamp: None,
+            };
+            // SAFETY: the kernel is available (the caller checked); this job alone writes
+            // columns j0..j0 + cols of the taps rows of `patches` (row stride len).
+            unsafe { pointwise_avx2::band(&band, dst.get().add(j0), None, len) };
+        });
+    }
+
     /// Output rows `rows` of one image's gradient `grad` (`cout x ho x wo`; with a mask, the
     /// mask and a buffer for the masked rows): the gradient of its unfolded patches,
     /// `Wᵀ grad`, into `patches`, then added back onto the input positions each patch value
@@ -191,44 +296,48 @@ impl UnfoldedConvCpu<'_> {
         let op = &self.0;
         let ((h, w), (ho, wo)) = (g.image, g.out);
         let len = rows.len() * wo;
-        let band = |o: usize| o * ho * wo + rows.start * wo..o * ho * wo + rows.end * wo;
-        let (rhs, rhs_rs) = match mask {
-            Some((m, kept)) => {
-                let kept = &mut kept[..g.cout * len];
-                kept.par_chunks_mut(len)
-                    .enumerate()
-                    .for_each(|(o, dst)| copy_masked(dst, &grad[band(o)], Some(&m[band(o)])));
-                (kept.as_ptr(), len)
-            }
-            None => (grad[rows.start * wo..].as_ptr(), ho * wo),
-        };
         let patches = &mut patches[..g.taps() * len];
-        // SAFETY: dst is the taps x len `patches`; lhs reads weight[o * taps + t] (the
-        // transposed weight) for t < taps, o < cout; rhs reads cout rows of len values with row
-        // stride `rhs_rs`: the masked copy, or the band of `grad` (cout x ho x wo) from output
-        // row `rows.start`.
-        unsafe {
-            gemm::gemm(
-                g.taps(),
-                len,
-                g.cout,
-                patches.as_mut_ptr(),
-                1,
-                len as isize,
-                false,
-                weight.as_ptr(),
-                g.taps() as isize,
-                1,
-                rhs,
-                1,
-                rhs_rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::Rayon(rayon::current_num_threads()),
-            );
+        if pointwise_avx2::available() {
+            self.patch_gradient_panels(g, (grad, mask.as_ref().map(|(m, _)| *m)), weight, rows.start * wo, patches);
+        } else {
+            let band = |o: usize| o * ho * wo + rows.start * wo..o * ho * wo + rows.end * wo;
+            let (rhs, rhs_rs) = match mask {
+                Some((m, kept)) => {
+                    let kept = &mut kept[..g.cout * len];
+                    kept.par_chunks_mut(len)
+                        .enumerate()
+                        .for_each(|(o, dst)| copy_masked(dst, &grad[band(o)], Some(&m[band(o)])));
+                    (kept.as_ptr(), len)
+                }
+                None => (grad[rows.start * wo..].as_ptr(), ho * wo),
+            };
+            // SAFETY: dst is the taps x len `patches`; lhs reads weight[o * taps + t] (the
+            // transposed weight) for t < taps, o < cout; rhs reads cout rows of len values with row
+            // stride `rhs_rs`: the masked copy, or the band of `grad` (cout x ho x wo) from output
+            // row `rows.start`.
+            unsafe {
+                gemm::gemm(
+                    g.taps(),
+                    len,
+                    g.cout,
+                    patches.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    weight.as_ptr(),
+                    g.taps() as isize,
+                    1,
+                    rhs,
+                    1,
+                    rhs_rs as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::Rayon(rayon::current_num_threads()),
+                );
+            }
         }
         // Each input row gathers what the patches of every kernel row and column add to it,
         // in the order of the taps, so that rows run in parallel (an image has few channels).

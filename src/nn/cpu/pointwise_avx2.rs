@@ -1,0 +1,196 @@
+//! The 1x1 convolution's GEMM for AVX2 + FMA CPUs: `out = epilogue(W x)` over one band of
+//! pixels, 6 output channels by 16 pixels at a time in registers, the bias, clamp and clamp
+//! mask applied to each tile before it is stored. The gemm crate, which the 1x1 kernel uses
+//! elsewhere, repacks both operands for every band and leaves the epilogue to a second pass;
+//! here the band's input is copied (masked) once into rows of whole tiles and the weights are
+//! packed once per call, which pays for layers of few input channels (most of EfficientNet's).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Output channels per tile.
+const ROWS: usize = 6;
+/// Pixels per tile: two AVX registers.
+pub(super) const COLS: usize = 16;
+
+/// Whether [`band`] runs here: on CPUs with AVX2 and FMA but not AVX-512 (whose gemm crate
+/// kernels are wider), unless `DREAMVID_GEMM_CRATE` is set (every GEMM then runs in the gemm
+/// crate, as on other CPUs: for comparisons, and for the tests of that path).
+pub(super) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::env::var_os("DREAMVID_GEMM_CRATE").is_none()
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && !std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// The weight as tiles of [`ROWS`] output channels, each `[depth][ROWS]` (the channels past
+/// the last of a partial tile are zero): `lhs(o, i) = weight[o * row_stride + i * col_stride]`
+/// for `o < rows`, `i < depth`.
+pub(super) fn pack(weight: &[f32], rows: usize, depth: usize, (row_stride, col_stride): (usize, usize)) -> Vec<f32> {
+    let mut packed = vec![0f32; rows.div_ceil(ROWS) * depth * ROWS];
+    for (o, i) in (0..rows).flat_map(|o| (0..depth).map(move |i| (o, i))) {
+        packed[(o / ROWS * depth + i) * ROWS + o % ROWS] = weight[o * row_stride + i * col_stride];
+    }
+    packed
+}
+
+/// One band's product and epilogue.
+pub(super) struct Band<'a> {
+    /// The weight as [`pack`] leaves it, for `rows` output channels of `depth` inputs each.
+    pub packed: &'a [f32],
+    /// Output channels.
+    pub rows: usize,
+    /// Input channels.
+    pub depth: usize,
+    /// The band's input as [`panels`] leaves it.
+    pub x: &'a [f32],
+    /// Pixels in the band.
+    pub cols: usize,
+    /// Per-output-channel bias.
+    pub bias: Option<&'a [f32]>,
+    /// Clamp to `[0, clamp]`.
+    pub clamp: Option<f32>,
+}
+
+multiversion! {
+    /// `depth` rows of `cols` values, `stride` apart in `x`, as panels of [`COLS`] pixels,
+    /// each `[depth][COLS]` (what [`band`] reads, in order), zero where `mask` (laid out like
+    /// `x`) is; `dst` holds `cols.div_ceil(COLS) * depth * COLS` values, the last panel's
+    /// values past `cols` unspecified.
+    pub(super) fn panels(dst: &mut [f32], x: &[f32], mask: Option<&[u8]>, depth: usize, stride: usize, cols: usize) {
+        for i in 0..depth {
+            let src = &x[i * stride..][..cols];
+            let keep = mask.map(|m| &m[i * stride..][..cols]);
+            let whole = cols / COLS * COLS;
+            for (p, j0) in (0..whole).step_by(COLS).enumerate() {
+                let dst: &mut [f32; COLS] = (&mut dst[(p * depth + i) * COLS..][..COLS]).try_into().expect("COLS values");
+                let src: &[f32; COLS] = src[j0..j0 + COLS].try_into().expect("COLS values");
+                match keep {
+                    Some(k) => {
+                        let k: &[u8; COLS] = k[j0..j0 + COLS].try_into().expect("COLS values");
+                        for l in 0..COLS {
+                            dst[l] = super::operands::masked(src[l], k[l]);
+                        }
+                    }
+                    None => *dst = *src,
+                }
+            }
+            if whole < cols {
+                super::operands::copy_masked(
+                    &mut dst[(whole / COLS * depth + i) * COLS..][..cols - whole],
+                    &src[whole..],
+                    keep.map(|k| &k[whole..]),
+                );
+            }
+        }
+    }
+}
+
+/// Writes `epilogue(W x)` of `band` to `out` (`rows` rows `out_stride` apart, `cols` values
+/// each) and the clamp's mask to `mask` (same layout) where given.
+///
+/// # Safety
+/// [`available`] must be true; `out` and `mask` must be valid for writes of `cols` values at
+/// `o * out_stride` for every `o < rows`; `band.x` must hold the
+/// [`panels`] of `cols` pixels, and `band.packed` `rows.div_ceil(6) * depth * 6` values.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn band(band: &Band, out: *mut f32, mask: Option<*mut u8>, out_stride: usize) {
+    // SAFETY: the caller guarantees the CPU features and the buffer sizes.
+    unsafe { band_avx2(band, out, mask, out_stride) }
+}
+
+/// See [`band`]; never called where [`available`] is false.
+///
+/// # Safety
+/// Never to be called.
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) unsafe fn band(_: &Band, _: *mut f32, _: Option<*mut u8>, _: usize) {
+    unreachable!("the AVX2 1x1 kernel runs on x86-64 only")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn band_avx2(b: &Band, out: *mut f32, mask: Option<*mut u8>, out_stride: usize) {
+    assert!(b.x.len() >= b.cols.div_ceil(COLS) * b.depth * COLS);
+    assert!(b.packed.len() >= b.rows.div_ceil(ROWS) * b.depth * ROWS);
+    let (zero, upper) = (_mm256_setzero_ps(), _mm256_set1_ps(b.clamp.unwrap_or(f32::INFINITY)));
+    for tile in 0..b.rows.div_ceil(ROWS) {
+        let w = b.packed[tile * b.depth * ROWS..].as_ptr();
+        let first = tile * ROWS;
+        let valid = (b.rows - first).min(ROWS);
+        for (p, j0) in (0..b.cols).step_by(COLS).enumerate() {
+            let x = b.x[p * b.depth * COLS..].as_ptr();
+            let mut acc = [zero; 2 * ROWS];
+            for i in 0..b.depth {
+                // SAFETY: the panel holds depth * COLS values (asserted), the packed tile
+                // depth * ROWS weights.
+                let (x0, x1, wi) = unsafe {
+                    let row = x.add(i * COLS);
+                    (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)), w.add(i * ROWS))
+                };
+                for r in 0..ROWS {
+                    // SAFETY: r < ROWS weights of input i.
+                    let wr = _mm256_broadcast_ss(unsafe { &*wi.add(r) });
+                    acc[2 * r] = _mm256_fmadd_ps(wr, x0, acc[2 * r]);
+                    acc[2 * r + 1] = _mm256_fmadd_ps(wr, x1, acc[2 * r + 1]);
+                }
+            }
+            let n = (b.cols - j0).min(COLS);
+            for r in 0..valid {
+                let o = first + r;
+                let bias = _mm256_set1_ps(b.bias.map_or(0.0, |bias| bias[o]));
+                let (mut v0, mut v1) = (_mm256_add_ps(acc[2 * r], bias), _mm256_add_ps(acc[2 * r + 1], bias));
+                if b.clamp.is_some() {
+                    v0 = _mm256_min_ps(_mm256_max_ps(v0, zero), upper);
+                    v1 = _mm256_min_ps(_mm256_max_ps(v1, zero), upper);
+                }
+                let mut sums = [0f32; COLS];
+                // SAFETY: the caller guarantees cols values at o * out_stride, and j0 + n <=
+                // cols.
+                let dst = unsafe { out.add(o * out_stride + j0) };
+                // SAFETY: dst has room for n values (above); sums holds COLS = 2 x 8 values.
+                unsafe {
+                    if n == COLS {
+                        _mm256_storeu_ps(dst, v0);
+                        _mm256_storeu_ps(dst.add(8), v1);
+                    } else {
+                        _mm256_storeu_ps(sums.as_mut_ptr(), v0);
+                        _mm256_storeu_ps(sums.as_mut_ptr().add(8), v1);
+                        std::ptr::copy_nonoverlapping(sums.as_ptr(), dst, n);
+                    }
+                }
+                if let (Some(mask), Some(_)) = (mask, b.clamp) {
+                    // 0 < v < clamp (`operands::active`) as 0 / -1 lanes, packed to bytes in
+                    // order, then 0 / 1.
+                    let in0 =
+                        _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v0, zero), _mm256_cmp_ps::<_CMP_LT_OQ>(v0, upper));
+                    let in1 =
+                        _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v1, zero), _mm256_cmp_ps::<_CMP_LT_OQ>(v1, upper));
+                    let words = _mm256_packs_epi32(_mm256_castps_si256(in0), _mm256_castps_si256(in1));
+                    let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(words);
+                    let bytes = _mm_packs_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256::<1>(words));
+                    let bytes = _mm_and_si128(bytes, _mm_set1_epi8(1));
+                    // SAFETY: as for `dst`, in the mask; `sums` has room for the 16 bytes.
+                    unsafe {
+                        let m = mask.add(o * out_stride + j0);
+                        if n == COLS {
+                            _mm_storeu_si128(m.cast(), bytes);
+                        } else {
+                            _mm_storeu_si128(sums.as_mut_ptr().cast(), bytes);
+                            std::ptr::copy_nonoverlapping(sums.as_ptr().cast::<u8>(), m, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
