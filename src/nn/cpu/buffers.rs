@@ -13,44 +13,57 @@ thread_local! {
 const SPARE_BUFFERS: usize = 4;
 
 /// A work buffer of unspecified contents, reused from the thread's spare buffers when one is
-/// there (a fresh buffer is zeroed once): kernels that run for every band of every layer need
-/// no allocation or clearing of their buffers. Goes back to the spares of the thread that
-/// drops it.
-pub(super) struct Scratch(Vec<f32>);
+/// there (a fresh or grown buffer is zeroed once): kernels that run for every band of every
+/// layer need no allocation or clearing of their buffers. The smallest spare that is large
+/// enough is taken (else the largest, grown), so that kernels of different buffer sizes
+/// running in turn on one thread do not free, allocate and clear each other's buffers. Goes
+/// back to the spares of the thread that drops it.
+pub(super) struct Scratch {
+    buffer: Vec<f32>,
+    len: usize,
+}
 
 impl Scratch {
     /// A buffer of `len` elements.
     pub(super) fn new(len: usize) -> Self {
-        let spare = SPARE.with(|spare| spare.borrow_mut().pop());
-        // A spare twice as large as needed is let go, so that big buffers of wide layers are
-        // not held through the rest of the network.
-        let mut buffer = spare.filter(|b| b.capacity() <= 2 * len).unwrap_or_default();
-        buffer.resize(len, 0.0);
-        Self(buffer)
+        let spare = SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let fits = spare.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len());
+            let pick = fits.or_else(|| spare.iter().enumerate().max_by_key(|(_, b)| b.len())).map(|(i, _)| i);
+            pick.map(|i| spare.swap_remove(i))
+        });
+        let mut buffer = spare.unwrap_or_default();
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        Self { buffer, len }
     }
 }
 
 impl std::ops::Deref for Scratch {
-    type Target = Vec<f32>;
+    type Target = [f32];
 
-    fn deref(&self) -> &Vec<f32> {
-        &self.0
+    fn deref(&self) -> &[f32] {
+        &self.buffer[..self.len]
     }
 }
 
 impl std::ops::DerefMut for Scratch {
-    fn deref_mut(&mut self) -> &mut Vec<f32> {
-        &mut self.0
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buffer[..self.len]
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.0);
+        let buffer = std::mem::take(&mut self.buffer);
         SPARE.with(|spare| {
             let mut spare = spare.borrow_mut();
             if spare.len() < SPARE_BUFFERS {
                 spare.push(buffer);
+            } else if let Some(smallest) = spare.iter_mut().min_by_key(|b| b.len()).filter(|b| b.len() < buffer.len()) {
+                // Keep the larger buffers: a small one is cheap to allocate again.
+                *smallest = buffer;
             }
         });
     }
