@@ -252,11 +252,13 @@ fn gradient_strided(
     for (row, dx_row) in dx_plane.chunks_exact_mut(w).enumerate().take(h) {
         let at = row + top;
         for (m0, wide) in blocks(columns) {
+            let n = if wide { 2 * LANES } else { LANES };
+            // The block's padded columns (m0 + l) * stride + r, one chunk of `stride` per l.
+            let block = &mut line[m0 * stride..(m0 + n) * stride];
             for r in 0..stride {
                 let mut sums = [0f32; 2 * LANES];
-                let n = if wide {
+                if wide {
                     sums = gradient_block(g_rows, taps, (k, stride, lead), (at, r, m0));
-                    2 * LANES
                 } else {
                     sums[..LANES].copy_from_slice(&gradient_block::<LANES>(
                         g_rows,
@@ -264,12 +266,8 @@ fn gradient_strided(
                         (k, stride, lead),
                         (at, r, m0),
                     ));
-                    LANES
-                };
-                let acc = &sums[..n];
-                for (l, &v) in acc.iter().enumerate() {
-                    line[(m0 + l) * stride + r] = v;
                 }
+                block.chunks_exact_mut(stride).zip(&sums[..n]).for_each(|(d, &v)| d[r] = v);
             }
         }
         dx_row.iter_mut().zip(&line[left..]).for_each(|(d, &v)| {
