@@ -1,9 +1,10 @@
-//! The 1x1 convolution's GEMM for AVX2 + FMA CPUs: `out = epilogue(W x)` over one band of
-//! pixels, 6 output channels by 16 pixels at a time in registers, the bias, clamp and clamp
-//! mask applied to each tile before it is stored. The gemm crate, which the 1x1 kernel uses
-//! elsewhere, repacks both operands for every band and leaves the epilogue to a second pass;
-//! here the band's input is copied (masked) once into rows of whole tiles and the weights are
-//! packed once per call, which pays for layers of few input channels (most of EfficientNet's).
+//! The 1x1 convolution's GEMM for AVX2 + FMA CPUs (also the unfolded stems'): `out =
+//! epilogue(W x)` over one band of pixels, 6 output channels by 16 pixels at a time in
+//! registers, the bias, clamp and clamp mask applied to each tile before it is stored. The
+//! gemm crate, which the kernels use elsewhere, repacks both operands for every band and leaves
+//! the epilogue to a second pass; here the band's input is copied (masked, for a gradient) once
+//! into panels of 16 pixels and the weights are packed once per call, which pays for layers of
+//! few input channels (most of EfficientNet-Lite0's).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
