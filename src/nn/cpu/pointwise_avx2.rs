@@ -38,8 +38,13 @@ pub(super) fn available() -> bool {
 /// for `o < rows`, `i < depth`.
 pub(super) fn pack(weight: &[f32], rows: usize, depth: usize, (row_stride, col_stride): (usize, usize)) -> Vec<f32> {
     let mut packed = vec![0f32; rows.div_ceil(ROWS) * depth * ROWS];
-    for (o, i) in (0..rows).flat_map(|o| (0..depth).map(move |i| (o, i))) {
-        packed[(o / ROWS * depth + i) * ROWS + o % ROWS] = weight[o * row_stride + i * col_stride];
+    for (t, tile) in packed.chunks_exact_mut(depth * ROWS).enumerate() {
+        let first = t * ROWS;
+        for (i, lane) in tile.chunks_exact_mut(ROWS).enumerate() {
+            for (r, v) in lane.iter_mut().enumerate().take(rows - first) {
+                *v = weight[(first + r) * row_stride + i * col_stride];
+            }
+        }
     }
     packed
 }
