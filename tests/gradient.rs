@@ -299,6 +299,13 @@ fn pointwise_convolution_matches_candle() {
             assert!(max_rel_diff(&y, &got) == 0.0, "activated with its mask {upper}");
             assert_eq!(mask.flatten_all().unwrap().to_vec1::<u8>().unwrap(), active_range(&y, upper));
         }
+        // A NaN input pixel stays NaN through the clamp in every output channel, as with
+        // candle's clamp, instead of being clamped away.
+        let mut poisoned = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        poisoned[0] = f32::NAN;
+        let poisoned = Tensor::from_vec(poisoned, x.shape(), x.device()).unwrap();
+        let y = conv.forward_activated(&poisoned, 6.0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!((0..cout).all(|o| y[o * h * w].is_nan()), "NaN through the clamp {cin}->{cout}");
         let probe = random(expected.dims(), 44, DType::F32);
         let got = conv.backward(&probe, (h, w)).unwrap();
         assert!(max_rel_diff(&got, &autograd_input_grad(&x, &probe, reference)) < 1e-5, "backward {cin}->{cout}");

@@ -211,7 +211,8 @@ impl Conv2d {
     }
 
     /// [`Conv2d::forward_activated`] and the activation's `u8` mask (see [`active_mask`]),
-    /// written by the 1x1 and unfolded kernels while their output is in cache.
+    /// written by the 1x1 kernel, and by the unfolded one on AVX2 CPUs, while their output is
+    /// in cache (by a pass of its own elsewhere).
     pub fn forward_activated_masked(&self, x: &Tensor, upper: f32) -> Result<(Tensor, Tensor)> {
         let (_, _, h, w) = x.dims4()?;
         let fused = match self.cpu_kernels(x.dtype()) {

@@ -17,7 +17,8 @@ const SPARE_BUFFERS: usize = 4;
 /// layer need no allocation or clearing of their buffers. The smallest spare that is large
 /// enough is taken (else the largest, grown), so that kernels of different buffer sizes
 /// running in turn on one thread do not free, allocate and clear each other's buffers. Goes
-/// back to the spares of the thread that drops it.
+/// back to the spares of the thread that drops it, which keep the largest [`SPARE_BUFFERS`]
+/// for the life of the thread (a few MB at 4K frames).
 pub(super) struct Scratch {
     buffer: Vec<f32>,
     len: usize,
@@ -34,6 +35,8 @@ impl Scratch {
         });
         let mut buffer = spare.unwrap_or_default();
         if buffer.len() < len {
+            // Exactly: the spares' lengths are what the choice above weighs.
+            buffer.reserve_exact(len - buffer.len());
             buffer.resize(len, 0.0);
         }
         Self { buffer, len }

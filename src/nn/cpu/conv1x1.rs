@@ -59,35 +59,36 @@ impl Conv1x1Cpu<'_> {
         let bands = hw.div_ceil(band);
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = SharedMut(out.as_mut_ptr());
-        let clamp_mask = self.clamp.filter(|_| !self.gradient).zip(self.mask);
-        let mut mask_out = clamp_mask.map(|_| Vec::<u8>::with_capacity(len));
-        let mask_dst = mask_out.as_mut().map(|m| SharedMut(m.as_mut_ptr()));
         let packed = (pointwise_avx2::available() && (mask.is_some() || c < PANEL_DEPTH))
             .then(|| pointwise_avx2::pack(weight, cout, c, (row_stride, col_stride)));
+        let clamp_mask = self.clamp.filter(|_| !self.gradient).zip(self.mask);
+        // The AVX2 kernel writes the mask through pointers only, so it need not be cleared;
+        // the gemm crate's epilogue takes it as slices, which must hold values.
+        let mut mask_out = clamp_mask.map(|_| if packed.is_some() { Vec::with_capacity(len) } else { vec![0u8; len] });
+        let mask_dst = mask_out.as_mut().map(|m| SharedMut(m.as_mut_ptr()));
         (0..n * bands).into_par_iter().for_each(|job| {
             let (b, j0) = (job / bands, job % bands * band);
             let cols = band.min(hw - j0);
             let at = |i: usize| b * c * hw + i * hw + j0;
             let offset = b * cout * hw + j0;
-            // SAFETY: in both paths below, this job alone writes columns j0..j0 + cols of every output
-            // row of image b (dst + b * cout * hw, row stride hw), and of its mask (same
+            // SAFETY: in both paths below, this job alone writes columns j0..j0 + cols of every
+            // output row of image b (dst + b * cout * hw, row stride hw), and of its mask (same
             // layout), and reads them only after writing them.
             let (out_b, mask_b) = unsafe { (dst.get().add(offset), mask_dst.map(|m| m.get().add(offset))) };
             if let Some(packed) = &packed {
                 // The band's input, masked where there is a mask, in panels of whole tiles.
-                let mut kept = Scratch::new(cols.div_ceil(pointwise_avx2::COLS) * pointwise_avx2::COLS * c);
-                let x_b = &x[at(0)..];
-                pointwise_avx2::panels(&mut kept, x_b, mask.map(|m| &m[at(0)..]), c, hw, cols);
+                let mut panels = Scratch::new(pointwise_avx2::panels_len(cols, c));
+                pointwise_avx2::panels(&mut panels, &x[at(0)..], mask.map(|m| &m[at(0)..]), c, hw, cols);
                 let job = pointwise_avx2::Band {
                     packed,
                     rows: cout,
                     depth: c,
-                    x: &kept,
+                    x: &panels,
                     cols,
                     bias: self.bias,
                     clamp: self.clamp.filter(|_| !self.gradient),
                 };
-                // SAFETY: the kernel is available (checked above); `kept` holds the band's
+                // SAFETY: the kernel is available (checked above); `panels` holds the band's
                 // panels; out_b and mask_b take cols values per row (see above).
                 unsafe { pointwise_avx2::band(&job, out_b, mask_b, hw) };
                 return;
@@ -97,7 +98,7 @@ impl Conv1x1Cpu<'_> {
             let (rhs, rhs_stride) = match (mask, kept.as_mut()) {
                 (Some(m), Some(kept)) => {
                     for (i, row) in kept.chunks_exact_mut(cols).enumerate() {
-                        copy_masked_row(row, &x[at(i)..at(i) + cols], Some(&m[at(i)..at(i) + cols]));
+                        copy_masked_row(row, &x[at(i)..at(i) + cols], &m[at(i)..at(i) + cols]);
                     }
                     (kept.as_ptr(), cols)
                 }
@@ -150,9 +151,9 @@ impl Conv1x1Cpu<'_> {
 }
 
 multiversion! {
-    /// `dst = src` where `mask` (if given) is non-zero, 0 elsewhere (see [`copy_masked`]).
-    fn copy_masked_row(dst: &mut [f32], src: &[f32], mask: Option<&[u8]>) {
-        copy_masked(dst, src, mask);
+    /// `dst = src` where `mask` is non-zero, 0 elsewhere (see [`copy_masked`]).
+    fn copy_masked_row(dst: &mut [f32], src: &[f32], mask: &[u8]) {
+        copy_masked(dst, src, Some(mask));
     }
 }
 

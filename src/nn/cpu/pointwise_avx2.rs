@@ -50,6 +50,7 @@ pub(super) fn pack(weight: &[f32], rows: usize, depth: usize, (row_stride, col_s
 }
 
 /// One band's product and epilogue.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct Band<'a> {
     /// The weight as [`pack`] leaves it, for `rows` output channels of `depth` inputs each.
     pub packed: &'a [f32],
@@ -67,11 +68,16 @@ pub(super) struct Band<'a> {
     pub clamp: Option<f32>,
 }
 
+/// Values [`panels`] fills for `cols` pixels of `depth` channels.
+pub(super) fn panels_len(cols: usize, depth: usize) -> usize {
+    cols.div_ceil(COLS) * COLS * depth
+}
+
 multiversion! {
     /// `depth` rows of `cols` values, `stride` apart in `x`, as panels of [`COLS`] pixels,
     /// each `[depth][COLS]` (what [`band`] reads, in order), zero where `mask` (laid out like
-    /// `x`) is; `dst` holds `cols.div_ceil(COLS) * depth * COLS` values, the last panel's
-    /// values past `cols` unspecified.
+    /// `x`) is; `dst` holds [`panels_len`] values, the last panel's values past `cols`
+    /// unspecified.
     pub(super) fn panels(dst: &mut [f32], x: &[f32], mask: Option<&[u8]>, depth: usize, stride: usize, cols: usize) {
         for i in 0..depth {
             let src = &x[i * stride..][..cols];
@@ -102,12 +108,13 @@ multiversion! {
 }
 
 /// Writes `epilogue(W x)` of `band` to `out` (`rows` rows `out_stride` apart, `cols` values
-/// each) and the clamp's mask to `mask` (same layout) where given.
+/// each) and the clamp's mask to `mask` (same layout) where given (only with a clamp).
 ///
 /// # Safety
 /// [`available`] must be true; `out` and `mask` must be valid for writes of `cols` values at
-/// `o * out_stride` for every `o < rows`; `band.x` must hold the
-/// [`panels`] of `cols` pixels, and `band.packed` `rows.div_ceil(6) * depth * 6` values.
+/// `o * out_stride` for every `o < rows`, which no other thread accesses during the call;
+/// `band.x` must hold the [`panels`] of `cols` pixels, and `band.packed` `rows.div_ceil(ROWS)
+/// * depth * ROWS` values.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn band(band: &Band, out: *mut f32, mask: Option<*mut u8>, out_stride: usize) {
     // SAFETY: the caller guarantees the CPU features and the buffer sizes.
@@ -123,11 +130,16 @@ pub(super) unsafe fn band(_: &Band, _: *mut f32, _: Option<*mut u8>, _: usize) {
     unreachable!("the AVX2 1x1 kernel runs on x86-64 only")
 }
 
+/// [`band`], compiled for AVX2 and FMA.
+///
+/// # Safety
+/// As for [`band`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn band_avx2(b: &Band, out: *mut f32, mask: Option<*mut u8>, out_stride: usize) {
     assert!(b.x.len() >= b.cols.div_ceil(COLS) * b.depth * COLS);
     assert!(b.packed.len() >= b.rows.div_ceil(ROWS) * b.depth * ROWS);
+    debug_assert!(mask.is_none() || b.clamp.is_some(), "a mask is written with a clamp only");
     let (zero, upper) = (_mm256_setzero_ps(), _mm256_set1_ps(b.clamp.unwrap_or(f32::INFINITY)));
     for tile in 0..b.rows.div_ceil(ROWS) {
         let w = b.packed[tile * b.depth * ROWS..].as_ptr();
@@ -156,8 +168,9 @@ unsafe fn band_avx2(b: &Band, out: *mut f32, mask: Option<*mut u8>, out_stride: 
                 let bias = _mm256_set1_ps(b.bias.map_or(0.0, |bias| bias[o]));
                 let (mut v0, mut v1) = (_mm256_add_ps(acc[2 * r], bias), _mm256_add_ps(acc[2 * r + 1], bias));
                 if b.clamp.is_some() {
-                    v0 = _mm256_min_ps(_mm256_max_ps(v0, zero), upper);
-                    v1 = _mm256_min_ps(_mm256_max_ps(v1, zero), upper);
+                    // Operands in this order keep a NaN a NaN, as `f32::clamp` does.
+                    v0 = _mm256_min_ps(upper, _mm256_max_ps(zero, v0));
+                    v1 = _mm256_min_ps(upper, _mm256_max_ps(zero, v1));
                 }
                 let mut sums = [0f32; COLS];
                 // SAFETY: the caller guarantees cols values at o * out_stride, and j0 + n <=

@@ -31,9 +31,9 @@ const PANEL_VALUES: usize = 1 << 16;
 #[derive(Debug, Clone, Copy)]
 pub struct UnfoldedConvCpu<'a>(pub DepthwiseCpu<'a>);
 
-/// One image's output gradient, and where it is masked its mask and a buffer for a band of
-/// the masked gradient.
-type Gradient<'a> = (&'a [f32], Option<(&'a [u8], &'a mut [f32])>);
+/// One image's output gradient, and where it is masked its mask and, for the gemm crate, a
+/// buffer for a band of the masked gradient.
+type Gradient<'a> = (&'a [f32], Option<(&'a [u8], Option<&'a mut [f32]>)>);
 
 /// The sizes one band works with.
 #[derive(Debug, Clone, Copy)]
@@ -90,19 +90,21 @@ impl UnfoldedConvCpu<'_> {
         if ho * wo == 0 || h * w == 0 {
             return Ok((CpuStorage::F32(result), shape));
         }
-        // One band's unfolded patches, and where there is a mask its masked output gradient.
+        // The gradient's transposed weight for [`pointwise_avx2`], where it runs.
+        let packed = (op.gradient && pointwise_avx2::available())
+            .then(|| pointwise_avx2::pack(weight, g.taps(), g.cout, (1, g.taps())));
+        // One band's unfolded patches, and for the gemm crate where there is a mask the band's
+        // masked output gradient.
         let mut patches = Scratch::new(g.taps() * rows_per_band * out.1);
-        let mut kept = mask.map(|_| Scratch::new(cout * rows_per_band * out.1));
+        let mut kept = mask.filter(|_| packed.is_none()).map(|_| Scratch::new(cout * rows_per_band * out.1));
         for (b, result_b) in result.chunks_exact_mut(outputs * ho * wo).enumerate() {
             let x_b = &x[b * c * h * w..][..c * h * w];
             for r0 in (0..out.0).step_by(rows_per_band) {
                 let rows = r0..(r0 + rows_per_band).min(out.0);
                 if op.gradient {
-                    let mask_b = match (mask, kept.as_mut()) {
-                        (Some(m), Some(kept)) => Some((&m[b * c * h * w..][..c * h * w], &mut kept[..])),
-                        _ => None,
-                    };
-                    self.gradient_band(&g, (x_b, mask_b), weight, rows, &mut patches, result_b);
+                    let mask_b = mask.map(|m| (&m[b * c * h * w..][..c * h * w], kept.as_deref_mut()));
+                    let weights = (weight, packed.as_deref());
+                    self.gradient_band(&g, (x_b, mask_b), weights, rows, &mut patches, result_b);
                 } else {
                     self.forward_band(&g, x_b, weight, rows, &mut patches, result_b);
                 }
@@ -164,7 +166,7 @@ impl UnfoldedConvCpu<'_> {
             for (t, patch) in patches.chunks_exact_mut(cols).enumerate() {
                 self.unfold_tap(g, x_b, rows.clone(), t, patch);
             }
-            let mut panels = Scratch::new(cols.div_ceil(pointwise_avx2::COLS) * pointwise_avx2::COLS * taps);
+            let mut panels = Scratch::new(pointwise_avx2::panels_len(cols, taps));
             pointwise_avx2::panels(&mut panels, &patches, None, taps, cols, cols);
             let band = pointwise_avx2::Band {
                 packed: &packed,
@@ -250,23 +252,23 @@ impl UnfoldedConvCpu<'_> {
         &self,
         g: &Geometry,
         (grad, mask): (&[f32], Option<&[u8]>),
-        weight: &[f32],
+        packed: &[f32],
         at: usize,
         patches: &mut [f32],
     ) {
         let (ho, wo) = g.out;
         let len = patches.len() / g.taps();
-        let packed = pointwise_avx2::pack(weight, g.taps(), g.cout, (1, g.taps()));
-        let chunk = (PANEL_VALUES / (g.taps() + g.cout)).max(pointwise_avx2::COLS) / pointwise_avx2::COLS
-            * pointwise_avx2::COLS;
+        // Cache-sized chunks, at least one per thread.
+        let per_thread = len.div_ceil(rayon::current_num_threads());
+        let chunk = (PANEL_VALUES / (g.taps() + g.cout)).min(per_thread).next_multiple_of(pointwise_avx2::COLS);
         let dst = SharedMut(patches.as_mut_ptr());
         (0..len.div_ceil(chunk)).into_par_iter().for_each(|j| {
             let (j0, cols) = (j * chunk, chunk.min(len - j * chunk));
-            let mut panels = Scratch::new(cols.div_ceil(pointwise_avx2::COLS) * pointwise_avx2::COLS * g.cout);
+            let mut panels = Scratch::new(pointwise_avx2::panels_len(cols, g.cout));
             let from = at + j0;
             pointwise_avx2::panels(&mut panels, &grad[from..], mask.map(|m| &m[from..]), g.cout, ho * wo, cols);
             let band = pointwise_avx2::Band {
-                packed: &packed,
+                packed,
                 rows: g.taps(),
                 depth: g.cout,
                 x: &panels,
@@ -281,14 +283,15 @@ impl UnfoldedConvCpu<'_> {
     }
 
     /// Output rows `rows` of one image's gradient `grad` (`cout x ho x wo`; with a mask, the
-    /// mask and a buffer for the masked rows): the gradient of its unfolded patches,
+    /// mask and, for the gemm crate, a buffer for the masked rows), with the weight and, where
+    /// [`pointwise_avx2`] runs, its packed transpose: the gradient of its unfolded patches,
     /// `Wᵀ grad`, into `patches`, then added back onto the input positions each patch value
     /// came from in `dx` (`cin x h x w`).
     fn gradient_band(
         &self,
         g: &Geometry,
         (grad, mask): Gradient<'_>,
-        weight: &[f32],
+        (weight, packed): (&[f32], Option<&[f32]>),
         rows: Range<usize>,
         patches: &mut [f32],
         dx: &mut [f32],
@@ -297,13 +300,14 @@ impl UnfoldedConvCpu<'_> {
         let ((h, w), (ho, wo)) = (g.image, g.out);
         let len = rows.len() * wo;
         let patches = &mut patches[..g.taps() * len];
-        if pointwise_avx2::available() {
-            self.patch_gradient_panels(g, (grad, mask.as_ref().map(|(m, _)| *m)), weight, rows.start * wo, patches);
+        if let Some(packed) = packed {
+            self.patch_gradient_panels(g, (grad, mask.as_ref().map(|(m, _)| *m)), packed, rows.start * wo, patches);
         } else {
             let band = |o: usize| o * ho * wo + rows.start * wo..o * ho * wo + rows.end * wo;
             let (rhs, rhs_rs) = match mask {
                 Some((m, kept)) => {
-                    let kept = &mut kept[..g.cout * len];
+                    let kept =
+                        &mut kept.expect("compute gives the gemm crate's masked gradient a buffer")[..g.cout * len];
                     kept.par_chunks_mut(len)
                         .enumerate()
                         .for_each(|(o, dst)| copy_masked(dst, &grad[band(o)], Some(&m[band(o)])));
