@@ -32,7 +32,7 @@ pub struct Conv1x1Cpu<'a> {
 const BAND_VALUES: usize = 1 << 16;
 
 /// Unmasked inputs of this many channels or more go to the gemm crate, which reads them in
-/// place: copying them into [`pointwise_avx2::panels`] costs more than the fused epilogue
+/// place: copying them into the AVX2 kernel's panels costs more than the fused epilogue
 /// saves (measured on EfficientNet-Lite0's projections of 240-672 channels).
 const PANEL_DEPTH: usize = 192;
 
@@ -61,7 +61,8 @@ impl Conv1x1Cpu<'_> {
         let dst = SharedMut(out.as_mut_ptr());
         let packed = (pointwise_avx2::available() && (mask.is_some() || c < PANEL_DEPTH))
             .then(|| pointwise_avx2::pack(weight, cout, c, (row_stride, col_stride)));
-        let clamp_mask = self.clamp.filter(|_| !self.gradient).zip(self.mask);
+        let clamp = self.clamp.filter(|_| !self.gradient);
+        let clamp_mask = clamp.zip(self.mask);
         // The AVX2 kernel writes the mask through pointers only, so it need not be cleared;
         // the gemm crate's epilogue takes it as slices, which must hold values.
         let mut mask_out = clamp_mask.map(|_| if packed.is_some() { Vec::with_capacity(len) } else { vec![0u8; len] });
@@ -76,20 +77,19 @@ impl Conv1x1Cpu<'_> {
             // layout), and reads them only after writing them.
             let (out_b, mask_b) = unsafe { (dst.get().add(offset), mask_dst.map(|m| m.get().add(offset))) };
             if let Some(packed) = &packed {
-                // The band's input, masked where there is a mask, in panels of whole tiles.
-                let mut panels = Scratch::new(pointwise_avx2::panels_len(cols, c));
-                pointwise_avx2::panels(&mut panels, &x[at(0)..], mask.map(|m| &m[at(0)..]), c, hw, cols);
                 let job = pointwise_avx2::Band {
                     packed,
                     rows: cout,
                     depth: c,
-                    x: &panels,
+                    x: &x[at(0)..],
+                    stride: hw,
+                    keep: mask.map(|m| &m[at(0)..]),
                     cols,
                     bias: self.bias,
-                    clamp: self.clamp.filter(|_| !self.gradient),
+                    clamp,
                 };
-                // SAFETY: the kernel is available (checked above); `panels` holds the band's
-                // panels; out_b and mask_b take cols values per row (see above).
+                // SAFETY: the kernel is available (checked above); out_b and mask_b take cols
+                // values per row (see above).
                 unsafe { pointwise_avx2::band(&job, out_b, mask_b, hw) };
                 return;
             }
@@ -129,11 +129,11 @@ impl Conv1x1Cpu<'_> {
                     false,
                     Parallelism::None,
                 );
-                if self.bias.is_some() || self.clamp.is_some() {
+                if self.bias.is_some() || clamp.is_some() {
                     for o in 0..cout {
                         let row = std::slice::from_raw_parts_mut(out_b.add(o * hw), cols);
                         let mask_row = mask_b.map(|m| std::slice::from_raw_parts_mut(m.add(o * hw), cols));
-                        epilogue(row, self.bias.map_or(0.0, |bias| bias[o]), self.clamp, mask_row);
+                        epilogue(row, self.bias.map_or(0.0, |bias| bias[o]), clamp, mask_row);
                     }
                 }
             }

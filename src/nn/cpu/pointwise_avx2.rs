@@ -58,8 +58,13 @@ pub(super) struct Band<'a> {
     pub rows: usize,
     /// Input channels.
     pub depth: usize,
-    /// The band's input as [`panels`] leaves it.
+    /// The band's input: `depth` rows of `cols` values, `stride` apart, copied into [`panels`]
+    /// by [`band`].
     pub x: &'a [f32],
+    /// Distance between the input rows.
+    pub stride: usize,
+    /// Where the input is zero (laid out like it), for a gradient through an activation.
+    pub keep: Option<&'a [u8]>,
     /// Pixels in the band.
     pub cols: usize,
     /// Per-output-channel bias.
@@ -69,16 +74,18 @@ pub(super) struct Band<'a> {
 }
 
 /// Values [`panels`] fills for `cols` pixels of `depth` channels.
-pub(super) fn panels_len(cols: usize, depth: usize) -> usize {
+#[cfg(target_arch = "x86_64")]
+fn panels_len(cols: usize, depth: usize) -> usize {
     cols.div_ceil(COLS) * COLS * depth
 }
 
 multiversion! {
+    #[cfg(target_arch = "x86_64")]
     /// `depth` rows of `cols` values, `stride` apart in `x`, as panels of [`COLS`] pixels,
     /// each `[depth][COLS]` (what [`band`] reads, in order), zero where `mask` (laid out like
     /// `x`) is; `dst` holds [`panels_len`] values, the last panel's values past `cols`
     /// unspecified.
-    pub(super) fn panels(dst: &mut [f32], x: &[f32], mask: Option<&[u8]>, depth: usize, stride: usize, cols: usize) {
+    fn panels(dst: &mut [f32], x: &[f32], mask: Option<&[u8]>, depth: usize, stride: usize, cols: usize) {
         for i in 0..depth {
             let src = &x[i * stride..][..cols];
             let keep = mask.map(|m| &m[i * stride..][..cols]);
@@ -112,13 +119,15 @@ multiversion! {
 ///
 /// # Safety
 /// [`available`] must be true; `out` and `mask` must be valid for writes of `cols` values at
-/// `o * out_stride` for every `o < rows`, which no other thread accesses during the call;
-/// `band.x` must hold the [`panels`] of `cols` pixels, and `band.packed` `rows.div_ceil(ROWS)
-/// * depth * ROWS` values.
+/// `o * out_stride` for every `o < rows`, which no other thread accesses during the call, and
+/// `band.packed` must hold `rows.div_ceil(ROWS) * depth * ROWS` values.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn band(band: &Band, out: *mut f32, mask: Option<*mut u8>, out_stride: usize) {
-    // SAFETY: the caller guarantees the CPU features and the buffer sizes.
-    unsafe { band_avx2(band, out, mask, out_stride) }
+    let mut x = super::buffers::Scratch::new(panels_len(band.cols, band.depth));
+    panels(&mut x, band.x, band.keep, band.depth, band.stride, band.cols);
+    // SAFETY: the caller guarantees the CPU features and the output sizes; `x` holds the
+    // band's panels.
+    unsafe { band_avx2(band, &x, out, mask, out_stride) }
 }
 
 /// See [`band`]; never called where [`available`] is false.
@@ -130,14 +139,14 @@ pub(super) unsafe fn band(_: &Band, _: *mut f32, _: Option<*mut u8>, _: usize) {
     unreachable!("the AVX2 1x1 kernel runs on x86-64 only")
 }
 
-/// [`band`], compiled for AVX2 and FMA.
+/// [`band`]'s product and epilogue over the band's [`panels`] `x`, compiled for AVX2 and FMA.
 ///
 /// # Safety
 /// As for [`band`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn band_avx2(b: &Band, out: *mut f32, mask: Option<*mut u8>, out_stride: usize) {
-    assert!(b.x.len() >= b.cols.div_ceil(COLS) * b.depth * COLS);
+unsafe fn band_avx2(b: &Band, x: &[f32], out: *mut f32, mask: Option<*mut u8>, out_stride: usize) {
+    assert!(x.len() >= panels_len(b.cols, b.depth));
     assert!(b.packed.len() >= b.rows.div_ceil(ROWS) * b.depth * ROWS);
     debug_assert!(mask.is_none() || b.clamp.is_some(), "a mask is written with a clamp only");
     let (zero, upper) = (_mm256_setzero_ps(), _mm256_set1_ps(b.clamp.unwrap_or(f32::INFINITY)));
@@ -146,7 +155,7 @@ unsafe fn band_avx2(b: &Band, out: *mut f32, mask: Option<*mut u8>, out_stride: 
         let first = tile * ROWS;
         let valid = (b.rows - first).min(ROWS);
         for (p, j0) in (0..b.cols).step_by(COLS).enumerate() {
-            let x = b.x[p * b.depth * COLS..].as_ptr();
+            let x = x[p * b.depth * COLS..].as_ptr();
             let mut acc = [zero; 2 * ROWS];
             for i in 0..b.depth {
                 // SAFETY: the panel holds depth * COLS values (asserted), the packed tile

@@ -82,14 +82,14 @@ impl UnfoldedConvCpu<'_> {
         let (image, out) = if op.gradient { ((ho, wo), (h, w)) } else { ((h, w), (ho, wo)) };
         let g = Geometry { cin, cout, k, image, out };
         let shape = Shape::from((n, outputs, ho, wo));
-        if ho * wo > 0 && h * w > 0 && !op.gradient && pointwise_avx2::available() {
+        if ho * wo == 0 || h * w == 0 {
+            return Ok((CpuStorage::F32(vec![0f32; n * outputs * ho * wo]), shape));
+        }
+        if !op.gradient && pointwise_avx2::available() {
             return Ok((CpuStorage::F32(self.forward_panels(&g, x, weight, n)), shape));
         }
         let rows_per_band = (BAND_VALUES / (g.taps() * out.1).max(1)).clamp(1, out.0.max(1));
         let mut result = vec![0f32; n * outputs * ho * wo];
-        if ho * wo == 0 || h * w == 0 {
-            return Ok((CpuStorage::F32(result), shape));
-        }
         // The gradient's transposed weight for [`pointwise_avx2`], where it runs.
         let packed = (op.gradient && pointwise_avx2::available())
             .then(|| pointwise_avx2::pack(weight, g.taps(), g.cout, (1, g.taps())));
@@ -166,13 +166,13 @@ impl UnfoldedConvCpu<'_> {
             for (t, patch) in patches.chunks_exact_mut(cols).enumerate() {
                 self.unfold_tap(g, x_b, rows.clone(), t, patch);
             }
-            let mut panels = Scratch::new(pointwise_avx2::panels_len(cols, taps));
-            pointwise_avx2::panels(&mut panels, &patches, None, taps, cols, cols);
             let band = pointwise_avx2::Band {
                 packed: &packed,
                 rows: g.cout,
                 depth: taps,
-                x: &panels,
+                x: &patches,
+                stride: cols,
+                keep: None,
                 cols,
                 bias: op.bias,
                 clamp: op.clamp,
@@ -180,8 +180,7 @@ impl UnfoldedConvCpu<'_> {
             let at = b * g.cout * ho * wo + r0 * wo;
             // SAFETY: the kernel is available (the caller checked); this job alone writes
             // output rows `rows` (cols values from `at`) of every channel of image b, channel
-            // planes ho * wo apart, in the output and in its mask (same layout); `panels`
-            // holds the band's panels.
+            // planes ho * wo apart, in the output and in its mask (same layout).
             unsafe { pointwise_avx2::band(&band, y_dst.get().add(at), mask_dst.map(|m| m.get().add(at)), ho * wo) };
         });
         // SAFETY: the jobs wrote every output row of every channel of every image, and of the
@@ -247,7 +246,7 @@ impl UnfoldedConvCpu<'_> {
 
     /// `patches = Wᵀ grad` for the output pixels from `at` on (as many as `patches` has
     /// columns), with [`pointwise_avx2`]: chunks of pixels in parallel, each chunk's
-    /// gradient masked into panels on the way.
+    /// gradient masked on its way into the kernel.
     fn patch_gradient_panels(
         &self,
         g: &Geometry,
@@ -264,14 +263,14 @@ impl UnfoldedConvCpu<'_> {
         let dst = SharedMut(patches.as_mut_ptr());
         (0..len.div_ceil(chunk)).into_par_iter().for_each(|j| {
             let (j0, cols) = (j * chunk, chunk.min(len - j * chunk));
-            let mut panels = Scratch::new(pointwise_avx2::panels_len(cols, g.cout));
             let from = at + j0;
-            pointwise_avx2::panels(&mut panels, &grad[from..], mask.map(|m| &m[from..]), g.cout, ho * wo, cols);
             let band = pointwise_avx2::Band {
                 packed,
                 rows: g.taps(),
                 depth: g.cout,
-                x: &panels,
+                x: &grad[from..],
+                stride: ho * wo,
+                keep: mask.map(|m| &m[from..]),
                 cols,
                 bias: None,
                 clamp: None,
