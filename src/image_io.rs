@@ -6,6 +6,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use image::ImageDecoder;
 use image::RgbImage;
+use rayon::prelude::*;
 
 use crate::output::write_atomically;
 
@@ -18,13 +19,20 @@ pub fn rgb_to_tensor(img: &RgbImage, device: &Device) -> candle_core::Result<Ten
 
 /// A `[1, 3, H, W]` tensor in `[0, 1]` as an 8-bit RGB image (values are clamped and rounded).
 pub fn tensor_to_rgb(x: &Tensor) -> candle_core::Result<RgbImage> {
-    let (_, _, h, w) = x.dims4()?;
-    let bytes = (x.squeeze(0)?.to_dtype(DType::F32)?.clamp(0.0, 1.0)? * 255.0)?
-        .round()?
-        .permute((1, 2, 0))?
-        .to_dtype(DType::U8)?
-        .flatten_all()?
-        .to_vec1::<u8>()?;
+    let (_, c, h, w) = x.dims4()?;
+    if c != 3 {
+        candle_core::bail!("an RGB image needs 3 channels, not {c}");
+    }
+    let planes = x.squeeze(0)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let n = h * w;
+    let mut bytes = vec![0u8; 3 * n];
+    bytes.par_chunks_mut(3 * w.max(1)).enumerate().with_min_len(16).for_each(|(y, row)| {
+        for (i, px) in (y * w..).zip(row.chunks_exact_mut(3)) {
+            for (c, v) in px.iter_mut().enumerate() {
+                *v = (planes[c * n + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+    });
     Ok(RgbImage::from_raw(w as u32, h as u32, bytes).expect("buffer has h*w*3 bytes"))
 }
 

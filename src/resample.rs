@@ -20,22 +20,31 @@ fn cubic(x: f64) -> f64 {
     }
 }
 
-/// `dst x src` row-stochastic matrix that resamples one axis. When shrinking, the kernel is
-/// widened by the scale factor so that the result is antialiased (as PIL does).
-pub fn resample_matrix(src: usize, dst: usize) -> Vec<f32> {
+/// The taps that resample one axis from `src` to `dst` samples: for each output sample, the
+/// first input sample it reads and the weights of it and the ones after it (summing to one).
+/// When shrinking, the kernel is widened by the scale factor so that the result is antialiased
+/// (as PIL does).
+fn resample_taps(src: usize, dst: usize) -> Vec<(usize, Vec<f32>)> {
     let scale = src as f64 / dst as f64;
     let widen = scale.max(1.0);
     let support = 2.0 * widen;
+    (0..dst)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let lo = ((center - support).floor().max(0.0)) as usize;
+            let hi = ((center + support).ceil() as usize).min(src);
+            let weights: Vec<f64> = (lo..hi).map(|j| cubic((j as f64 + 0.5 - center) / widen)).collect();
+            let total: f64 = weights.iter().sum();
+            (lo, weights.into_iter().map(|w| (w / total) as f32).collect())
+        })
+        .collect()
+}
+
+/// [`resample_taps`] as a `dst x src` row-stochastic matrix.
+pub fn resample_matrix(src: usize, dst: usize) -> Vec<f32> {
     let mut m = vec![0f32; dst * src];
-    for i in 0..dst {
-        let center = (i as f64 + 0.5) * scale;
-        let lo = ((center - support).floor().max(0.0)) as usize;
-        let hi = ((center + support).ceil() as usize).min(src);
-        let weights: Vec<f64> = (lo..hi).map(|j| cubic((j as f64 + 0.5 - center) / widen)).collect();
-        let total: f64 = weights.iter().sum();
-        for (j, w) in (lo..hi).zip(weights) {
-            m[i * src + j] = (w / total) as f32;
-        }
+    for (i, (lo, weights)) in resample_taps(src, dst).into_iter().enumerate() {
+        m[i * src + lo..][..weights.len()].copy_from_slice(&weights);
     }
     m
 }
@@ -46,6 +55,10 @@ pub fn resize(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     if (h0, w0) == (h, w) {
         return Ok(x.clone());
     }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let resized = resize_planes(&x.flatten_all()?.to_vec1::<f32>()?, (h0, w0), (h, w));
+        return Tensor::from_vec(resized, (n, c, h, w), x.device());
+    }
     let dev = x.device();
     let dtype = x.dtype();
     let cols = matrix_t(w0, w, dev)?.to_dtype(dtype)?; // [w0, w]
@@ -54,6 +67,29 @@ pub fn resize(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     let x = x.reshape((n * c, h0, w))?.transpose(1, 2)?.contiguous()?.reshape((n * c * w, h0))?;
     let x = x.matmul(&rows)?; // [n c w, h]
     x.reshape((n * c, w, h))?.transpose(1, 2)?.contiguous()?.reshape((n, c, h, w))
+}
+
+/// [`resize`] of `h0 x w0` planes stored one after the other to `h x w`, in loops over the
+/// few taps each output sample reads (the matrix products of the other devices multiply
+/// mostly zeros: 2.2 GFLOP to shrink a 768x576 RGB image by 1.4), rows in parallel: along the
+/// rows first, then down the columns a whole row at a time.
+fn resize_planes(planes: &[f32], (h0, w0): (usize, usize), (h, w): (usize, usize)) -> Vec<f32> {
+    let (across, down) = (resample_taps(w0, w), resample_taps(h0, h));
+    let mut wide = vec![0f32; planes.len() / w0 * w];
+    wide.par_chunks_mut(w).zip(planes.par_chunks(w0)).with_min_len(16).for_each(|(out, row)| {
+        for (o, (lo, weights)) in out.iter_mut().zip(&across) {
+            *o = weights.iter().zip(&row[*lo..]).map(|(k, v)| k * v).sum();
+        }
+    });
+    let mut resized = vec![0f32; wide.len() / h0 * h];
+    resized.par_chunks_mut(w).enumerate().with_min_len(16).for_each(|(row, out)| {
+        let (lo, weights) = &down[row % h];
+        let plane = &wide[row / h * h0 * w..][..h0 * w];
+        for (k, src) in weights.iter().zip(plane[lo * w..].chunks_exact(w)) {
+            out.iter_mut().zip(src).for_each(|(o, &v)| *o += k * v);
+        }
+    });
+    resized
 }
 
 fn matrix_t(src: usize, dst: usize, dev: &Device) -> Result<Tensor> {
@@ -180,6 +216,24 @@ mod tests {
         assert_eq!(y.dims(), &[1, 3, 11, 31]);
         let max_err = (y - 0.3)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(max_err < 1e-5, "{max_err}");
+        Ok(())
+    }
+
+    #[test]
+    fn loops_match_the_matrix_products() -> Result<()> {
+        // Shrinking (antialiased) and growing, odd sizes, several planes, one-pixel axes.
+        for (c, (h0, w0), (h, w)) in
+            [(3, (41, 57), (29, 40)), (2, (13, 9), (31, 22)), (1, (5, 1), (2, 3)), (3, (1, 7), (4, 7))]
+        {
+            let x = Tensor::rand(0f32, 1.0, (1, c, h0, w0), &Device::Cpu)?;
+            let loops = resize(&x, h, w)?;
+            let cols = matrix_t(w0, w, &Device::Cpu)?;
+            let rows = matrix_t(h0, h, &Device::Cpu)?;
+            let ops = x.reshape((c * h0, w0))?.matmul(&cols)?.reshape((c, h0, w))?;
+            let ops = rows.t()?.broadcast_matmul(&ops)?.reshape((1, c, h, w))?;
+            let err = (loops - ops)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(err < 1e-5, "{c}x{h0}x{w0} -> {h}x{w}: {err}");
+        }
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 use candle_core::{CustomOp2, CustomOp3, DType, Result, Tensor};
 
 use super::cpu::{
-    conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, MaskSlot, PoolRouteCpu, PooledGradientCpu, UnfoldedConvCpu,
+    conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, MaskSlot, PackedWeights, PoolRouteCpu, PooledGradientCpu,
+    UnfoldedConvCpu,
 };
 use super::ops::active_mask;
 use super::padding::{dilate, output_len, pad_spatial, strided_window, Padding};
@@ -29,8 +30,9 @@ pub struct Conv2d {
 enum CpuKernels {
     /// 3x3, stride 1, padding 1: forward, forward fused with a ReLU, input gradient.
     Conv3x3([Conv3x3Cpu; 3]),
-    /// 1x1, stride 1: GEMMs over bands of pixels, with the bias (empty: none).
-    Conv1x1(Vec<f32>),
+    /// 1x1, stride 1: GEMMs over bands of pixels, with the bias (empty: none) and the weight
+    /// as the AVX2 kernel reads it.
+    Conv1x1(Vec<f32>, PackedWeights),
     /// Any other square kernel with at most [`FEW_CHANNELS`] input channels (EfficientNet's
     /// 3x3/2 stem, GoogLeNet's 7x7/2 `conv1`): GEMMs over unfolded patches, with the bias
     /// (empty: none).
@@ -61,7 +63,7 @@ impl Conv2d {
                     Some(CpuKernels::Conv3x3(conv3x3_kernels(bias_values()?)))
                 }
                 (1, 1, 1) if padding.amounts(1, 1, 1) == (0, 0) => {
-                    Some(CpuKernels::Conv1x1(bias_values()?.unwrap_or_default()))
+                    Some(CpuKernels::Conv1x1(bias_values()?.unwrap_or_default(), PackedWeights::default()))
                 }
                 _ if kh == kw && cin <= FEW_CHANNELS => Some(CpuKernels::Unfolded(bias_values()?.unwrap_or_default())),
                 _ => None,
@@ -129,9 +131,9 @@ impl Conv2d {
         self.cpu.as_ref().filter(|_| dtype == DType::F32)
     }
 
-    /// The 1x1 kernel with `bias`, clamp and direction.
-    fn conv1x1<'a>(bias: &'a [f32], clamp: Option<f32>, gradient: bool) -> Conv1x1Cpu<'a> {
-        Conv1x1Cpu { bias: (!bias.is_empty() && !gradient).then_some(bias), clamp, gradient, mask: None }
+    /// The 1x1 kernel with `bias`, clamp, direction and the layer's packed weights.
+    fn conv1x1<'a>(bias: &'a [f32], packed: &'a PackedWeights, clamp: Option<f32>, gradient: bool) -> Conv1x1Cpu<'a> {
+        Conv1x1Cpu { bias: (!bias.is_empty() && !gradient).then_some(bias), clamp, gradient, mask: None, packed }
     }
 
     /// The geometry, bias, clamp and direction of the unfolded kernel for an `h x w` input.
@@ -171,7 +173,9 @@ impl Conv2d {
                 };
                 apply_cpu(x, &self.weight, mask, op)
             }
-            CpuKernels::Conv1x1(bias) => apply_cpu(x, &self.weight, mask, &Self::conv1x1(bias, clamp, gradient)),
+            CpuKernels::Conv1x1(bias, packed) => {
+                apply_cpu(x, &self.weight, mask, &Self::conv1x1(bias, packed, clamp, gradient))
+            }
             CpuKernels::Unfolded(bias) => {
                 apply_cpu(x, &self.weight, mask, &UnfoldedConvCpu(self.strided(bias, size, clamp, gradient)))
             }
@@ -216,7 +220,9 @@ impl Conv2d {
     pub fn forward_activated_masked(&self, x: &Tensor, upper: f32) -> Result<(Tensor, Tensor)> {
         let (_, _, h, w) = x.dims4()?;
         let fused = match self.cpu_kernels(x.dtype()) {
-            Some(CpuKernels::Conv1x1(bias)) => Some(MaskingKernel::Pointwise(Self::conv1x1(bias, Some(upper), false))),
+            Some(CpuKernels::Conv1x1(bias, packed)) => {
+                Some(MaskingKernel::Pointwise(Self::conv1x1(bias, packed, Some(upper), false)))
+            }
             Some(CpuKernels::Unfolded(bias)) => {
                 Some(MaskingKernel::Unfolded(self.strided(bias, (h, w), Some(upper), false)))
             }

@@ -1,6 +1,7 @@
 //! Temporal coherence: what each frame's dream starts from, given the previous frame.
 
 use image::RgbImage;
+use rayon::prelude::*;
 
 use super::flow::{self, Flow, FlowParams, Plane};
 use super::shots::is_cut;
@@ -65,13 +66,16 @@ pub fn motion(prev: &Plane, cur: &Plane, mode: Coherence, scene_cut: f32) -> Mot
 
 /// CHW floats in `[0, 1]` of an RGB image.
 pub fn chw(img: &RgbImage) -> Vec<f32> {
-    let n = (img.width() * img.height()) as usize;
+    let (w, n) = (img.width() as usize, (img.width() * img.height()) as usize);
     let mut out = vec![0f32; 3 * n];
-    for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * n + i] = p[c] as f32 / 255.0;
+    let (r, gb) = out.split_at_mut(n);
+    let (g, b) = gb.split_at_mut(n);
+    let rows = r.par_chunks_mut(w.max(1)).zip(g.par_chunks_mut(w.max(1))).zip(b.par_chunks_mut(w.max(1)));
+    rows.zip(img.as_raw().par_chunks(3 * w.max(1))).with_min_len(16).for_each(|(((r, g), b), src)| {
+        for (x, p) in src.chunks_exact(3).enumerate() {
+            (r[x], g[x], b[x]) = (p[0] as f32 / 255.0, p[1] as f32 / 255.0, p[2] as f32 / 255.0);
         }
-    }
+    });
     out
 }
 
@@ -119,11 +123,11 @@ pub fn start(
     let dreamed = chw(prev_dream);
     match (mode, motion.and_then(|m| m.back.as_ref().map(|b| (b, &m.reliable)))) {
         (Coherence::Flow, Some((back, reliable))) => {
-            let residual: Vec<f32> = dreamed.iter().zip(chw(prev_src)).map(|(d, s)| d - s).collect();
+            let residual: Vec<f32> = dreamed.par_iter().zip(chw(prev_src)).map(|(d, s)| d - s).collect();
             let carried = flow::warp(&residual, 3, back);
             let n = reliable.len();
             let image = cur
-                .iter()
+                .par_iter()
                 .zip(carried)
                 .enumerate()
                 .map(|(i, (c, r))| (c + carry * reliable[i % n] * r).clamp(0.0, 1.0))

@@ -4,6 +4,8 @@
 //! would first copy the input through its im2col; one GEMM over the whole image, with the
 //! bias filled in before and the clamp after, made four passes over outputs tens of MB large.
 
+use std::sync::OnceLock;
+
 use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -25,7 +27,14 @@ pub struct Conv1x1Cpu<'a> {
     pub gradient: bool,
     /// Where the forward leaves the clamp's mask, if it is wanted (with a clamp only).
     pub mask: Option<&'a MaskSlot>,
+    /// The layer's weight as the AVX2 kernel reads it, kept after first use.
+    pub packed: &'a PackedWeights,
 }
+
+/// One layer's weight packed for [`pointwise_avx2`], made on first use (for the weight the
+/// layer's ops are always given): for the forward, and transposed for the input gradient.
+#[derive(Debug, Clone, Default)]
+pub struct PackedWeights([OnceLock<Vec<f32>>; 2]);
 
 /// Input and output values of one band of pixels (256 KiB): the band's output is still in
 /// cache when the bias and clamp are applied to it.
@@ -59,8 +68,10 @@ impl Conv1x1Cpu<'_> {
         let bands = hw.div_ceil(band);
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = SharedMut(out.as_mut_ptr());
-        let packed = (pointwise_avx2::available() && (mask.is_some() || c < PANEL_DEPTH))
-            .then(|| pointwise_avx2::pack(weight, cout, c, (row_stride, col_stride)));
+        let packed = (pointwise_avx2::available() && (mask.is_some() || c < PANEL_DEPTH)).then(|| {
+            self.packed.0[usize::from(self.gradient)]
+                .get_or_init(|| pointwise_avx2::pack(weight, cout, c, (row_stride, col_stride)))
+        });
         let clamp = self.clamp.filter(|_| !self.gradient);
         let clamp_mask = clamp.zip(self.mask);
         // The AVX2 kernel writes the mask through pointers only, so it need not be cleared;
@@ -76,7 +87,7 @@ impl Conv1x1Cpu<'_> {
             // output row of image b (dst + b * cout * hw, row stride hw), and of its mask (same
             // layout), and reads them only after writing them.
             let (out_b, mask_b) = unsafe { (dst.get().add(offset), mask_dst.map(|m| m.get().add(offset))) };
-            if let Some(packed) = &packed {
+            if let Some(packed) = packed {
                 let job = pointwise_avx2::Band {
                     packed,
                     rows: cout,

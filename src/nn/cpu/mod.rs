@@ -81,7 +81,7 @@ mod unfolded;
 mod winograd;
 
 pub use buffers::MaskSlot;
-pub use conv1x1::Conv1x1Cpu;
+pub use conv1x1::{Conv1x1Cpu, PackedWeights};
 pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu, PooledGradientCpu};
 pub use depthwise::DepthwiseCpu;
 pub use max_pool::{MaxPoolCpu, MaxPoolGradientCpu, Window};
