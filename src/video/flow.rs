@@ -50,17 +50,17 @@ impl Plane {
     /// length. One pass on one thread (callers run planes in parallel): rows are summed
     /// [`ROWS_AT_ONCE`] at a time (independent chains of additions), and the running sums down
     /// the columns advance a whole row at a time, only the last `2r + 2` of them kept, so that
-    /// the pass reads its input once and writes its output once.
-    fn box_mean(&self, r: usize) -> Self {
-        let mut data = vec![0f32; self.w * self.h];
-        box_mean_into(&self.data, (self.w, self.h), r, &mut data);
-        Self { w: self.w, h: self.h, data }
+    /// the pass reads its input once and writes its output once, in place (each row of means
+    /// is written after the rows its window reads have been summed).
+    fn box_mean(mut self, r: usize) -> Self {
+        box_mean_in_place(&mut self.data, (self.w, self.h), r);
+        self
     }
 }
 
 multiversion! {
-    /// [`Plane::box_mean`] of the `w x h` plane `src` (`size`) with radius `r`, into `data`.
-    fn box_mean_into(src: &[f32], size: (usize, usize), r: usize, data: &mut [f32]) {
+    /// [`Plane::box_mean`] of the `w x h` plane `data` (`size`) with radius `r`, in place.
+    fn box_mean_in_place(data: &mut [f32], size: (usize, usize), r: usize) {
         let (w, h) = size;
         let window = |i: usize, n: usize| (i.saturating_sub(r), (i + r + 1).min(n));
         // The running sums along a group of rows and the group's row means, interleaved:
@@ -72,7 +72,7 @@ multiversion! {
         let ring = 2 * r + 2;
         let mut sums = vec![0f32; ring * w];
         let mut summed = 0;
-        for (y, out) in data.chunks_exact_mut(w.max(1)).take(h).enumerate() {
+        for y in 0..h {
             let (lo, hi) = window(y, h);
             while summed < hi {
                 let k = summed % ROWS_AT_ONCE;
@@ -81,7 +81,7 @@ multiversion! {
                     for x in 0..w {
                         for k in 0..n {
                             prefix[(x + 1) * ROWS_AT_ONCE + k] =
-                                prefix[x * ROWS_AT_ONCE + k] + src[(summed + k) * w + x];
+                                prefix[x * ROWS_AT_ONCE + k] + data[(summed + k) * w + x];
                         }
                     }
                     for (x, means) in row_means.chunks_exact_mut(ROWS_AT_ONCE).enumerate() {
@@ -107,6 +107,7 @@ multiversion! {
                 summed += 1;
             }
             let (top, bottom) = (&sums[lo % ring * w..][..w], &sums[hi % ring * w..][..w]);
+            let out = &mut data[y * w..][..w];
             let n = (hi - lo) as f32;
             out.iter_mut().zip(bottom.iter().zip(top)).for_each(|(o, (&b, &t))| *o = (b - t) / n);
         }
@@ -351,7 +352,7 @@ mod tests {
         };
         for (w, h, r) in [(37, 29, 4), (5, 3, 2), (64, 17, 0), (1, 9, 3)] {
             let p = pattern(w, h, 0.3, 0.7);
-            assert_eq!(p.box_mean(r).data, reference(&p, r), "{w}x{h} radius {r}");
+            assert_eq!(p.clone().box_mean(r).data, reference(&p, r), "{w}x{h} radius {r}");
         }
     }
 
