@@ -8,6 +8,7 @@ use image::ImageDecoder;
 use image::RgbImage;
 use rayon::prelude::*;
 
+use crate::nn::cpu::with_f32_values;
 use crate::output::write_atomically;
 
 /// An 8-bit RGB image as a `[1, 3, H, W]` `F32` tensor in `[0, 1]`.
@@ -23,16 +24,17 @@ pub fn tensor_to_rgb(x: &Tensor) -> candle_core::Result<RgbImage> {
     if c != 3 {
         candle_core::bail!("an RGB image needs 3 channels, not {c}");
     }
-    let planes = x.squeeze(0)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let n = h * w;
     let mut bytes = vec![0u8; 3 * n];
-    bytes.par_chunks_mut(3 * w.max(1)).enumerate().with_min_len(16).for_each(|(y, row)| {
-        for (i, px) in (y * w..).zip(row.chunks_exact_mut(3)) {
-            for (c, v) in px.iter_mut().enumerate() {
-                *v = (planes[c * n + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+    with_f32_values(&x.to_dtype(DType::F32)?, |planes| {
+        bytes.par_chunks_mut(3 * w.max(1)).enumerate().with_min_len(16).for_each(|(y, row)| {
+            for (i, px) in (y * w..).zip(row.chunks_exact_mut(3)) {
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = (planes[c * n + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+                }
             }
-        }
-    });
+        })
+    })?;
     Ok(RgbImage::from_raw(w as u32, h as u32, bytes).expect("buffer has h*w*3 bytes"))
 }
 

@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
+use crate::nn::cpu::with_f32_values;
 use crate::zoom::CameraStep;
 
 /// Catmull-Rom cubic (a = -0.5), the kernel PIL calls BICUBIC.
@@ -56,7 +57,7 @@ pub fn resize(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        let resized = resize_planes(&x.flatten_all()?.to_vec1::<f32>()?, (h0, w0), (h, w));
+        let resized = with_f32_values(x, |planes| resize_planes(planes, (h0, w0), (h, w)))?;
         return Tensor::from_vec(resized, (n, c, h, w), x.device());
     }
     let dev = x.device();
@@ -112,7 +113,7 @@ pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let k = gaussian_kernel(sigma);
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        let blurred = gaussian_blur_planes(&x.flatten_all()?.to_vec1::<f32>()?, (h, w), &k);
+        let blurred = with_f32_values(x, |planes| gaussian_blur_planes(planes, (h, w), &k))?;
         return Tensor::from_vec(blurred, (n, c, h, w), x.device());
     }
     gaussian_blur_tensor_ops(x, &k)

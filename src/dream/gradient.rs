@@ -5,6 +5,8 @@
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
+use crate::nn::cpu::{assume_init, uninit, with_f32_values};
+
 /// How each gradient is scaled into a step of size `lr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GradientNorm {
@@ -90,21 +92,28 @@ pub fn mean_step_cpu(x: &Tensor, grad: &Tensor, lr: f64, weight: Option<&Tensor>
     {
         return Ok(None);
     }
-    let g = grad.flatten_all()?.to_vec1::<f32>()?;
     let weight = weight.map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()?;
     let scale = (lr / (mean_magnitude(grad)? + EPS)) as f32;
-    let mut out = x.flatten_all()?.to_vec1::<f32>()?;
-    out.par_chunks_mut(w.max(1)).zip(g.par_chunks(w.max(1))).enumerate().with_min_len(16).for_each(|(row, (o, g))| {
-        let weight_row = weight.as_ref().map(|wt| {
-            let image = if wt.len() == h * w { 0 } else { row / h / c };
-            &wt[(image * h + row % h) * w..][..w]
-        });
-        for (i, (o, &g)) in o.iter_mut().zip(g).enumerate() {
-            let step = g * scale;
-            let step = weight_row.map_or(step, |wt| step * wt[i]);
-            *o = (*o + step).clamp(0.0, 1.0);
-        }
-    });
+    let row = w.max(1);
+    let out = with_f32_values(x, |x| {
+        with_f32_values(grad, |g| {
+            let mut out = uninit::<f32>(x.len());
+            let rows = out.par_chunks_mut(row).zip(x.par_chunks(row).zip(g.par_chunks(row)));
+            rows.enumerate().with_min_len(16).for_each(|(y, (o, (x, g)))| {
+                let weight_row = weight.as_ref().map(|wt| {
+                    let image = if wt.len() == h * w { 0 } else { y / h / c };
+                    &wt[(image * h + y % h) * w..][..w]
+                });
+                for (i, (o, (&x, &g))) in o.iter_mut().zip(x.iter().zip(g)).enumerate() {
+                    let step = g * scale;
+                    let step = weight_row.map_or(step, |wt| step * wt[i]);
+                    o.write((x + step).clamp(0.0, 1.0));
+                }
+            });
+            // SAFETY: every row of the output was written in full.
+            unsafe { assume_init(out) }
+        })
+    })??;
     Tensor::from_vec(out, (n, c, h, w), x.device()).map(Some)
 }
 

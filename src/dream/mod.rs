@@ -19,6 +19,8 @@ pub mod tiles;
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
+use crate::nn::cpu::{assume_init, uninit, with_f32_values};
+
 pub use gradient::GradientNorm;
 pub use octave::octave_sizes;
 pub use rng::Rng;
@@ -193,14 +195,19 @@ fn roll(x: &Tensor, dy: i64, dx: i64) -> Result<Tensor> {
         return x.roll(dy as i32, 2)?.roll(dx as i32, 3);
     }
     let (sy, sx) = (dy.rem_euclid(h as i64) as usize, dx.rem_euclid(w as i64) as usize);
-    let src = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; src.len()];
-    out.par_chunks_mut(w).enumerate().with_min_len(16).for_each(|(row, out)| {
-        let (plane, y) = (row / h, row % h);
-        let from = &src[(plane * h + (y + h - sy) % h) * w..][..w];
-        out[sx..].copy_from_slice(&from[..w - sx]);
-        out[..sx].copy_from_slice(&from[w - sx..]);
-    });
+    let out = with_f32_values(x, |src| {
+        let mut out = uninit::<f32>(src.len());
+        out.par_chunks_mut(w).enumerate().with_min_len(16).for_each(|(row, out)| {
+            let (plane, y) = (row / h, row % h);
+            let from = &src[(plane * h + (y + h - sy) % h) * w..][..w];
+            let (tail, head) = from.split_at(w - sx);
+            out.iter_mut().zip(head.iter().chain(tail)).for_each(|(d, &v)| {
+                d.write(v);
+            });
+        });
+        // SAFETY: every row was written in full (its last sx values, then the rest).
+        unsafe { assume_init(out) }
+    })?;
     Tensor::from_vec(out, (n, c, h, w), x.device())
 }
 

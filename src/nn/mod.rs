@@ -10,7 +10,7 @@
 
 mod concat;
 mod conv;
-mod cpu;
+pub(crate) mod cpu;
 pub mod guide;
 mod network;
 mod ops;

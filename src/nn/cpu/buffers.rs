@@ -74,7 +74,7 @@ impl Drop for Scratch {
 
 /// A vector of `len` values that a kernel writes in full before [`assume_init`]: an output or
 /// mask not cleared first (clearing the outputs of Lite0's 512 step cost 8% of it).
-pub(super) fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {
+pub(crate) fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {
     let mut v = Vec::with_capacity(len);
     v.resize_with(len, MaybeUninit::uninit);
     v
@@ -84,7 +84,7 @@ pub(super) fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {
 ///
 /// # Safety
 /// Every element of `v` must be initialised.
-pub(super) unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
+pub(crate) unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: MaybeUninit<T> has T's size and alignment, the caller guarantees every element
     // is initialised, and the allocation passes from one Vec to the other unchanged.

@@ -1,7 +1,7 @@
 //! Kernel operands: candle's CPU storage as contiguous slices, the masking rules every masked
 //! kernel applies, and the epilogue of the GEMM-based forwards.
 
-use candle_core::{CpuStorage, Layout, Result};
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 /// The contiguous `F32` data of a CPU operand.
 pub(super) fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -9,6 +9,19 @@ pub(super) fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -
         CpuStorage::F32(data) => contiguous(data, layout, op),
         _ => candle_core::bail!("{op}: F32 operand expected"),
     }
+}
+
+/// Calls `f` with the values of the `F32` tensor `t` in row-major order: borrowed from a
+/// contiguous CPU tensor's storage, else copied out first (the copy is one pass on one thread,
+/// for the work of the loops `f` runs in parallel).
+pub fn with_f32_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            return Ok(f(&data[start..end]));
+        }
+    }
+    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
 }
 
 /// The contiguous `U8` data of a CPU operand (a mask).
