@@ -205,7 +205,8 @@ fn roll(x: &Tensor, dy: i64, dx: i64) -> Result<Tensor> {
                 d.write(v);
             });
         });
-        // SAFETY: every row was written in full (its last sx values, then the rest).
+        // SAFETY: every row was written in full: the source row's last sx values, then its
+        // first w - sx.
         unsafe { assume_init(out) }
     })?;
     Tensor::from_vec(out, (n, c, h, w), x.device())

@@ -12,8 +12,8 @@ pub(super) fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -
 }
 
 /// Calls `f` with the values of the `F32` tensor `t` in row-major order: borrowed from a
-/// contiguous CPU tensor's storage, else copied out first (the copy is one pass on one thread,
-/// for the work of the loops `f` runs in parallel).
+/// contiguous CPU tensor's storage, else copied out first. Spares loops that read a tensor in
+/// parallel the copy `to_vec1` would make on one thread before them.
 pub fn with_f32_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     {
         let (storage, layout) = t.storage_and_layout();
