@@ -2,10 +2,10 @@
 //! and Gaussian blur as device-agnostic tensor ops (the blur in plain loops on `F32` CPU
 //! tensors), and the bicubic camera warp of zooms.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use crate::nn::cpu::with_f32_values;
+use crate::nn::cpu::{cpu_f32, with_f32_values};
 use crate::zoom::CameraStep;
 
 /// Catmull-Rom cubic (a = -0.5), the kernel PIL calls BICUBIC.
@@ -56,7 +56,7 @@ pub fn resize(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     if (h0, w0) == (h, w) {
         return Ok(x.clone());
     }
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if cpu_f32(x) {
         let resized = with_f32_values(x, |planes| resize_planes(planes, (h0, w0), (h, w)))?;
         return Tensor::from_vec(resized, (n, c, h, w), x.device());
     }
@@ -112,7 +112,7 @@ pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
     }
     let (n, c, h, w) = x.dims4()?;
     let k = gaussian_kernel(sigma);
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if cpu_f32(x) {
         let blurred = with_f32_values(x, |planes| gaussian_blur_planes(planes, (h, w), &k))?;
         return Tensor::from_vec(blurred, (n, c, h, w), x.device());
     }

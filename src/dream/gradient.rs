@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use crate::nn::cpu::{assume_init, uninit, with_f32_values};
+use crate::nn::cpu::{assume_init, cpu_f32, uninit, with_f32_values};
 
 /// How each gradient is scaled into a step of size `lr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,6 @@ fn mean_magnitude(grad: &Tensor) -> Result<f64> {
 /// theirs, as a dream amplifies even the rounding of another summation order.
 pub fn mean_step_cpu(x: &Tensor, grad: &Tensor, lr: f64, weight: Option<&Tensor>) -> Result<Option<Tensor>> {
     let (n, c, h, w) = x.dims4()?;
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
     let per_pixel =
         |t: &Tensor| t.dims4().is_ok_and(|(wn, wc, wh, ww)| (wn == 1 || wn == n) && (wc, wh, ww) == (1, h, w));
     if !cpu_f32(x) || !cpu_f32(grad) || grad.dims() != x.dims() || weight.is_some_and(|t| !cpu_f32(t) || !per_pixel(t))

@@ -19,7 +19,7 @@ pub mod tiles;
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
-use crate::nn::cpu::{assume_init, uninit, with_f32_values};
+use crate::nn::cpu::{assume_init, cpu_f32, uninit, with_f32_values};
 
 pub use gradient::GradientNorm;
 pub use octave::octave_sizes;
@@ -191,7 +191,7 @@ pub fn dream_weighted(
 /// candle's two rolls.
 fn roll(x: &Tensor, dy: i64, dx: i64) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    if !(x.device().is_cpu() && x.dtype() == candle_core::DType::F32) || h * w == 0 {
+    if !cpu_f32(x) || h * w == 0 {
         return x.roll(dy as i32, 2)?.roll(dx as i32, 3);
     }
     let (sy, sx) = (dy.rem_euclid(h as i64) as usize, dx.rem_euclid(w as i64) as usize);

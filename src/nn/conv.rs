@@ -3,8 +3,8 @@
 use candle_core::{CustomOp2, CustomOp3, DType, Result, Tensor};
 
 use super::cpu::{
-    conv3x3_kernels, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, MaskSlot, PackedWeights, PoolRouteCpu, PooledGradientCpu,
-    UnfoldedConvCpu,
+    conv3x3_kernels, cpu_f32, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, MaskSlot, PackedWeights, PoolRouteCpu,
+    PooledGradientCpu, UnfoldedConvCpu,
 };
 use super::ops::active_mask;
 use super::padding::{dilate, output_len, pad_spatial, strided_window, Padding};
@@ -57,7 +57,7 @@ impl Conv2d {
         let weight = weight.contiguous()?;
         let (_, cin, kh, kw) = weight.dims4()?;
         let bias_values = || bias.as_ref().map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose();
-        let cpu = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+        let cpu = if cpu_f32(&weight) {
             match (kh, kw, stride) {
                 (3, 3, 1) if padding == Padding::Symmetric(1) => {
                     Some(CpuKernels::Conv3x3(conv3x3_kernels(bias_values()?)))
@@ -354,7 +354,7 @@ impl DepthwiseConv2d {
         let (c, _, k, _) = weight.dims4()?;
         let flat = weight.reshape((c, k * k))?;
         let taps = (0..k * k).map(|i| flat.narrow(1, i, 1)?.reshape((1, c, 1, 1))).collect::<Result<Vec<_>>>()?;
-        let cpu_bias = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+        let cpu_bias = if cpu_f32(&weight) {
             Some(bias.as_ref().map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()?.unwrap_or_default())
         } else {
             None

@@ -6,7 +6,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::concat::{Concat, ConcatRecord};
 use super::conv::{Conv2d, DepthwiseConv2d};
-use super::cpu::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, SumCpu};
+use super::cpu::{cpu_f32, ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, SumCpu};
 use super::padding::pad_spatial;
 use super::pool::MaxPool;
 
@@ -282,11 +282,6 @@ pub(super) fn sum(terms: Vec<Tensor>) -> Result<Tensor> {
         Some(second) => total.apply_op3_no_bwd(&pair[0], second, &SumCpu),
         None => total.apply_op2_no_bwd(&pair[0], &SumCpu),
     })
-}
-
-/// Whether `t` is an `F32` CPU tensor, which the kernels of [`super::cpu`] handle.
-pub(super) fn cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
 }
 
 /// `u8` mask of the elements of `y` strictly between 0 and `upper`: the backward of a ReLU

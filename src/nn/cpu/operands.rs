@@ -11,6 +11,12 @@ pub(super) fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -
     }
 }
 
+/// Whether `t` is an `F32` CPU tensor, which the kernels of this module (and the CPU loops
+/// elsewhere) handle.
+pub fn cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
 /// Calls `f` with the values of the `F32` tensor `t` in row-major order: borrowed from a
 /// contiguous CPU tensor's storage, else copied out first. Spares loops that read a tensor in
 /// parallel the copy `to_vec1` would make on one thread before them.
