@@ -35,16 +35,16 @@ enum CpuKernels {
     Conv1x1(Vec<f32>, PackedWeights),
     /// Any other square kernel with at most [`FEW_CHANNELS`] input channels (EfficientNet's
     /// 3x3/2 stem, GoogLeNet's 7x7/2 `conv1`): GEMMs over unfolded patches, with the bias
-    /// (empty: none).
-    Unfolded(Vec<f32>),
+    /// (empty: none) and the weight as the AVX2 kernel reads it.
+    Unfolded(Vec<f32>, PackedWeights),
 }
 
 /// A forward CPU kernel that can leave its activation's mask in a [`MaskSlot`].
 enum MaskingKernel<'a> {
     /// The 1x1 kernel.
     Pointwise(Conv1x1Cpu<'a>),
-    /// The unfolded kernel (its geometry).
-    Unfolded(DepthwiseCpu<'a>),
+    /// The unfolded kernel.
+    Unfolded(UnfoldedConvCpu<'a>),
 }
 
 /// Input channels up to which a convolution without a dedicated kernel runs as GEMMs over
@@ -65,7 +65,9 @@ impl Conv2d {
                 (1, 1, 1) if padding.amounts(1, 1, 1) == (0, 0) => {
                     Some(CpuKernels::Conv1x1(bias_values()?.unwrap_or_default(), PackedWeights::default()))
                 }
-                _ if kh == kw && cin <= FEW_CHANNELS => Some(CpuKernels::Unfolded(bias_values()?.unwrap_or_default())),
+                _ if kh == kw && cin <= FEW_CHANNELS => {
+                    Some(CpuKernels::Unfolded(bias_values()?.unwrap_or_default(), PackedWeights::default()))
+                }
                 _ => None,
             }
         } else {
@@ -176,8 +178,9 @@ impl Conv2d {
             CpuKernels::Conv1x1(bias, packed) => {
                 apply_cpu(x, &self.weight, mask, &Self::conv1x1(bias, packed, clamp, gradient))
             }
-            CpuKernels::Unfolded(bias) => {
-                apply_cpu(x, &self.weight, mask, &UnfoldedConvCpu(self.strided(bias, size, clamp, gradient)))
+            CpuKernels::Unfolded(bias, packed) => {
+                let conv = self.strided(bias, size, clamp, gradient);
+                apply_cpu(x, &self.weight, mask, &UnfoldedConvCpu { conv, packed })
             }
         })
     }
@@ -223,8 +226,9 @@ impl Conv2d {
             Some(CpuKernels::Conv1x1(bias, packed)) => {
                 Some(MaskingKernel::Pointwise(Self::conv1x1(bias, packed, Some(upper), false)))
             }
-            Some(CpuKernels::Unfolded(bias)) => {
-                Some(MaskingKernel::Unfolded(self.strided(bias, (h, w), Some(upper), false)))
+            Some(CpuKernels::Unfolded(bias, packed)) => {
+                let conv = self.strided(bias, (h, w), Some(upper), false);
+                Some(MaskingKernel::Unfolded(UnfoldedConvCpu { conv, packed }))
             }
             _ => None,
         }
@@ -232,7 +236,8 @@ impl Conv2d {
             move |slot: &MaskSlot| match kernel {
                 MaskingKernel::Pointwise(k) => apply_cpu(x, &self.weight, None, &Conv1x1Cpu { mask: Some(slot), ..k }),
                 MaskingKernel::Unfolded(k) => {
-                    apply_cpu(x, &self.weight, None, &UnfoldedConvCpu(DepthwiseCpu { mask: Some(slot), ..k }))
+                    let conv = DepthwiseCpu { mask: Some(slot), ..k.conv };
+                    apply_cpu(x, &self.weight, None, &UnfoldedConvCpu { conv, ..k })
                 }
             }
         });

@@ -4,15 +4,13 @@
 //! would first copy the input through its im2col; one GEMM over the whole image, with the
 //! bias filled in before and the clamp after, made four passes over outputs tens of MB large.
 
-use std::sync::OnceLock;
-
 use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::buffers::{MaskSlot, Scratch, SharedMut};
 use super::operands::{copy_masked, epilogue};
-use super::pointwise_avx2;
+use super::pointwise_avx2::{self, PackedWeights};
 
 /// A 1x1 convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, 1, 1]` weight (second operand), or, with `gradient`, the input gradient of one
@@ -30,11 +28,6 @@ pub struct Conv1x1Cpu<'a> {
     /// The layer's weight as the AVX2 kernel reads it, kept after first use.
     pub packed: &'a PackedWeights,
 }
-
-/// One layer's weight packed for [`pointwise_avx2`], made on first use (for the weight the
-/// layer's ops are always given): for the forward, and transposed for the input gradient.
-#[derive(Debug, Clone, Default)]
-pub struct PackedWeights([OnceLock<Vec<f32>>; 2]);
 
 /// Input and output values of one band of pixels (256 KiB): the band's output is still in
 /// cache when the bias and clamp are applied to it.
@@ -69,8 +62,7 @@ impl Conv1x1Cpu<'_> {
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = SharedMut(out.as_mut_ptr());
         let packed = (pointwise_avx2::available() && (mask.is_some() || c < PANEL_DEPTH)).then(|| {
-            self.packed.0[usize::from(self.gradient)]
-                .get_or_init(|| pointwise_avx2::pack(weight, cout, c, (row_stride, col_stride)))
+            self.packed.get(self.gradient, || pointwise_avx2::pack(weight, cout, c, (row_stride, col_stride)))
         });
         let clamp = self.clamp.filter(|_| !self.gradient);
         let clamp_mask = clamp.zip(self.mask);

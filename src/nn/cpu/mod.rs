@@ -82,11 +82,12 @@ mod winograd;
 
 pub use buffers::MaskSlot;
 pub(crate) use buffers::{assume_init, uninit};
-pub use conv1x1::{Conv1x1Cpu, PackedWeights};
+pub use conv1x1::Conv1x1Cpu;
 pub use conv3x3::{conv3x3_kernels, Conv3x3Cpu, PooledGradientCpu};
 pub use depthwise::DepthwiseCpu;
 pub use max_pool::{MaxPoolCpu, MaxPoolGradientCpu, Window};
 pub use operands::{cpu_f32, with_f32_values};
+pub use pointwise_avx2::PackedWeights;
 pub use pool::{ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
 pub use sum::SumCpu;
 pub use unfolded::UnfoldedConvCpu;

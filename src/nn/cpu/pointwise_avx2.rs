@@ -3,8 +3,9 @@
 //! registers, the bias, clamp and clamp mask applied to each tile before it is stored. The
 //! gemm crate, which the kernels use elsewhere, repacks both operands for every band and leaves
 //! the epilogue to a second pass; here the band's input is copied (masked, for a gradient) once
-//! into panels of 16 pixels and the weights are packed once per call, which pays for layers of
-//! few input channels (most of EfficientNet-Lite0's).
+//! into panels of 16 pixels and each layer's weights are packed once, on first use
+//! ([`PackedWeights`]), which pays for layers of few input channels (most of
+//! EfficientNet-Lite0's).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -47,6 +48,19 @@ pub(super) fn pack(weight: &[f32], rows: usize, depth: usize, (row_stride, col_s
         }
     }
     packed
+}
+
+/// One layer's weight as [`band`] reads it ([`pack`]ed), made on first use (for the weight
+/// the layer's ops are always given): for the forward, and transposed for the input gradient.
+#[derive(Debug, Clone, Default)]
+pub struct PackedWeights([OnceLock<Vec<f32>>; 2]);
+
+impl PackedWeights {
+    /// The weight of the forward, or with `gradient` of the input gradient, as `pack` packs
+    /// it the first time it is asked for.
+    pub(super) fn get(&self, gradient: bool, pack: impl FnOnce() -> Vec<f32>) -> &[f32] {
+        self.0[usize::from(gradient)].get_or_init(pack)
+    }
 }
 
 /// One band's product and epilogue.

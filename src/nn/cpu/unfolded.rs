@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::buffers::{Scratch, SharedMut};
 use super::depthwise::DepthwiseCpu;
 use super::operands::{copy_masked, epilogue};
-use super::pointwise_avx2;
+use super::pointwise_avx2::{self, PackedWeights};
 use crate::nn::padding::columns;
 
 /// Unfolded patch values per band (1 MiB).
@@ -26,10 +26,15 @@ const PANEL_VALUES: usize = 1 << 16;
 
 /// A dense convolution of an `F32` NCHW CPU tensor (first operand) with a contiguous
 /// `[cout, cin, k, k]` weight (second operand), or, with `gradient`, the input gradient of one
-/// given the output gradient: the same operands and fields as [`DepthwiseCpu`]. A third `U8`
-/// operand shaped like the first masks it.
+/// given the output gradient: the same operands as [`DepthwiseCpu`]'s. A third `U8` operand
+/// shaped like the first masks it.
 #[derive(Debug, Clone, Copy)]
-pub struct UnfoldedConvCpu<'a>(pub DepthwiseCpu<'a>);
+pub struct UnfoldedConvCpu<'a> {
+    /// Geometry, bias, clamp, direction and mask slot, as for a depthwise convolution.
+    pub conv: DepthwiseCpu<'a>,
+    /// The layer's weight as the AVX2 kernel reads it, kept after first use.
+    pub packed: &'a PackedWeights,
+}
 
 /// One image's output gradient, and where it is masked its mask and, for the gemm crate, a
 /// buffer for a band of the masked gradient.
@@ -71,7 +76,7 @@ impl UnfoldedConvCpu<'_> {
         weight: &[f32],
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let op = &self.0;
+        let op = &self.conv;
         let (n, c, h, w) = l1.shape().dims4()?;
         let (cout, cin, k, _) = l2.shape().dims4()?;
         let (inputs, outputs) = if op.gradient { (cout, cin) } else { (cin, cout) };
@@ -92,7 +97,7 @@ impl UnfoldedConvCpu<'_> {
         let mut result = vec![0f32; n * outputs * ho * wo];
         // The gradient's transposed weight for [`pointwise_avx2`], where it runs.
         let packed = (op.gradient && pointwise_avx2::available())
-            .then(|| pointwise_avx2::pack(weight, g.taps(), g.cout, (1, g.taps())));
+            .then(|| self.packed.get(true, || pointwise_avx2::pack(weight, g.taps(), g.cout, (1, g.taps()))));
         // One band's unfolded patches, and for the gemm crate where there is a mask the band's
         // masked output gradient.
         let mut patches = Scratch::new(g.taps() * rows_per_band * out.1);
@@ -103,7 +108,7 @@ impl UnfoldedConvCpu<'_> {
                 let rows = r0..(r0 + rows_per_band).min(out.0);
                 if op.gradient {
                     let mask_b = mask.map(|m| (&m[b * c * h * w..][..c * h * w], kept.as_deref_mut()));
-                    let weights = (weight, packed.as_deref());
+                    let weights = (weight, packed);
                     self.gradient_band(&g, (x_b, mask_b), weights, rows, &mut patches, result_b);
                 } else {
                     self.forward_band(&g, x_b, weight, rows, &mut patches, result_b);
@@ -115,13 +120,13 @@ impl UnfoldedConvCpu<'_> {
 
     /// The input row that output row `r` reads at kernel row `dy`, if inside the image.
     fn input_row(&self, g: &Geometry, r: usize, dy: usize) -> Option<usize> {
-        (r * self.0.stride + dy).checked_sub(self.0.pad.0).filter(|&row| row < g.image.0)
+        (r * self.conv.stride + dy).checked_sub(self.conv.pad.0).filter(|&row| row < g.image.0)
     }
 
     /// Row `t` of the unfolded patches of output rows `rows`: the input value that tap `t`
     /// (input channel, kernel row and column) reads for each output, or 0 in the padding.
     fn unfold_tap(&self, g: &Geometry, x: &[f32], rows: Range<usize>, t: usize, patch: &mut [f32]) {
-        let op = &self.0;
+        let op = &self.conv;
         let ((h, w), (_, wo)) = (g.image, g.out);
         let (ci, dy, dx) = g.tap(t);
         let plane = &x[ci * h * w..][..h * w];
@@ -146,13 +151,13 @@ impl UnfoldedConvCpu<'_> {
     /// 1x1 kernel's GEMM, which applies the bias and clamp and writes the clamp's mask where
     /// one is wanted.
     fn forward_panels(&self, g: &Geometry, x: &[f32], weight: &[f32], n: usize) -> Vec<f32> {
-        let op = &self.0;
+        let op = &self.conv;
         let ((h, w), (ho, wo)) = (g.image, g.out);
         let taps = g.taps();
         let rows_per_band = (PANEL_VALUES / ((taps + g.cout) * wo)).clamp(1, ho);
         let bands = ho.div_ceil(rows_per_band);
         let len = n * g.cout * ho * wo;
-        let packed = pointwise_avx2::pack(weight, g.cout, taps, (taps, 1));
+        let packed = self.packed.get(false, || pointwise_avx2::pack(weight, g.cout, taps, (taps, 1)));
         let mut y = Vec::<f32>::with_capacity(len);
         let clamp_mask = op.clamp.zip(op.mask);
         let mut mask = clamp_mask.map(|_| Vec::<u8>::with_capacity(len));
@@ -167,7 +172,7 @@ impl UnfoldedConvCpu<'_> {
                 self.unfold_tap(g, x_b, rows.clone(), t, patch);
             }
             let band = pointwise_avx2::Band {
-                packed: &packed,
+                packed,
                 rows: g.cout,
                 depth: taps,
                 x: &patches,
@@ -205,7 +210,7 @@ impl UnfoldedConvCpu<'_> {
         patches: &mut [f32],
         y: &mut [f32],
     ) {
-        let op = &self.0;
+        let op = &self.conv;
         let (ho, wo) = g.out;
         let len = rows.len() * wo;
         let patches = &mut patches[..g.taps() * len];
@@ -295,7 +300,7 @@ impl UnfoldedConvCpu<'_> {
         patches: &mut [f32],
         dx: &mut [f32],
     ) {
-        let op = &self.0;
+        let op = &self.conv;
         let ((h, w), (ho, wo)) = (g.image, g.out);
         let len = rows.len() * wo;
         let patches = &mut patches[..g.taps() * len];
