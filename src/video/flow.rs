@@ -1,8 +1,12 @@
 //! Dense optical flow (pyramidal, iterative Lucas-Kanade), warping and the forward/backward
 //! consistency check that marks occluded or unreliable pixels.
 
+use std::mem::MaybeUninit;
+
 use image::RgbImage;
 use rayon::prelude::*;
+
+use crate::nn::cpu::{assume_init, uninit};
 
 /// A single-channel float image.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,20 +82,34 @@ multiversion! {
                 let k = summed % ROWS_AT_ONCE;
                 if k == 0 {
                     let n = ROWS_AT_ONCE.min(h - summed);
-                    for x in 0..w {
-                        for k in 0..n {
-                            prefix[(x + 1) * ROWS_AT_ONCE + k] =
-                                prefix[x * ROWS_AT_ONCE + k] + data[(summed + k) * w + x];
+                    if n == ROWS_AT_ONCE {
+                        // A whole group: the running sums kept in a register, each column of
+                        // values added at once.
+                        let rows = &data[summed * w..][..ROWS_AT_ONCE * w];
+                        let mut sum = [0f32; ROWS_AT_ONCE];
+                        for (x, out) in prefix[ROWS_AT_ONCE..].chunks_exact_mut(ROWS_AT_ONCE).enumerate() {
+                            for (k, (s, o)) in sum.iter_mut().zip(out).enumerate() {
+                                *s += rows[k * w + x];
+                                *o = *s;
+                            }
+                        }
+                    } else {
+                        for x in 0..w {
+                            for k in 0..n {
+                                prefix[(x + 1) * ROWS_AT_ONCE + k] =
+                                    prefix[x * ROWS_AT_ONCE + k] + data[(summed + k) * w + x];
+                            }
                         }
                     }
+                    let group = |x: usize| -> &[f32; ROWS_AT_ONCE] {
+                        prefix[x * ROWS_AT_ONCE..][..ROWS_AT_ONCE].try_into().expect("a group of sums")
+                    };
                     for (x, means) in row_means.chunks_exact_mut(ROWS_AT_ONCE).enumerate() {
                         let (lo, hi) = window(x, w);
-                        let (left, right) = (
-                            &prefix[lo * ROWS_AT_ONCE..][..ROWS_AT_ONCE],
-                            &prefix[hi * ROWS_AT_ONCE..][..ROWS_AT_ONCE],
-                        );
-                        let n = (hi - lo) as f32;
-                        means.iter_mut().zip(right.iter().zip(left)).for_each(|(o, (&r, &l))| *o = (r - l) / n);
+                        // Arrays of the group's size, so that the group's means are one vector.
+                        let (left, right, n) = (group(lo), group(hi), (hi - lo) as f32);
+                        let group_means: [f32; ROWS_AT_ONCE] = std::array::from_fn(|k| (right[k] - left[k]) / n);
+                        means.copy_from_slice(&group_means);
                     }
                 }
                 let (from, to) = (summed % ring, (summed + 1) % ring);
@@ -123,8 +141,9 @@ pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
     let x = x.clamp(0.0, (w - 1) as f32);
     let y = y.clamp(0.0, (h - 1) as f32);
     // Truncation is the floor here (both are clamped to at least 0), without a call to floorf
-    // on CPUs the baseline build cannot assume SSE4.1 of.
-    let (x0, y0) = (x as usize, y as usize);
+    // on CPUs the baseline build cannot assume SSE4.1 of; through u32 (coordinates stay far
+    // below 2^32) it is one instruction, where a float to usize conversion takes several.
+    let (x0, y0) = (x as u32 as usize, y as u32 as usize);
     let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
     assert!(data.len() >= w * h, "a {w}x{h} plane of {} values", data.len());
@@ -140,11 +159,91 @@ pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
 multiversion! {
     /// Row `y` of the `w x h` plane `data` sampled at `(x + u[x], y + v[x])` for every column
     /// `x` (see [`sample`]), into `out`.
-    fn warp_row(data: &[f32], size: (usize, usize), y: usize, flow: (&[f32], &[f32]), out: &mut [f32]) {
+    fn warp_row(data: &[f32], size: (usize, usize), y: usize, flow: (&[f32], &[f32]), out: &mut [MaybeUninit<f32>]) {
         let (w, h) = size;
         let (u, v) = flow;
         for (x, (o, (&u, &v))) in out.iter_mut().zip(u.iter().zip(v)).enumerate() {
-            *o = sample(data, w, h, x as f32 + u, y as f32 + v);
+            o.write(sample(data, w, h, x as f32 + u, y as f32 + v));
+        }
+    }
+}
+
+multiversion! {
+    /// Row `y` of the flow `d` (`size`, the source size) resampled to `w` columns of a plane
+    /// `fx`, `fy` times finer, bilinearly at pixel centres, times `scale`, into `out`.
+    fn upscale_row(d: &[f32], size: (usize, usize), step: (f32, f32), y: usize, scale: f32, out: &mut [MaybeUninit<f32>]) {
+        let ((w, h), (fx, fy)) = (size, step);
+        let sy = (y as f32 + 0.5) * fy - 0.5;
+        for (x, o) in out.iter_mut().enumerate() {
+            o.write(scale * sample(d, w, h, (x as f32 + 0.5) * fx - 0.5, sy));
+        }
+    }
+}
+
+multiversion! {
+    /// Row `y` of [`refine`]'s products of the image gradient `(gx, gy)` (central differences,
+    /// averaged over `a` and `warped`, `size` planes, edges clamped) and the temporal
+    /// difference `it = warped - a`: `gx gx, gx gy, gy gy, gx it, gy it`, into `out`.
+    fn products_row(a: &[f32], warped: &[f32], size: (usize, usize), y: usize, out: [&mut [MaybeUninit<f32>]; 5]) {
+        let (w, h) = size;
+        let (t, d) = (y.saturating_sub(1), (y + 1).min(h - 1));
+        let (a_row, a_up, a_down) = (&a[y * w..][..w], &a[t * w..][..w], &a[d * w..][..w]);
+        let (b_row, b_up, b_down) = (&warped[y * w..][..w], &warped[t * w..][..w], &warped[d * w..][..w]);
+        // Every slice exactly w long: the loop below then indexes them unchecked.
+        let [xx, xy, yy, xt, yt] = out.map(|o| &mut o[..w]);
+        let rows = ((a_row, a_up, a_down), (b_row, b_up, b_down));
+        macro_rules! put {
+            ($x:expr, $neighbours:expr) => {{
+                let x = $x;
+                let p = products_at(rows, x, $neighbours);
+                xx[x].write(p[0]);
+                xy[x].write(p[1]);
+                yy[x].write(p[2]);
+                xt[x].write(p[3]);
+                yt[x].write(p[4]);
+            }};
+        }
+        // The edge columns, whose neighbours are clamped, and the columns between them.
+        if w == 1 {
+            put!(0, (0, 0));
+            return;
+        }
+        put!(0, (0, 1));
+        for x in 1..w - 1 {
+            put!(x, (x - 1, x + 1));
+        }
+        put!(w - 1, (w - 2, w - 1));
+    }
+}
+
+/// [`products_row`] at column `x` with its left and right neighbours `(l, r)`, from the rows
+/// (the row, the one above, the one below) of `a` and of the warped image.
+#[inline(always)]
+fn products_at(rows: Rows3, x: usize, (l, r): (usize, usize)) -> [f32; 5] {
+    let ((a_row, a_up, a_down), (b_row, b_up, b_down)) = rows;
+    let gx = 0.25 * (a_row[r] - a_row[l] + b_row[r] - b_row[l]);
+    let gy = 0.25 * (a_down[x] - a_up[x] + b_down[x] - b_up[x]);
+    let it = b_row[x] - a_row[x];
+    [gx * gx, gx * gy, gy * gy, gx * it, gy * it]
+}
+
+/// A row of two planes each, with the rows above and below it.
+type Rows3<'a> = ((&'a [f32], &'a [f32], &'a [f32]), (&'a [f32], &'a [f32], &'a [f32]));
+
+multiversion! {
+    /// One Lucas-Kanade update of `(u, v)` from the windowed products `m` (see
+    /// [`products_row`]): the 2x2 normal equations solved, the step bounded.
+    fn solve_row(u: &mut [f32], v: &mut [f32], m: [&[f32]; 5]) {
+        let [xx, xy, yy, xt, yt] = m;
+        let reg = 1e-4;
+        for (i, (u, v)) in u.iter_mut().zip(v.iter_mut()).enumerate() {
+            let (a11, a12, a22) = (xx[i] + reg, xy[i], yy[i] + reg);
+            let det = a11 * a22 - a12 * a12;
+            let du = -(a22 * xt[i] - a12 * yt[i]) / det;
+            let dv = -(a11 * yt[i] - a12 * xt[i]) / det;
+            // Bounded steps keep flat or aperture-limited windows from exploding.
+            *u += du.clamp(-2.0, 2.0);
+            *v += dv.clamp(-2.0, 2.0);
         }
     }
 }
@@ -172,13 +271,12 @@ impl Flow {
     fn upscale(&self, w: usize, h: usize) -> Self {
         let (fx, fy) = (self.w as f32 / w as f32, self.h as f32 / h as f32);
         let resample = |d: &[f32], scale: f32| -> Vec<f32> {
-            (0..w * h)
-                .into_par_iter()
-                .map(|i| {
-                    let (x, y) = (((i % w) as f32 + 0.5) * fx - 0.5, ((i / w) as f32 + 0.5) * fy - 0.5);
-                    scale * sample(d, self.w, self.h, x, y)
-                })
-                .collect()
+            let mut out = uninit(w * h);
+            out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, row)| {
+                upscale_row(d, (self.w, self.h), (fx, fy), y, scale, row);
+            });
+            // SAFETY: every row was written.
+            unsafe { assume_init(out) }
         };
         Self { w, h, u: resample(&self.u, 1.0 / fx), v: resample(&self.v, 1.0 / fy) }
     }
@@ -229,39 +327,29 @@ pub fn estimate(a: &Plane, b: &Plane, params: FlowParams) -> Flow {
 /// equations over a window at every pixel.
 fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
     let (w, h) = (a.w, a.h);
-    let mut warped = vec![0f32; w * h];
+    let mut warped = uninit(w * h);
     warped.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
         let at = y * w..(y + 1) * w;
         warp_row(&b.data, (w, h), y, (&flow.u[at.clone()], &flow.v[at]), out);
     });
+    // SAFETY: every row was written.
+    let warped = unsafe { assume_init(warped) };
     let n = w * h;
-    let (mut xx, mut xy, mut yy, mut xt, mut yt) =
-        (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let (mut xx, mut xy, mut yy, mut xt, mut yt) = (uninit(n), uninit(n), uninit(n), uninit(n), uninit(n));
     let rows =
         (xx.par_chunks_mut(w), xy.par_chunks_mut(w), yy.par_chunks_mut(w), xt.par_chunks_mut(w), yt.par_chunks_mut(w));
     rows.into_par_iter().enumerate().for_each(|(y, (xx, xy, yy, xt, yt))| {
-        for x in 0..w {
-            let i = y * w + x;
-            let (l, r) = (y * w + x.saturating_sub(1), y * w + (x + 1).min(w - 1));
-            let (t, d) = (x + y.saturating_sub(1) * w, x + (y + 1).min(h - 1) * w);
-            let gx = 0.25 * (a.data[r] - a.data[l] + warped[r] - warped[l]);
-            let gy = 0.25 * (a.data[d] - a.data[t] + warped[d] - warped[t]);
-            let it = warped[i] - a.data[i];
-            (xx[x], xy[x], yy[x], xt[x], yt[x]) = (gx * gx, gx * gy, gy * gy, gx * it, gy * it);
-        }
+        products_row(&a.data, &warped, (w, h), y, [xx, xy, yy, xt, yt]);
     });
+    // SAFETY: every row of every product was written.
+    let products = [xx, xy, yy, xt, yt].map(|p| unsafe { assume_init(p) });
     let means: Vec<Vec<f32>> =
-        [xx, xy, yy, xt, yt].into_par_iter().map(|d| Plane { w, h, data: d }.box_mean(radius).data).collect();
+        products.into_par_iter().map(|d| Plane { w, h, data: d }.box_mean(radius).data).collect();
     let [xx, xy, yy, xt, yt]: [Vec<f32>; 5] = means.try_into().expect("five planes in, five out");
-    let reg = 1e-4;
-    flow.u.par_iter_mut().zip(flow.v.par_iter_mut()).enumerate().for_each(|(i, (u, v))| {
-        let (a11, a12, a22) = (xx[i] + reg, xy[i], yy[i] + reg);
-        let det = a11 * a22 - a12 * a12;
-        let du = -(a22 * xt[i] - a12 * yt[i]) / det;
-        let dv = -(a11 * yt[i] - a12 * xt[i]) / det;
-        // Bounded steps keep flat or aperture-limited windows from exploding.
-        *u += du.clamp(-2.0, 2.0);
-        *v += dv.clamp(-2.0, 2.0);
+    let rows = flow.u.par_chunks_mut(w).zip(flow.v.par_chunks_mut(w)).enumerate();
+    rows.for_each(|(y, (u, v))| {
+        let at = y * w..(y + 1) * w;
+        solve_row(u, v, [&xx[at.clone()], &xy[at.clone()], &yy[at.clone()], &xt[at.clone()], &yt[at]]);
     });
     // Smoothing spreads the flow of textured windows into flat ones, where the equations
     // above are nearly singular (as Horn-Schunck's smoothness term does).
@@ -275,38 +363,52 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
 /// frame get 0 (Sundaram et al. 2010).
 pub fn consistency(forward: &Flow, backward: &Flow) -> Vec<f32> {
     let (w, h) = (forward.w, forward.h);
-    (0..w * h)
-        .into_par_iter()
-        .map(|i| {
-            let (x, y) = ((i % w) as f32, (i / w) as f32);
-            let (u, v) = (forward.u[i], forward.v[i]);
-            let (qx, qy) = (x + u, y + v);
-            if qx < 0.0 || qy < 0.0 || qx > (w - 1) as f32 || qy > (h - 1) as f32 {
-                return 0.0;
-            }
-            let (bx, by) = (sample(&backward.u, w, h, qx, qy), sample(&backward.v, w, h, qx, qy));
-            let err = (u + bx).powi(2) + (v + by).powi(2);
-            let bound = 0.01 * (u * u + v * v + bx * bx + by * by) + 0.5;
-            if err <= bound {
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .collect()
+    let mut out = uninit(w * h);
+    out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, row)| consistency_row(forward, backward, y, row));
+    // SAFETY: every row was written.
+    unsafe { assume_init(out) }
+}
+
+multiversion! {
+    /// Row `y` of [`consistency`], into `out`.
+    fn consistency_row(forward: &Flow, backward: &Flow, y: usize, out: &mut [MaybeUninit<f32>]) {
+        let (w, h) = (forward.w, forward.h);
+        let at = y * w..(y + 1) * w;
+        for (x, (o, (&u, &v))) in out.iter_mut().zip(forward.u[at.clone()].iter().zip(&forward.v[at])).enumerate() {
+            o.write(round_trip(backward, (x as f32, y as f32), (u, v), (w, h)));
+        }
+    }
+}
+
+/// [`consistency`] of the pixel at `(x, y)` whose forward flow is `(u, v)`.
+#[inline(always)]
+fn round_trip(backward: &Flow, (x, y): (f32, f32), (u, v): (f32, f32), (w, h): (usize, usize)) -> f32 {
+    let (qx, qy) = (x + u, y + v);
+    if qx < 0.0 || qy < 0.0 || qx > (w - 1) as f32 || qy > (h - 1) as f32 {
+        return 0.0;
+    }
+    let (bx, by) = (sample(&backward.u, w, h, qx, qy), sample(&backward.v, w, h, qx, qy));
+    let err = (u + bx).powi(2) + (v + by).powi(2);
+    let bound = 0.01 * (u * u + v * v + bx * bx + by * by) + 0.5;
+    if err <= bound {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 /// `channels` planes of `src` (CHW) sampled at `p + flow(p)`: the content of the image the
 /// flow points into, brought to the flow's own pixel grid.
 pub fn warp(src: &[f32], channels: usize, flow: &Flow) -> Vec<f32> {
     let (w, h) = (flow.w, flow.h);
-    let mut out = vec![0f32; channels * w * h];
+    let mut out = uninit(channels * w * h);
     out.par_chunks_mut(w.max(1)).enumerate().for_each(|(row, row_out)| {
         let (c, y) = (row / h, row % h);
         let at = y * w..(y + 1) * w;
         warp_row(&src[c * w * h..(c + 1) * w * h], (w, h), y, (&flow.u[at.clone()], &flow.v[at]), row_out);
     });
-    out
+    // SAFETY: every row of every channel was written.
+    unsafe { assume_init(out) }
 }
 
 #[cfg(test)]
@@ -353,6 +455,29 @@ mod tests {
         for (w, h, r) in [(37, 29, 4), (5, 3, 2), (64, 17, 0), (1, 9, 3)] {
             let p = pattern(w, h, 0.3, 0.7);
             assert_eq!(p.clone().box_mean(r).data, reference(&p, r), "{w}x{h} radius {r}");
+        }
+    }
+
+    #[test]
+    fn products_are_the_central_differences_with_clamped_neighbours() {
+        // Per pixel, as written down, for widths whose rows are all edge or reach the loop.
+        for (w, h) in [(1, 3), (2, 2), (3, 1), (17, 4)] {
+            let (a, b) = (pattern(w, h, 0.0, 0.0), pattern(w, h, 0.6, -0.4));
+            for y in 0..h {
+                let mut rows: [Vec<MaybeUninit<f32>>; 5] = std::array::from_fn(|_| uninit(w));
+                products_row(&a.data, &b.data, (w, h), y, rows.each_mut().map(|r| r.as_mut_slice()));
+                // SAFETY: products_row writes every column of every row.
+                let rows = rows.map(|r| unsafe { assume_init(r) });
+                for x in 0..w {
+                    let (l, r) = (x.saturating_sub(1), (x + 1).min(w - 1));
+                    let (t, d) = (y.saturating_sub(1), (y + 1).min(h - 1));
+                    let gx = 0.25 * (a.at(r, y) - a.at(l, y) + b.at(r, y) - b.at(l, y));
+                    let gy = 0.25 * (a.at(x, d) - a.at(x, t) + b.at(x, d) - b.at(x, t));
+                    let it = b.at(x, y) - a.at(x, y);
+                    let want = [gx * gx, gx * gy, gy * gy, gx * it, gy * it];
+                    assert_eq!(rows.each_ref().map(|r| r[x]), want, "{w}x{h} at ({x}, {y})");
+                }
+            }
         }
     }
 
