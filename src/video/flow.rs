@@ -86,9 +86,9 @@ multiversion! {
                         // A whole group: the running sums kept in a register, each column of
                         // values added at once.
                         let rows = &data[summed * w..][..ROWS_AT_ONCE * w];
-                        let mut sum = [0f32; ROWS_AT_ONCE];
-                        for (x, out) in prefix[ROWS_AT_ONCE..].chunks_exact_mut(ROWS_AT_ONCE).enumerate() {
-                            for (k, (s, o)) in sum.iter_mut().zip(out).enumerate() {
+                        let mut running = [0f32; ROWS_AT_ONCE];
+                        for (x, at_x) in prefix[ROWS_AT_ONCE..].chunks_exact_mut(ROWS_AT_ONCE).enumerate() {
+                            for (k, (s, o)) in running.iter_mut().zip(at_x).enumerate() {
                                 *s += rows[k * w + x];
                                 *o = *s;
                             }
@@ -138,6 +138,11 @@ const ROWS_AT_ONCE: usize = 8;
 /// Bilinear sample at `(x, y)` of the `w x h` row-major plane `data`, edges clamped.
 #[inline(always)]
 pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
+    assert!(
+        w > 0 && h > 0 && w.checked_mul(h).is_some_and(|n| data.len() >= n),
+        "a {w}x{h} plane of {} values",
+        data.len()
+    );
     let x = x.clamp(0.0, (w - 1) as f32);
     let y = y.clamp(0.0, (h - 1) as f32);
     // Truncation is the floor here (both are clamped to at least 0), without a call to floorf
@@ -146,9 +151,9 @@ pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
     let (x0, y0) = (x as u32 as usize, y as u32 as usize);
     let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    assert!(data.len() >= w * h, "a {w}x{h} plane of {} values", data.len());
-    // SAFETY: x0, x1 < w and y0, y1 < h (x and y are clamped into the plane, and a NaN
-    // truncates to 0), so every index is below w * h <= data.len(). Unchecked, the loads leave
+    // SAFETY: x0, x1 < w and y0, y1 < h (x and y are clamped into the non-empty plane, and a
+    // NaN truncates to 0), so every index is below w * h <= data.len() (asserted above, without
+    // overflow). Unchecked, the loads leave
     // callers' loops free to vectorise.
     let at = |i: usize| unsafe { *data.get_unchecked(i) };
     let top = at(y0 * w + x0) * (1.0 - fx) + at(y0 * w + x1) * fx;
@@ -158,7 +163,7 @@ pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
 
 multiversion! {
     /// Row `y` of the `w x h` plane `data` sampled at `(x + u[x], y + v[x])` for every column
-    /// `x` (see [`sample`]), into `out`.
+    /// `x` (see [`sample`]), into `out` (as long as `u` and `v`: every value written).
     fn warp_row(data: &[f32], size: (usize, usize), y: usize, flow: (&[f32], &[f32]), out: &mut [MaybeUninit<f32>]) {
         let (w, h) = size;
         let (u, v) = flow;
@@ -169,13 +174,13 @@ multiversion! {
 }
 
 multiversion! {
-    /// Row `y` of the flow `d` (`size`, the source size) resampled to `w` columns of a plane
-    /// `fx`, `fy` times finer, bilinearly at pixel centres, times `scale`, into `out`.
-    fn upscale_row(d: &[f32], size: (usize, usize), step: (f32, f32), y: usize, scale: f32, out: &mut [MaybeUninit<f32>]) {
+    /// Row `y` of a grid whose pixels are `step` pixels of the `size` plane `plane` apart,
+    /// sampled bilinearly at the grid's pixel centres and times `scale`: every value of `out`.
+    fn upscale_row(plane: &[f32], size: (usize, usize), step: (f32, f32), y: usize, scale: f32, out: &mut [MaybeUninit<f32>]) {
         let ((w, h), (fx, fy)) = (size, step);
         let sy = (y as f32 + 0.5) * fy - 0.5;
         for (x, o) in out.iter_mut().enumerate() {
-            o.write(scale * sample(d, w, h, (x as f32 + 0.5) * fx - 0.5, sy));
+            o.write(scale * sample(plane, w, h, (x as f32 + 0.5) * fx - 0.5, sy));
         }
     }
 }
@@ -189,7 +194,7 @@ multiversion! {
         let (t, d) = (y.saturating_sub(1), (y + 1).min(h - 1));
         let (a_row, a_up, a_down) = (&a[y * w..][..w], &a[t * w..][..w], &a[d * w..][..w]);
         let (b_row, b_up, b_down) = (&warped[y * w..][..w], &warped[t * w..][..w], &warped[d * w..][..w]);
-        // Every slice exactly w long: the loop below then indexes them unchecked.
+        // Every slice exactly w long, so that the compiler can drop the loop's bounds checks.
         let [xx, xy, yy, xt, yt] = out.map(|o| &mut o[..w]);
         let rows = ((a_row, a_up, a_down), (b_row, b_up, b_down));
         macro_rules! put {
@@ -227,7 +232,7 @@ fn products_at(rows: Rows3, x: usize, (l, r): (usize, usize)) -> [f32; 5] {
     [gx * gx, gx * gy, gy * gy, gx * it, gy * it]
 }
 
-/// A row of two planes each, with the rows above and below it.
+/// A row of each of two planes, with the rows above and below it.
 type Rows3<'a> = ((&'a [f32], &'a [f32], &'a [f32]), (&'a [f32], &'a [f32], &'a [f32]));
 
 multiversion! {
@@ -267,7 +272,8 @@ impl Flow {
         Self { w, h, u: vec![0.0; w * h], v: vec![0.0; w * h] }
     }
 
-    /// Doubles the resolution and the displacements.
+    /// The flow resampled to `w x h` (twice its size, from one pyramid level to the next), its
+    /// displacements scaled with it.
     fn upscale(&self, w: usize, h: usize) -> Self {
         let (fx, fy) = (self.w as f32 / w as f32, self.h as f32 / h as f32);
         let resample = |d: &[f32], scale: f32| -> Vec<f32> {
@@ -275,7 +281,8 @@ impl Flow {
             out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, row)| {
                 upscale_row(d, (self.w, self.h), (fx, fy), y, scale, row);
             });
-            // SAFETY: every row was written.
+            // SAFETY: the buffer is h rows of w values, and upscale_row writes every value of
+            // its row.
             unsafe { assume_init(out) }
         };
         Self { w, h, u: resample(&self.u, 1.0 / fx), v: resample(&self.v, 1.0 / fy) }
@@ -332,22 +339,24 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
         let at = y * w..(y + 1) * w;
         warp_row(&b.data, (w, h), y, (&flow.u[at.clone()], &flow.v[at]), out);
     });
-    // SAFETY: every row was written.
+    // SAFETY: the buffer is h rows of w values, and warp_row writes all w of a row (u and v
+    // are given w values).
     let warped = unsafe { assume_init(warped) };
     let n = w * h;
     let (mut xx, mut xy, mut yy, mut xt, mut yt) = (uninit(n), uninit(n), uninit(n), uninit(n), uninit(n));
-    let rows =
+    let product_rows =
         (xx.par_chunks_mut(w), xy.par_chunks_mut(w), yy.par_chunks_mut(w), xt.par_chunks_mut(w), yt.par_chunks_mut(w));
-    rows.into_par_iter().enumerate().for_each(|(y, (xx, xy, yy, xt, yt))| {
+    product_rows.into_par_iter().enumerate().for_each(|(y, (xx, xy, yy, xt, yt))| {
         products_row(&a.data, &warped, (w, h), y, [xx, xy, yy, xt, yt]);
     });
-    // SAFETY: every row of every product was written.
+    // SAFETY: each buffer is h rows of w values, and products_row writes every column of its
+    // row of each.
     let products = [xx, xy, yy, xt, yt].map(|p| unsafe { assume_init(p) });
     let means: Vec<Vec<f32>> =
         products.into_par_iter().map(|d| Plane { w, h, data: d }.box_mean(radius).data).collect();
     let [xx, xy, yy, xt, yt]: [Vec<f32>; 5] = means.try_into().expect("five planes in, five out");
-    let rows = flow.u.par_chunks_mut(w).zip(flow.v.par_chunks_mut(w)).enumerate();
-    rows.for_each(|(y, (u, v))| {
+    let flow_rows = flow.u.par_chunks_mut(w).zip(flow.v.par_chunks_mut(w)).enumerate();
+    flow_rows.for_each(|(y, (u, v))| {
         let at = y * w..(y + 1) * w;
         solve_row(u, v, [&xx[at.clone()], &xy[at.clone()], &yy[at.clone()], &xt[at.clone()], &yt[at]]);
     });
@@ -365,12 +374,14 @@ pub fn consistency(forward: &Flow, backward: &Flow) -> Vec<f32> {
     let (w, h) = (forward.w, forward.h);
     let mut out = uninit(w * h);
     out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, row)| consistency_row(forward, backward, y, row));
-    // SAFETY: every row was written.
+    // SAFETY: the buffer is h rows of w values, and consistency_row writes all w of a row (the
+    // forward flow's row has w values).
     unsafe { assume_init(out) }
 }
 
 multiversion! {
-    /// Row `y` of [`consistency`], into `out`.
+    /// Row `y` of [`consistency`], into `out` (as long as a row of `forward`: every value
+    /// written).
     fn consistency_row(forward: &Flow, backward: &Flow, y: usize, out: &mut [MaybeUninit<f32>]) {
         let (w, h) = (forward.w, forward.h);
         let at = y * w..(y + 1) * w;
@@ -407,7 +418,8 @@ pub fn warp(src: &[f32], channels: usize, flow: &Flow) -> Vec<f32> {
         let at = y * w..(y + 1) * w;
         warp_row(&src[c * w * h..(c + 1) * w * h], (w, h), y, (&flow.u[at.clone()], &flow.v[at]), row_out);
     });
-    // SAFETY: every row of every channel was written.
+    // SAFETY: the buffer is channels x h rows of w values, and warp_row writes all w of a row
+    // (u and v are given w values).
     unsafe { assume_init(out) }
 }
 
