@@ -57,9 +57,13 @@ const LITE0_BLOCKS: [(usize, usize, usize, usize); 11] = [
     (5, 1, 6, 112),
 ];
 
-/// The sgemm peak of this machine in GFLOP/s (candle's matmul, 2048^3).
+/// Side of the square matrices [`sgemm_peak`] multiplies.
+const SGEMM_SIDE: usize = 2048;
+
+/// The sgemm peak of this machine in GFLOP/s (candle's matmul of two [`SGEMM_SIDE`]-square
+/// matrices).
 fn sgemm_peak() -> candle_core::Result<f64> {
-    let n = 2048;
+    let n = SGEMM_SIDE;
     let dev = Device::Cpu;
     let (a, b) = (Tensor::randn(0f32, 1.0, (n, n), &dev)?, Tensor::randn(0f32, 1.0, (n, n), &dev)?);
     Ok(2.0 * (n as f64).powi(3) / fastest(5, || drop(a.matmul(&b))) / 1e9)
@@ -184,7 +188,7 @@ fn main() -> candle_core::Result<()> {
     let runs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
     let dev = Device::Cpu;
     let peak = sgemm_peak()?;
-    println!("sgemm peak {peak:.0} GFLOP/s (2048^3), VGG19 convolutions at {size}x{size}, fastest of {runs}");
+    println!("sgemm peak {peak:.0} GFLOP/s ({SGEMM_SIDE}^3), VGG19 convolutions at {size}x{size}, fastest of {runs}");
     println!(
         "{:>16} {:>6} {:>10} {:>8} {:>7} {:>10} {:>8} {:>7}",
         "layer", "side", "fwd ms", "GFLOP/s", "/peak", "grad ms", "GFLOP/s", "/peak"

@@ -5,7 +5,7 @@
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use crate::nn::cpu::{cpu_f32, with_f32_values};
+use crate::nn::cpu::{assume_init, cpu_f32, uninit, with_f32_values};
 use crate::zoom::CameraStep;
 
 /// Catmull-Rom cubic (a = -0.5), the kernel PIL calls BICUBIC.
@@ -76,12 +76,15 @@ pub fn resize(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
 /// rows first, then down the columns a whole row at a time.
 fn resize_planes(planes: &[f32], (h0, w0): (usize, usize), (h, w): (usize, usize)) -> Vec<f32> {
     let (across, down) = (resample_taps(w0, w), resample_taps(h0, h));
-    let mut wide = vec![0f32; planes.len() / w0 * w];
+    let mut wide = uninit::<f32>(planes.len() / w0 * w);
     wide.par_chunks_mut(w).zip(planes.par_chunks(w0)).with_min_len(16).for_each(|(out, row)| {
         for (o, (lo, weights)) in out.iter_mut().zip(&across) {
-            *o = weights.iter().zip(&row[*lo..]).map(|(k, v)| k * v).sum();
+            o.write(weights.iter().zip(&row[*lo..]).map(|(k, v)| k * v).sum());
         }
     });
+    // SAFETY: the buffer is a row of w values for each of the planes' rows, and every value of
+    // every row was written (`across` has w taps).
+    let wide = unsafe { assume_init(wide) };
     let mut resized = vec![0f32; wide.len() / h0 * h];
     resized.par_chunks_mut(w).enumerate().with_min_len(16).for_each(|(row, out)| {
         let (lo, weights) = &down[row % h];

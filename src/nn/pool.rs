@@ -5,8 +5,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::cpu::cpu_f32;
-use super::cpu::{MaxPoolCpu, MaxPoolGradientCpu, Window};
+use super::cpu::{cpu_f32, MaxPoolCpu, MaxPoolGradientCpu, Window};
 use super::padding::{dilate, pad_spatial, pad_spatial_neg_inf, strided_window};
 
 /// A max-pool layer. Padding and the part of a ceil-mode window that hangs over the input's

@@ -197,6 +197,8 @@ multiversion! {
         // Every slice exactly w long, so that the compiler can drop the loop's bounds checks.
         let [xx, xy, yy, xt, yt] = out.map(|o| &mut o[..w]);
         let rows = ((a_row, a_up, a_down), (b_row, b_up, b_down));
+        // A macro, not a closure: a closure holding the five outputs hid from the compiler
+        // that they do not overlap, and the loop stayed scalar.
         macro_rules! put {
             ($x:expr, $neighbours:expr) => {{
                 let x = $x;
@@ -334,14 +336,7 @@ pub fn estimate(a: &Plane, b: &Plane, params: FlowParams) -> Flow {
 /// equations over a window at every pixel.
 fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
     let (w, h) = (a.w, a.h);
-    let mut warped = uninit(w * h);
-    warped.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
-        let at = y * w..(y + 1) * w;
-        warp_row(&b.data, (w, h), y, (&flow.u[at.clone()], &flow.v[at]), out);
-    });
-    // SAFETY: the buffer is h rows of w values, and warp_row writes all w of a row (u and v
-    // are given w values).
-    let warped = unsafe { assume_init(warped) };
+    let warped = warp(&b.data, 1, flow);
     let n = w * h;
     let (mut xx, mut xy, mut yy, mut xt, mut yt) = (uninit(n), uninit(n), uninit(n), uninit(n), uninit(n));
     let product_rows =
