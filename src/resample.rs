@@ -2,6 +2,8 @@
 //! and Gaussian blur as device-agnostic tensor ops (the blur in plain loops on `F32` CPU
 //! tensors), and the bicubic camera warp of zooms.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -78,22 +80,53 @@ fn resize_planes(planes: &[f32], (h0, w0): (usize, usize), (h, w): (usize, usize
     let (across, down) = (resample_taps(w0, w), resample_taps(h0, h));
     let mut wide = uninit::<f32>(planes.len() / w0 * w);
     wide.par_chunks_mut(w).zip(planes.par_chunks(w0)).with_min_len(16).for_each(|(out, row)| {
-        for (o, (lo, weights)) in out.iter_mut().zip(&across) {
-            o.write(weights.iter().zip(&row[*lo..]).map(|(k, v)| k * v).sum());
-        }
+        resample_row(out, row, &across);
     });
     // SAFETY: the buffer is a row of w values for each of the planes' rows, and every value of
     // every row was written (`across` has w taps).
     let wide = unsafe { assume_init(wide) };
-    let mut resized = vec![0f32; wide.len() / h0 * h];
+    let mut resized = uninit::<f32>(wide.len() / h0 * h);
     resized.par_chunks_mut(w).enumerate().with_min_len(16).for_each(|(row, out)| {
         let (lo, weights) = &down[row % h];
-        let plane = &wide[row / h * h0 * w..][..h0 * w];
-        for (k, src) in weights.iter().zip(plane[lo * w..].chunks_exact(w)) {
-            out.iter_mut().zip(src).for_each(|(o, &v)| *o += k * v);
-        }
+        weighted_rows(out, &wide[row / h * h0 * w..][..h0 * w], *lo as isize, weights);
     });
-    resized
+    // SAFETY: every row was written in full (`weighted_rows` writes its whole output row).
+    unsafe { assume_init(resized) }
+}
+
+multiversion! {
+    /// `out[j] = sum of weights[i] * row[lo + i]` for each output `j` and its taps `(lo,
+    /// weights)`: one row of [`resize_planes`]' first pass.
+    fn resample_row(out: &mut [MaybeUninit<f32>], row: &[f32], taps: &[(usize, Vec<f32>)]) {
+        for (o, (lo, weights)) in out.iter_mut().zip(taps) {
+            o.write(weights.iter().zip(&row[*lo..]).map(|(k, v)| k * v).sum());
+        }
+    }
+}
+
+multiversion! {
+    /// `out = sum of k[i] * row(first + i)` over the rows of the `h x w` plane (`w =
+    /// out.len()`), row indices clamped to the plane (its edge rows repeat), added up in the
+    /// order of `k`: a row of a vertical resize or blur pass.
+    fn weighted_rows(out: &mut [MaybeUninit<f32>], plane: &[f32], first: isize, k: &[f32]) {
+        let w = out.len();
+        let last = (plane.len() / w.max(1)) as isize - 1;
+        let row = |i: usize| &plane[(first + i as isize).clamp(0, last) as usize * w..][..w];
+        let Some((&k0, rest)) = k.split_first() else {
+            out.iter_mut().for_each(|o| {
+                o.write(0.0);
+            });
+            return;
+        };
+        out.iter_mut().zip(row(0)).for_each(|(o, &v)| {
+            o.write(0.0 + k0 * v);
+        });
+        // SAFETY: every value was written just above.
+        let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        for (i, &kv) in rest.iter().enumerate() {
+            out.iter_mut().zip(row(i + 1)).for_each(|(o, &v)| *o += kv * v);
+        }
+    }
 }
 
 fn matrix_t(src: usize, dst: usize, dev: &Device) -> Result<Tensor> {
@@ -140,25 +173,46 @@ fn gaussian_blur_tensor_ops(x: &Tensor, k: &[f32]) -> Result<Tensor> {
 /// unfolds every pixel's window first: 7 ms of a 60 ms dream step at 224x224).
 fn gaussian_blur_planes(planes: &[f32], (h, w): (usize, usize), k: &[f32]) -> Vec<f32> {
     let r = k.len() / 2;
-    let mut vertical = vec![0f32; planes.len()];
+    let mut vertical = uninit::<f32>(planes.len());
     vertical.par_chunks_mut(w).with_min_len(16).enumerate().for_each(|(row, out)| {
         let (plane, y) = (&planes[row / h * h * w..][..h * w], row % h);
-        for (i, &kv) in k.iter().enumerate() {
-            let src = (y + i).saturating_sub(r).min(h - 1);
-            out.iter_mut().zip(&plane[src * w..][..w]).for_each(|(o, &v)| *o += kv * v);
-        }
+        weighted_rows(out, plane, y as isize - r as isize, k);
     });
-    let mut blurred = vec![0f32; planes.len()];
+    // SAFETY: every row was written in full (`weighted_rows` writes its whole output row).
+    let vertical = unsafe { assume_init(vertical) };
+    let mut blurred = uninit::<f32>(planes.len());
     blurred.par_chunks_mut(w).zip(vertical.par_chunks(w)).with_min_len(16).for_each(|(out, row)| {
-        let padded: Vec<f32> = (0..w + 2 * r).map(|j| row[j.saturating_sub(r).min(w - 1)]).collect();
-        for (i, &kv) in k.iter().enumerate() {
-            out.iter_mut().zip(&padded[i..i + w]).for_each(|(o, &v)| *o += kv * v);
-        }
+        blur_row(out, row, k);
     });
-    blurred
+    // SAFETY: as above, for `blur_row`.
+    unsafe { assume_init(blurred) }
 }
 
-/// Pads `r` copies of the edge on both sides of `dim` (repeating the pattern for tiny images).
+multiversion! {
+    /// `out[j] = sum of k[i] * row[j + i - r]` (`r` the kernel's radius), edge values
+    /// repeated, added up in the order of `k`: a row of [`gaussian_blur_planes`]' second pass.
+    fn blur_row(out: &mut [MaybeUninit<f32>], row: &[f32], k: &[f32]) {
+        let (w, r) = (row.len(), k.len() / 2);
+        let at = |j: usize| row[j.saturating_sub(r).min(w - 1)];
+        // Outputs whose window lies inside the row, then those at the edges.
+        let inner = if k.is_empty() { w..w } else { r.min(w)..w.saturating_sub(r).max(r.min(w)) };
+        if let Some((&k0, rest)) = k.split_first().filter(|_| !inner.is_empty()) {
+            let sums = &mut out[inner.clone()];
+            sums.iter_mut().zip(&row[inner.start - r..]).for_each(|(s, &v)| {
+                s.write(0.0 + k0 * v);
+            });
+            // SAFETY: every value was written just above.
+            let sums = unsafe { &mut *(sums as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            for (i, &kv) in rest.iter().enumerate() {
+                sums.iter_mut().zip(&row[inner.start + i + 1 - r..]).for_each(|(s, &v)| *s += kv * v);
+            }
+        }
+        for j in (0..inner.start).chain(inner.end..w) {
+            out[j].write(k.iter().enumerate().fold(0.0, |s, (i, &kv)| s + kv * at(j + i)));
+        }
+    }
+}
+
 fn pad_replicate(x: &Tensor, dim: usize, r: usize) -> Result<Tensor> {
     x.pad_with_same(dim, r, r)
 }

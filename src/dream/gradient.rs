@@ -2,6 +2,8 @@
 //! by band over a Laplacian pyramid (the TensorFlow DeepDream notebook's `lap_normalize`), all
 //! as device-agnostic tensor ops.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -103,17 +105,28 @@ pub fn mean_step_cpu(x: &Tensor, grad: &Tensor, lr: f64, weight: Option<&Tensor>
                     let image = if wt.len() == h * w { 0 } else { y / h / c };
                     &wt[(image * h + y % h) * w..][..w]
                 });
-                for (i, (o, (&x, &g))) in o.iter_mut().zip(x.iter().zip(g)).enumerate() {
-                    let step = g * scale;
-                    let step = weight_row.map_or(step, |wt| step * wt[i]);
-                    o.write((x + step).clamp(0.0, 1.0));
-                }
+                step_row(o, x, g, scale, weight_row);
             });
             // SAFETY: every row of the output was written in full.
             unsafe { assume_init(out) }
         })
     })??;
     Tensor::from_vec(out, (n, c, h, w), x.device()).map(Some)
+}
+
+multiversion! {
+    /// One row of [`mean_step_cpu`]'s pass: `o = clamp(x + g * scale * weight, 0, 1)`.
+    fn step_row(o: &mut [MaybeUninit<f32>], x: &[f32], g: &[f32], scale: f32, weight: Option<&[f32]>) {
+        let put = |o: &mut MaybeUninit<f32>, x: f32, step: f32| {
+            o.write((x + step).clamp(0.0, 1.0));
+        };
+        match weight {
+            Some(wt) => {
+                o.iter_mut().zip(x.iter().zip(g)).zip(wt).for_each(|((o, (&x, &g)), &wt)| put(o, x, g * scale * wt));
+            }
+            None => o.iter_mut().zip(x.iter().zip(g)).for_each(|(o, (&x, &g))| put(o, x, g * scale)),
+        }
+    }
 }
 
 /// The 5-tap binomial filter `[1, 4, 6, 4, 1] / 16` by itself, `[1, 1, 5, 5]`, times `gain`.
