@@ -118,6 +118,7 @@ multiversion! {
             });
             return;
         };
+        // `0.0 +`: the sums start from zero, as the tensor ops' do (a -0.0 product becomes 0.0).
         out.iter_mut().zip(row(0)).for_each(|(o, &v)| {
             o.write(0.0 + k0 * v);
         });
@@ -198,6 +199,7 @@ multiversion! {
         let inner = if k.is_empty() { w..w } else { r.min(w)..w.saturating_sub(r).max(r.min(w)) };
         if let Some((&k0, rest)) = k.split_first().filter(|_| !inner.is_empty()) {
             let sums = &mut out[inner.clone()];
+            // `0.0 +`: as in `weighted_rows`.
             sums.iter_mut().zip(&row[inner.start - r..]).for_each(|(s, &v)| {
                 s.write(0.0 + k0 * v);
             });
@@ -213,6 +215,7 @@ multiversion! {
     }
 }
 
+/// Pads `r` copies of the edge on both sides of `dim` (repeating the pattern for tiny images).
 fn pad_replicate(x: &Tensor, dim: usize, r: usize) -> Result<Tensor> {
     x.pad_with_same(dim, r, r)
 }
