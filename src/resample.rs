@@ -118,7 +118,7 @@ multiversion! {
             });
             return;
         };
-        // `0.0 +`: the sums start from zero, as the tensor ops' do (a -0.0 product becomes 0.0).
+        // `0.0 +`: a sum into a zeroed row, to the bit (a -0.0 product gives 0.0).
         out.iter_mut().zip(row(0)).for_each(|(o, &v)| {
             o.write(0.0 + k0 * v);
         });
