@@ -4,11 +4,13 @@
 //! would first copy the input through its im2col; one GEMM over the whole image, with the
 //! bias filled in before and the clamp after, made four passes over outputs tens of MB large.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::buffers::{MaskSlot, Scratch, SharedMut};
+use super::buffers::{assume_init, uninit, MaskSlot, Scratch, SharedMut};
 use super::operands::{copy_masked, epilogue};
 use super::pointwise_avx2::{self, PackedWeights};
 
@@ -59,8 +61,8 @@ impl Conv1x1Cpu<'_> {
         // Pixels per band: a multiple of 16 (the GEMM's widest register block), at least 16.
         let band = (BAND_VALUES / (c + cout).max(1) / 16 * 16).clamp(16, hw.div_ceil(16) * 16);
         let bands = hw.div_ceil(band);
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        let dst = SharedMut(out.as_mut_ptr());
+        let mut out = uninit::<f32>(len);
+        let dst = SharedMut(out.as_mut_ptr().cast::<f32>());
         let packed = (pointwise_avx2::available() && (mask.is_some() || c < PANEL_DEPTH)).then(|| {
             self.packed.get(self.gradient, || pointwise_avx2::pack(weight, cout, c, (row_stride, col_stride)))
         });
@@ -68,8 +70,14 @@ impl Conv1x1Cpu<'_> {
         let clamp_mask = clamp.zip(self.mask);
         // The AVX2 kernel writes the mask through pointers only, so it need not be cleared;
         // the gemm crate's epilogue takes it as slices, which must hold values.
-        let mut mask_out = clamp_mask.map(|_| if packed.is_some() { Vec::with_capacity(len) } else { vec![0u8; len] });
-        let mask_dst = mask_out.as_mut().map(|m| SharedMut(m.as_mut_ptr()));
+        let mut mask_out = clamp_mask.map(|_| {
+            let mut mask = uninit::<u8>(len);
+            if packed.is_none() {
+                mask.fill(MaybeUninit::new(0));
+            }
+            mask
+        });
+        let mask_dst = mask_out.as_mut().map(|m| SharedMut(m.as_mut_ptr().cast::<u8>()));
         (0..n * bands).into_par_iter().for_each(|job| {
             let (b, j0) = (job / bands, job % bands * band);
             let cols = band.min(hw - j0);
@@ -141,15 +149,13 @@ impl Conv1x1Cpu<'_> {
                 }
             }
         });
-        // SAFETY: the jobs wrote every column of every output row of every image, and of
-        // its mask where there is one (with the clamp, the epilogue writes it).
-        unsafe { out.set_len(len) };
-        if let (Some(mut mask_out), Some((_, slot))) = (mask_out, clamp_mask) {
-            // SAFETY: as above.
-            unsafe { mask_out.set_len(len) };
-            slot.put(mask_out);
+        if let (Some(mask_out), Some((_, slot))) = (mask_out, clamp_mask) {
+            // SAFETY: the jobs wrote every column of every row of every image of the mask
+            // (with the clamp, the epilogue writes it).
+            slot.put(unsafe { assume_init(mask_out) });
         }
-        Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
+        // SAFETY: as above, for every output row.
+        Ok((CpuStorage::F32(unsafe { assume_init(out) }), Shape::from((n, cout, h, w))))
     }
 }
 

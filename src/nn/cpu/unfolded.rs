@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::buffers::{Scratch, SharedMut};
+use super::buffers::{assume_init, uninit, Scratch, SharedMut};
 use super::depthwise::DepthwiseCpu;
 use super::operands::{copy_masked, epilogue};
 use super::pointwise_avx2::{self, PackedWeights};
@@ -158,10 +158,11 @@ impl UnfoldedConvCpu<'_> {
         let bands = ho.div_ceil(rows_per_band);
         let len = n * g.cout * ho * wo;
         let packed = self.packed.get(false, || pointwise_avx2::pack(weight, g.cout, taps, (taps, 1)));
-        let mut y = Vec::<f32>::with_capacity(len);
+        let mut y = uninit::<f32>(len);
         let clamp_mask = op.clamp.zip(op.mask);
-        let mut mask = clamp_mask.map(|_| Vec::<u8>::with_capacity(len));
-        let (y_dst, mask_dst) = (SharedMut(y.as_mut_ptr()), mask.as_mut().map(|m| SharedMut(m.as_mut_ptr())));
+        let mut mask = clamp_mask.map(|_| uninit::<u8>(len));
+        let y_dst = SharedMut(y.as_mut_ptr().cast::<f32>());
+        let mask_dst = mask.as_mut().map(|m| SharedMut(m.as_mut_ptr().cast::<u8>()));
         (0..n * bands).into_par_iter().for_each(|job| {
             let (b, r0) = (job / bands, job % bands * rows_per_band);
             let rows = r0..(r0 + rows_per_band).min(ho);
@@ -188,15 +189,13 @@ impl UnfoldedConvCpu<'_> {
             // planes ho * wo apart, in the output and in its mask (same layout).
             unsafe { pointwise_avx2::band(&band, y_dst.get().add(at), mask_dst.map(|m| m.get().add(at)), ho * wo) };
         });
-        // SAFETY: the jobs wrote every output row of every channel of every image, and of the
-        // mask where there is one (the kernel writes it with the clamp).
-        unsafe { y.set_len(len) };
-        if let (Some(mut mask), Some((_, slot))) = (mask, clamp_mask) {
-            // SAFETY: as above.
-            unsafe { mask.set_len(len) };
-            slot.put(mask);
+        if let (Some(mask), Some((_, slot))) = (mask, clamp_mask) {
+            // SAFETY: the jobs wrote every row of every channel of every image of the mask
+            // (the kernel writes it with the clamp).
+            slot.put(unsafe { assume_init(mask) });
         }
-        y
+        // SAFETY: as above, for every output row.
+        unsafe { assume_init(y) }
     }
 
     /// Output rows `rows` of one image: the unfolded patches of `x` (`cin x h x w`) into
