@@ -93,24 +93,30 @@ pub fn mean_step_cpu(x: &Tensor, grad: &Tensor, lr: f64, weight: Option<&Tensor>
     {
         return Ok(None);
     }
-    let weight = weight.map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose()?;
     let scale = (lr / (mean_magnitude(grad)? + EPS)) as f32;
     let row = w.max(1);
-    let out = with_f32_values(x, |x| {
-        with_f32_values(grad, |g| {
-            let mut out = uninit::<f32>(x.len());
-            let rows = out.par_chunks_mut(row).zip(x.par_chunks(row).zip(g.par_chunks(row)));
-            rows.enumerate().with_min_len(16).for_each(|(y, (o, (x, g)))| {
-                let weight_row = weight.as_ref().map(|wt| {
-                    let image = if wt.len() == h * w { 0 } else { y / h / c };
-                    &wt[(image * h + y % h) * w..][..w]
+    let step = |weight: Option<&[f32]>| {
+        with_f32_values(x, |x| {
+            with_f32_values(grad, |g| {
+                let mut out = uninit::<f32>(x.len());
+                let rows = out.par_chunks_mut(row).zip(x.par_chunks(row).zip(g.par_chunks(row)));
+                rows.enumerate().with_min_len(16).for_each(|(y, (o, (x, g)))| {
+                    let weight_row = weight.map(|wt| {
+                        let image = if wt.len() == h * w { 0 } else { y / h / c };
+                        &wt[(image * h + y % h) * w..][..w]
+                    });
+                    step_row(o, x, g, scale, weight_row);
                 });
-                step_row(o, x, g, scale, weight_row);
-            });
-            // SAFETY: every row of the output was written in full.
-            unsafe { assume_init(out) }
-        })
-    })??;
+                // SAFETY: every row of the output was written in full.
+                unsafe { assume_init(out) }
+            })
+        })?
+    };
+    // The weight is read in place, as x and grad are.
+    let out = match weight {
+        Some(t) => with_f32_values(t, |wt| step(Some(wt)))??,
+        None => step(None)?,
+    };
     Tensor::from_vec(out, (n, c, h, w), x.device()).map(Some)
 }
 
