@@ -69,7 +69,15 @@ fn sgemm_peak() -> candle_core::Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / fastest(5, || drop(a.matmul(&b))) / 1e9)
 }
 
-/// One Lite0 layer's row: forward and gradient seconds, FLOPs (2 per multiply-add).
+/// The column heads of [`print_row`]'s table.
+fn print_header() {
+    println!(
+        "{:>24} {:>8} {:>9} {:>8} {:>6} {:>9} {:>8} {:>6}",
+        "layer", "size", "fwd ms", "GFLOP/s", "/peak", "grad ms", "GFLOP/s", "/peak"
+    );
+}
+
+/// One layer's row: its input size, forward and gradient seconds, FLOPs (2 per multiply-add).
 fn print_row(name: &str, (h, w): (usize, usize), (f, g): (f64, f64), flop: f64, peak: f64) {
     let rate = |t: f64| flop / t / 1e9;
     println!(
@@ -131,10 +139,7 @@ fn time_depthwise(
 fn lite0(h: usize, w: usize, runs: usize) -> candle_core::Result<()> {
     let peak = sgemm_peak()?;
     println!("sgemm peak {peak:.0} GFLOP/s, EfficientNet-Lite0 1x1 and depthwise convolutions (to blocks.10) at {w}x{h}, fastest of {runs}");
-    println!(
-        "{:>24} {:>8} {:>9} {:>8} {:>6} {:>9} {:>8} {:>6}",
-        "layer", "size", "fwd ms", "GFLOP/s", "/peak", "grad ms", "GFLOP/s", "/peak"
-    );
+    print_header();
     let (mut size, mut channels) = ((h.div_ceil(2), w.div_ceil(2)), 32);
     // (forward, gradient) seconds of the 1x1 and of the depthwise convolutions.
     let (mut pointwise, mut depthwise) = ((0.0, 0.0), (0.0, 0.0));
@@ -189,10 +194,7 @@ fn main() -> candle_core::Result<()> {
     let dev = Device::Cpu;
     let peak = sgemm_peak()?;
     println!("sgemm peak {peak:.0} GFLOP/s ({SGEMM_SIDE}^3), VGG19 convolutions at {size}x{size}, fastest of {runs}");
-    println!(
-        "{:>16} {:>6} {:>10} {:>8} {:>7} {:>10} {:>8} {:>7}",
-        "layer", "side", "fwd ms", "GFLOP/s", "/peak", "grad ms", "GFLOP/s", "/peak"
-    );
+    print_header();
     let (mut forward, mut gradient) = (0.0, 0.0);
     for (cin, cout, div, count) in LAYERS {
         let side = size / div;
@@ -204,17 +206,8 @@ fn main() -> candle_core::Result<()> {
         let mask = grad.ge(0.0)?;
         let f = fastest(runs, || drop(conv.forward_activated(&x, f32::INFINITY).unwrap()));
         let g = fastest(runs, || drop(conv.backward_masked(&grad, &mask, (side, side)).unwrap()));
-        let gflop = 2.0 * (cin * cout * 9 * side * side) as f64 / 1e9;
-        let name = format!("{cin}->{cout} x{count}");
-        println!(
-            "{name:>16} {side:>6} {:>10.2} {:>8.0} {:>7.2} {:>10.2} {:>8.0} {:>7.2}",
-            f * 1e3,
-            gflop / f,
-            gflop / f / peak,
-            g * 1e3,
-            gflop / g,
-            gflop / g / peak
-        );
+        let flop = 2.0 * (cin * cout * 9 * side * side) as f64;
+        print_row(&format!("{cin}->{cout} x{count}"), (side, side), (f, g), flop, peak);
         forward += f * count as f64;
         gradient += g * count as f64;
     }

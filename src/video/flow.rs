@@ -153,8 +153,7 @@ pub fn sample(data: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
     // SAFETY: x0, x1 < w and y0, y1 < h (x and y are clamped into the non-empty plane, and a
     // NaN truncates to 0), so every index is below w * h <= data.len() (asserted above, without
-    // overflow). Unchecked, the loads leave
-    // callers' loops free to vectorise.
+    // overflow). Unchecked, the loads leave callers' loops free to vectorise.
     let at = |i: usize| unsafe { *data.get_unchecked(i) };
     let top = at(y0 * w + x0) * (1.0 - fx) + at(y0 * w + x1) * fx;
     let bottom = at(y1 * w + x0) * (1.0 - fx) + at(y1 * w + x1) * fx;
