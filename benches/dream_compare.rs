@@ -75,6 +75,18 @@ fn peak_rss() -> u64 {
 fn main() -> anyhow::Result<()> {
     dreamvid::runtime::configure();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    // Arguments of each mode, its name included (see the usage at the top of this file).
+    let wanted = match args.first().map(String::as_str) {
+        Some("write-weights" | "same-weights") => 3,
+        Some("dump") => 6,
+        Some("gemm-peak") => 1,
+        _ => 6,
+    };
+    anyhow::ensure!(
+        args.len() >= wanted,
+        "{wanted} arguments expected, {} given: {args:?} (the modes and their arguments are listed at the top of benches/dream_compare.rs)",
+        args.len()
+    );
     match args.first().map(String::as_str) {
         Some("write-weights") => {
             let path = args[2].as_ref();

@@ -17,8 +17,9 @@ const ROWS: usize = 6;
 pub(super) const COLS: usize = 16;
 
 /// Whether [`band`] runs here: on CPUs with AVX2 and FMA but not AVX-512 (whose gemm crate
-/// kernels are wider), unless `DREAMVID_GEMM_CRATE` is set (every GEMM then runs in the gemm
-/// crate, as on other CPUs: for comparisons, and for the tests of that path).
+/// kernels are wider; `DREAMVID_AVX2_GEMM` set runs it there too, to compare the two on such
+/// a CPU), unless `DREAMVID_GEMM_CRATE` is set (every GEMM then runs in the gemm crate, as on
+/// other CPUs: for comparisons, and for the tests of that path).
 pub(super) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
@@ -27,7 +28,7 @@ pub(super) fn available() -> bool {
             std::env::var_os("DREAMVID_GEMM_CRATE").is_none()
                 && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
-                && !std::arch::is_x86_feature_detected!("avx512f")
+                && (std::env::var_os("DREAMVID_AVX2_GEMM").is_some() || !std::arch::is_x86_feature_detected!("avx512f"))
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
