@@ -92,6 +92,9 @@ pub struct FrameParams {
     pub dream: DreamParams,
     /// What is carried over from the previous frame (video).
     pub carryover: Carryover,
+    /// Gradient steps per octave of a video frame that continues a shot (0: `dream.iterations`,
+    /// see [`crate::video::coherence::frame_steps`]).
+    pub frame_iterations: usize,
     /// Camera motion to the next frame (zoom).
     pub camera: CameraStep,
     /// How strongly the frame is dreamed where the mask is white (`mask_weight`, 0 to 1).
@@ -123,6 +126,7 @@ impl Plan<'_> {
                 carry: s.carry as f32,
                 temporal_weight: s.temporal_weight as f32,
             },
+            frame_iterations: s.frame_iterations,
             camera: CameraStep { zoom: s.zoom, rotate: s.rotate, translate: s.translate },
             mask_weight: s.mask_weight,
         })

@@ -599,8 +599,15 @@ settings! {
     blend: f64 = 0.6, [Video, true, Range::Span(0.0, 1.0), None];
     /// In flow coherence, how much of each frame's dream is held back where the previous dream
     /// carries over reliably (0: every pixel is dreamed afresh each frame; 1: only content that
-    /// comes into view is dreamed, the rest follows the motion).
+    /// comes into view is dreamed, the rest follows the motion). Still pixels (their source did
+    /// not change beyond its noise) keep their dream whole while the settings stay the same.
     temporal_weight: f64 = 0.7, [Video, true, Range::Span(0.0, 1.0), None];
+    /// Gradient steps per octave of a video frame that continues a shot (0: `iterations`, every
+    /// frame as strong as an image). A shot's first frame takes `iterations`, the preset's full
+    /// strength; later frames start from the carried dream and take these few steps, more when
+    /// much new content comes into view, whose pixels also step harder. Flow and blend
+    /// coherence; `none` dreams every frame with `iterations`.
+    frame_iterations: usize = 0, [Video, true, Range::Span(0.0, 1000.0), None];
     /// How different consecutive frames must be to count as a cut, where the carry-over resets:
     /// the distance of their brightness histograms plus their mean brightness difference (within
     /// a shot about 0.2 at most, even with fast motion; hard cuts 0.4 and more).

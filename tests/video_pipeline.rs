@@ -27,7 +27,7 @@ fn constant(params: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FrameP
         let dream = DreamParams { seed: frame_seed(params.seed, i), ..params.clone() };
         let carryover = Carryover { blend: 0.6, carry: 0.6, temporal_weight: 0.0 };
         let camera = CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) };
-        Ok(FrameParams { dream, carryover, camera, mask_weight: 1.0 })
+        Ok(FrameParams { dream, carryover, frame_iterations: 0, camera, mask_weight: 1.0 })
     }
 }
 
@@ -42,7 +42,13 @@ fn shipped(dream: DreamParams) -> impl Fn(usize, f64) -> anyhow::Result<FramePar
     };
     move |_, _| {
         let camera = CameraStep { zoom: 1.0, rotate: 0.0, translate: (0.0, 0.0) };
-        Ok(FrameParams { dream: dream.clone(), carryover, camera, mask_weight: 1.0 })
+        Ok(FrameParams {
+            dream: dream.clone(),
+            carryover,
+            frame_iterations: video.frame_iterations,
+            camera,
+            mask_weight: 1.0,
+        })
     }
 }
 

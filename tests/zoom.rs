@@ -143,6 +143,7 @@ fn fixture_zoom(frames: usize, looped: bool) -> Vec<RgbImage> {
         Ok(FrameParams {
             dream: params,
             carryover: Carryover { blend: 0.0, carry: 0.0, temporal_weight: 0.0 },
+            frame_iterations: 0,
             camera: CameraStep { zoom: 1.05, rotate: 0.5, translate: (0.0, 0.0) },
             mask_weight: 1.0,
         })

@@ -3,7 +3,9 @@
 use image::RgbImage;
 use rayon::prelude::*;
 
+use super::camera_motion::CameraMotion;
 use super::flow::{self, Flow, FlowParams, Plane};
+use super::noise;
 use super::shots::is_cut;
 
 /// How a frame's dream builds on the previous dreamed frame.
@@ -42,26 +44,80 @@ impl std::str::FromStr for Coherence {
 
 /// Motion from the previous source frame to the current one.
 pub struct Motion {
-    /// Flow from the current frame to the previous one (where each pixel came from).
+    /// Flow from the current frame to the previous one (where each pixel came from): the
+    /// camera's motion where the source did not change beyond its noise, zero where the pixel
+    /// is still.
     pub back: Option<Flow>,
-    /// Per-pixel reliability of `back` (forward/backward consistency), 0 or 1.
+    /// Per-pixel reliability of `back` (forward/backward consistency; still pixels are
+    /// reliable), 0 or 1.
     pub reliable: Vec<f32>,
+    /// Per-pixel stillness in `[0, 1]`: 1 where the source did not change beyond its noise
+    /// level ([`noise::still`]) and the camera moved less than [`STILL_MOTION`] pixels,
+    /// feathered over a few pixels so that held and dreamed regions meet smoothly.
+    pub still: Vec<f32>,
     /// The frames differ so much that this is a new shot: nothing is carried over.
     pub cut: bool,
 }
+
+impl Motion {
+    /// Share of the pixels whose carried dream is unreliable (new content): 0 when there is
+    /// no flow.
+    pub fn new_share(&self) -> f32 {
+        match self.reliable.len() {
+            0 => 0.0,
+            n => 1.0 - self.reliable.iter().sum::<f32>() / n as f32,
+        }
+    }
+}
+
+/// Largest camera motion, in pixels, at which a pixel whose source did not change beyond the
+/// noise counts as still (and keeps its dream where it is).
+pub const STILL_MOTION: f32 = 0.5;
+
+/// Radius in pixels over which the still mask is feathered.
+const STILL_FEATHER: usize = 2;
 
 /// Analyses the step from `prev` to `cur` (luma planes) for `mode`.
 pub fn motion(prev: &Plane, cur: &Plane, mode: Coherence, scene_cut: f32) -> Motion {
     let cut = is_cut(prev, cur, scene_cut);
     if mode != Coherence::Flow || cut {
-        return Motion { back: None, reliable: Vec::new(), cut };
+        return Motion { back: None, reliable: Vec::new(), still: Vec::new(), cut };
     }
-    let (back, forward) = rayon::join(
-        || flow::estimate(cur, prev, FlowParams::default()),
-        || flow::estimate(prev, cur, FlowParams::default()),
+    let ((mut back, forward), sigma) = rayon::join(
+        || {
+            rayon::join(
+                || flow::estimate(cur, prev, FlowParams::default()),
+                || flow::estimate(prev, cur, FlowParams::default()),
+            )
+        },
+        || noise::level(cur),
     );
-    let reliable = flow::consistency(&back, &forward);
-    Motion { back: Some(back), reliable, cut }
+    let consistent = flow::consistency(&back, &forward);
+    let camera = CameraMotion::fit(&back, &consistent, cur, sigma);
+    // Pixels whose source did not change beyond the noise show no motion of their own (plain
+    // regions, or none at all): they move with the camera, and where the camera holds still
+    // they are still and keep their dream where it is. Either way what is carried there is
+    // consistent with the frames.
+    let unchanged = noise::still(prev, cur, sigma);
+    let w = cur.w;
+    let still: Vec<f32> = (back.u.par_iter_mut().zip(back.v.par_iter_mut()), unchanged.par_iter())
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, ((u, v), &unchanged))| {
+            if unchanged == 0.0 {
+                return 0.0;
+            }
+            (*u, *v) = camera.at(i % w, i / w);
+            if *u * *u + *v * *v > STILL_MOTION * STILL_MOTION {
+                return 0.0;
+            }
+            (*u, *v) = (0.0, 0.0);
+            1.0
+        })
+        .collect();
+    let reliable = consistent.into_iter().zip(&unchanged).map(|(r, &s)| r.max(s)).collect();
+    let still = Plane { w: cur.w, h: cur.h, data: still }.box_mean(STILL_FEATHER).data;
+    Motion { back: Some(back), reliable, still, cut }
 }
 
 /// CHW floats in `[0, 1]` of an RGB image.
@@ -97,18 +153,57 @@ pub struct Carryover {
 pub struct Start {
     /// The starting image, CHW floats in `[0, 1]`.
     pub image: Vec<f32>,
-    /// Per-pixel weight in `[0, 1]` of every dream step (row-major `H x W`); `None`: 1.
+    /// Per-pixel weight of every dream step (row-major `H x W`; 0 holds a pixel, above 1 steps
+    /// harder); `None`: 1.
     pub step_weight: Option<Vec<f32>>,
 }
 
+/// Most a frame's new content steps harder than a shot's first frame (see [`frame_steps`]).
+pub const MAX_NEW_WEIGHT: f32 = 4.0;
+
+/// How a frame that continues a shot spreads its dream steps over its pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// Still pixels ([`Motion::still`]) keep the previous frame's dream as it is: no steps, and
+    /// nothing of it fades. Only while the frame's dream settings are the previous frame's (a
+    /// keyframed change must reach still content too).
+    pub hold_still: bool,
+    /// Step weight of new content (pixels without a reliable carried dream), at least 1: it
+    /// makes up for the fewer steps of a frame that continues a shot.
+    pub new_weight: f32,
+}
+
+impl Default for Spread {
+    fn default() -> Self {
+        Self { hold_still: true, new_weight: 1.0 }
+    }
+}
+
+/// Gradient steps per octave of a frame, and its new content's step weight ([`Spread`]). A
+/// frame that starts a shot (also every frame of `none` coherence) takes `iterations`, the
+/// preset's full strength. One that continues a shot takes `per_frame` (0: `iterations`) plus
+/// the share of its pixels that are new (`new_share`) of the difference, so that a frame full
+/// of new content is dreamed as a first frame; its new pixels step `iterations / steps` times
+/// harder (at most [`MAX_NEW_WEIGHT`]), about the strength the first frame gave the rest.
+pub fn frame_steps(iterations: usize, per_frame: usize, continues: bool, new_share: f32) -> (usize, f32) {
+    if !continues || per_frame == 0 || per_frame >= iterations {
+        return (iterations, 1.0);
+    }
+    let extra = ((iterations - per_frame) as f32 * new_share.clamp(0.0, 1.0)).round() as usize;
+    let steps = per_frame + extra;
+    (steps, (iterations as f32 / steps.max(1) as f32).min(MAX_NEW_WEIGHT))
+}
+
 /// What a frame's dream starts from: the current source frame, plus what is carried over
-/// from the previous frame (`prev_source`, `prev_dreamed`) according to `mode`.
+/// from the previous frame (`prev_source`, `prev_dreamed`) according to `mode`; in `flow` mode
+/// the steps are spread over the pixels by `spread`.
 pub fn start(
     current: &RgbImage,
     previous: Option<(&RgbImage, &RgbImage)>,
     motion: Option<&Motion>,
     mode: Coherence,
     carryover: Carryover,
+    spread: Spread,
 ) -> Start {
     let cur = chw(current);
     let fresh = |image| Start { image, step_weight: None };
@@ -121,20 +216,31 @@ pub fn start(
         return fresh(cur);
     }
     let dreamed = chw(prev_dream);
-    match (mode, motion.and_then(|m| m.back.as_ref().map(|b| (b, &m.reliable)))) {
-        (Coherence::Flow, Some((back, reliable))) => {
+    match (mode, motion.filter(|m| m.back.is_some())) {
+        (Coherence::Flow, Some(m)) => {
+            let back = m.back.as_ref().expect("filtered on a flow");
             let residual: Vec<f32> = dreamed.par_iter().zip(chw(prev_src)).map(|(d, s)| d - s).collect();
             let carried = flow::warp(&residual, 3, back);
-            let n = reliable.len();
+            let n = m.reliable.len();
+            let hold = |i: usize| if spread.hold_still { m.still[i] } else { 0.0 };
             let image = cur
                 .par_iter()
                 .zip(carried)
                 .enumerate()
-                .map(|(i, (c, r))| (c + carry * reliable[i % n] * r).clamp(0.0, 1.0))
+                .map(|(i, (c, r))| {
+                    let i = i % n;
+                    let kept = carry + (1.0 - carry) * hold(i);
+                    (c + kept * m.reliable[i] * r).clamp(0.0, 1.0)
+                })
                 .collect();
-            let step_weight =
-                (temporal_weight > 0.0).then(|| reliable.iter().map(|r| 1.0 - temporal_weight * r).collect());
-            Start { image, step_weight }
+            let step_weight = (0..n)
+                .into_par_iter()
+                .map(|i| match m.reliable[i] > 0.0 {
+                    true => (1.0 - temporal_weight) * (1.0 - hold(i)),
+                    false => spread.new_weight,
+                })
+                .collect();
+            Start { image, step_weight: Some(step_weight) }
         }
         _ => fresh(cur.iter().zip(dreamed).map(|(c, d)| (1.0 - blend) * c + blend * d).collect()),
     }
@@ -155,9 +261,9 @@ mod tests {
     #[test]
     fn blend_mixes_and_none_ignores_the_previous_frame() {
         let (cur, src, dream) = (solid(100), solid(100), solid(200));
-        let b = start(&cur, Some((&src, &dream)), None, Coherence::Blend, carry(0.5)).image;
+        let b = start(&cur, Some((&src, &dream)), None, Coherence::Blend, carry(0.5), Spread::default()).image;
         assert!((b[0] - 150.0 / 255.0).abs() < 1e-6);
-        let n = start(&cur, Some((&src, &dream)), None, Coherence::None, carry(0.5)).image;
+        let n = start(&cur, Some((&src, &dream)), None, Coherence::None, carry(0.5), Spread::default()).image;
         assert!((n[0] - 100.0 / 255.0).abs() < 1e-6);
     }
 
@@ -167,10 +273,43 @@ mod tests {
         assert!(motion(&a, &b, Coherence::Flow, crate::settings::Settings::default().scene_cut as f32).cut);
         let m = motion(&a, &a, Coherence::Flow, crate::settings::Settings::default().scene_cut as f32);
         assert!(!m.cut);
-        let cut = Motion { back: None, reliable: vec![], cut: true };
-        let x = start(&solid(100), Some((&solid(100), &solid(200))), Some(&cut), Coherence::Blend, carry(0.5)).image;
+        let cut = Motion { back: None, reliable: vec![], still: vec![], cut: true };
+        let x = start(
+            &solid(100),
+            Some((&solid(100), &solid(200))),
+            Some(&cut),
+            Coherence::Blend,
+            carry(0.5),
+            Spread::default(),
+        )
+        .image;
         assert!((x[0] - 100.0 / 255.0).abs() < 1e-6);
-        let carried = start(&solid(50), Some((&solid(100), &solid(120))), Some(&m), Coherence::Flow, carry(0.5)).image;
-        assert!((carried[0] - 60.0 / 255.0).abs() < 1e-5, "{}", carried[0] * 255.0);
+        let moving = Spread { hold_still: false, new_weight: 1.0 };
+        let carried =
+            start(&solid(50), Some((&solid(100), &solid(120))), Some(&m), Coherence::Flow, carry(0.5), moving);
+        assert!((carried.image[0] - 60.0 / 255.0).abs() < 1e-5, "{}", carried.image[0] * 255.0);
+        assert_eq!(carried.step_weight.as_deref().map(|w| w[0]), Some(1.0), "temporal weight 0: dreamed afresh");
+        // Unchanged frames are still: their dream is kept whole, and not stepped on.
+        assert!(m.still.iter().all(|&s| s == 1.0) && m.reliable.iter().all(|&r| r == 1.0));
+        let held = start(
+            &solid(50),
+            Some((&solid(100), &solid(120))),
+            Some(&m),
+            Coherence::Flow,
+            carry(0.5),
+            Spread::default(),
+        );
+        assert!((held.image[0] - 70.0 / 255.0).abs() < 1e-5, "{}", held.image[0] * 255.0);
+        assert!(held.step_weight.unwrap().iter().all(|&w| w == 0.0));
+    }
+
+    #[test]
+    fn continuing_frames_take_fewer_steps_and_new_content_more() {
+        assert_eq!(frame_steps(8, 2, false, 0.0), (8, 1.0), "a shot's first frame: full strength");
+        assert_eq!(frame_steps(8, 0, true, 0.0), (8, 1.0), "no per-frame steps set: every frame full");
+        assert_eq!(frame_steps(8, 2, true, 0.0), (2, 4.0));
+        assert_eq!(frame_steps(8, 2, true, 0.5), (5, 1.6));
+        assert_eq!(frame_steps(8, 2, true, 1.0), (8, 1.0), "all new: dreamed as a first frame");
+        assert_eq!(frame_steps(20, 2, true, 0.0), (2, MAX_NEW_WEIGHT));
     }
 }

@@ -56,7 +56,7 @@ impl Plane {
     /// the columns advance a whole row at a time, only the last `2r + 2` of them kept, so that
     /// the pass reads its input once and writes its output once, in place (each row of means
     /// is written after the rows its window reads have been summed).
-    fn box_mean(mut self, r: usize) -> Self {
+    pub(crate) fn box_mean(mut self, r: usize) -> Self {
         box_mean_in_place(&mut self.data, (self.w, self.h), r);
         self
     }
@@ -354,11 +354,64 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
         let at = y * w..(y + 1) * w;
         solve_row(u, v, [&xx[at.clone()], &xy[at.clone()], &yy[at.clone()], &xt[at.clone()], &yt[at]]);
     });
+    fill_from_confident_neighbours(flow, [&xx, &xy, &yy]);
     // Smoothing spreads the flow of textured windows into flat ones, where the equations
     // above are nearly singular (as Horn-Schunck's smoothness term does).
     let (u, v) = (std::mem::take(&mut flow.u), std::mem::take(&mut flow.v));
     (flow.u, flow.v) =
         rayon::join(|| Plane { w, h, data: u }.box_mean(2).data, || Plane { w, h, data: v }.box_mean(2).data);
+}
+
+/// Structure (smallest eigenvalue of a window's mean gradient products, luma units per pixel
+/// squared) at which a window's own motion and its neighbourhood's count alike in
+/// [`fill_from_confident_neighbours`]: camera noise of a few levels gives a tenth of it,
+/// texture and corners ten to a hundred times as much.
+const STRUCTURE: f32 = 1e-4;
+
+/// Radius of the neighbourhood a low-structure window takes its motion from (at each level of
+/// the pyramid, so about eight times as far in the full frame).
+const FILL_RADIUS: usize = 8;
+
+/// Weight of a window's own motion against a neighbourhood without any structure (where
+/// there is none to take over, the motion from the coarser level stays).
+const FILL_PRIOR: f32 = 0.01;
+
+/// Replaces the motion of low-structure windows by their neighbourhood's, weighted by
+/// structure. Where a window is plain (a sky, a road, a wall) or has one edge (the aperture
+/// problem), the Lucas-Kanade equations cannot tell motion from noise, and a dream carried
+/// along that motion slides about; the motion of textured windows nearby is the better guess,
+/// as variational methods spread it into flat regions. `structure` holds the windowed
+/// gradient products `gx gx, gx gy, gy gy`; a window's confidence is its smallest eigenvalue
+/// `l` as `l / (l + STRUCTURE)`, and its motion becomes `c own + (1 - c) neighbourhood`, the
+/// neighbourhood's being the confidence-weighted mean over `FILL_RADIUS` (normalised
+/// convolution, Knutsson and Westin 1993).
+fn fill_from_confident_neighbours(flow: &mut Flow, structure: [&[f32]; 3]) {
+    let (w, h) = (flow.w, flow.h);
+    let [xx, xy, yy] = structure;
+    let confidence: Vec<f32> = (xx, xy, yy)
+        .into_par_iter()
+        .map(|(&a, &b, &c)| {
+            let smallest = (0.5 * (a + c) - (0.25 * (a - c) * (a - c) + b * b).sqrt()).max(0.0);
+            smallest / (smallest + STRUCTURE)
+        })
+        .collect();
+    let weighted_mean = |d: &[f32]| {
+        let data = d.par_iter().zip(&confidence).map(|(x, c)| x * c).collect();
+        Plane { w, h, data }.box_mean(FILL_RADIUS).data
+    };
+    let (total, (u_sum, v_sum)) = rayon::join(
+        || Plane { w, h, data: confidence.clone() }.box_mean(FILL_RADIUS).data,
+        || rayon::join(|| weighted_mean(&flow.u), || weighted_mean(&flow.v)),
+    );
+    let rows = flow.u.par_chunks_mut(w).zip(flow.v.par_chunks_mut(w)).enumerate();
+    rows.for_each(|(y, (u, v))| {
+        for (x, (u, v)) in u.iter_mut().zip(v.iter_mut()).enumerate() {
+            let i = y * w + x;
+            let (c, norm) = (confidence[i], total[i] + FILL_PRIOR);
+            *u = c * *u + (1.0 - c) * (u_sum[i] + FILL_PRIOR * *u) / norm;
+            *v = c * *v + (1.0 - c) * (v_sum[i] + FILL_PRIOR * *v) / norm;
+        }
+    });
 }
 
 /// Reliability in `{0, 1}` of each pixel of `forward` (a to b), given `backward` (b to a):

@@ -1,12 +1,14 @@
 //! Video input and output through FFmpeg's libraries (ffmpeg-next), and the optical flow that
 //! keeps dreams attached to moving content.
 
+pub mod camera_motion;
 pub mod coherence;
 pub mod decode;
 pub mod encode;
 pub mod excerpt;
 pub mod flow;
 pub mod frames;
+pub mod noise;
 pub mod shots;
 pub mod stability;
 
