@@ -56,7 +56,7 @@ impl Plane {
     /// the columns advance a whole row at a time, only the last `2r + 2` of them kept, so that
     /// the pass reads its input once and writes its output once, in place (each row of means
     /// is written after the rows its window reads have been summed).
-    fn box_mean(mut self, r: usize) -> Self {
+    pub(super) fn box_mean(mut self, r: usize) -> Self {
         box_mean_in_place(&mut self.data, (self.w, self.h), r);
         self
     }
