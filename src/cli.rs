@@ -67,7 +67,23 @@ pub enum Command {
     Settings,
     /// Compare two videos frame by frame (PSNR); fails if any frame is below --min-psnr.
     Compare(CompareArgs),
-    /// How much flicker a dreamed video adds to its source (warping error), per shot.
+    /// How much flicker a dream adds to its source, per shot (warping error, static-pixel flicker).
+    ///
+    /// Prints, for the clip and each shot:
+    /// - the warping error E_warp of the source and of the dreamed video (Lai et al. 2018): the
+    ///   mean squared difference, RGB in 0..1 (squares summed over the channels), between each
+    ///   frame and the previous one moved along the source's optical flow, over the pixels whose
+    ///   forward and backward flows agree (Ruder et al. 2016); and the flicker the dream adds,
+    ///   their difference. The flow is Farneback's (OpenCV's algorithm, with the parameters of
+    ///   scripts/coherence-bench), computed on the source frames: not the flow renders carry the
+    ///   dream along, which would pass a dream that follows it for steadier than it is;
+    /// - the static-pixel flicker, which needs no flow: the mean squared change from one frame to
+    ///   the next over the pixels where the source stands still (its change, averaged over 5x5
+    ///   pixels, within twice what its noise explains), of the source and of the dream, their
+    ///   ratio, and the share of such pixels;
+    /// - the dream's strength (mean |dreamed - source| in 0..255) and the brightness drift (change
+    ///   of the mean luma difference from the first to the last tenth of the frames).
+    #[command(verbatim_doc_comment)]
     Stability(StabilityArgs),
     /// Plan a render-farm job: find a video's shots and cut it into segments (job.toml).
     Plan(PlanArgs),
@@ -409,25 +425,21 @@ pub struct StatusArgs {
     pub count: bool,
 }
 
-/// Measuring the flicker a dream adds.
-///
-/// Prints, for the clip and each shot, the warping error E_warp of the source and of the
-/// dreamed video (Lai et al. 2018: the mean squared difference, RGB in 0..1, between each
-/// frame and the previous one moved along the source's optical flow, over the pixels whose
-/// forward and backward flows agree), the flicker the dream adds (their difference), the
-/// dream's strength (mean |dreamed - source| in 0..255) and the brightness drift (change of
-/// the mean luma difference from the first to the last tenth of the frames). The flow is
-/// dreamvid's own, the one renders use; scripts/coherence-bench measures with OpenCV's.
+/// Measuring the flicker a dream adds (see [`Command::Stability`]).
 #[derive(Args)]
-#[command(verbatim_doc_comment)]
 pub struct StabilityArgs {
-    /// The source video.
+    /// The source video or frame folder.
     pub source: PathBuf,
     /// Its dream (same frame count and size).
     pub dreamed: PathBuf,
     /// How different consecutive frames must be to count as a cut (see `dreamvid settings`).
     #[arg(long, default_value_t = Settings::default().scene_cut)]
     pub scene_cut: f64,
+    /// Print one JSON object instead of the table: {"flow": "farneback", "rows": [{"scope",
+    /// "first", "last", "source", "dreamed", "added", "static_source", "static_dreamed",
+    /// "static_share", "strength", "drift"}]}, figures unscaled, null where there is none.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Comparing two videos.

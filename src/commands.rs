@@ -480,22 +480,33 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
 /// `dreamvid stability SOURCE DREAMED`.
 pub fn stability(args: StabilityArgs) -> anyhow::Result<()> {
     let s = dreamvid::video::stability::measure(&args.source, &args.dreamed, args.scene_cut as f32)?;
+    if args.json {
+        println!("{}", s.json());
+        return Ok(());
+    }
+    // NaN (no pair to average) as a dash.
+    let cell = |x: f64, digits: usize| if x.is_finite() { format!("{x:.digits$}") } else { "-".into() };
+    println!("{:<14} {:>26}   {:>36}", "", "E_warp (Farneback flow)", "static-pixel flicker");
     println!(
-        "{:<16} {:>16} {:>16} {:>14} {:>10} {:>10}",
-        "", "E_warp source", "E_warp dreamed", "added", "strength", "drift"
+        "{:<14} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>7} {:>10} {:>9} {:>7}",
+        "", "source", "dreamed", "added", "source", "dreamed", "ratio", "static %", "strength", "drift"
     );
     for r in s.summary() {
         println!(
-            "{:<16} {:>16.3} {:>16.3} {:>14.3} {:>10.2} {:>+10.2}",
+            "{:<14} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>7} {:>10} {:>9} {:>7}",
             r.scope,
-            1e3 * r.source,
-            1e3 * r.dreamed,
-            1e3 * r.added(),
-            r.strength,
-            r.drift
+            cell(1e3 * r.source, 3),
+            cell(1e3 * r.dreamed, 3),
+            cell(1e3 * r.added(), 3),
+            cell(1e3 * r.static_source, 4),
+            cell(1e3 * r.static_dreamed, 4),
+            cell(r.static_ratio(), 2),
+            cell(100.0 * r.static_share, 1),
+            cell(r.strength, 2),
+            if r.drift.is_finite() { format!("{:+.2}", r.drift) } else { "-".into() },
         );
     }
-    println!("(E_warp and added flicker x 1e-3; strength and drift in 0..255)");
+    println!("(E_warp, added and static-pixel flicker x 1e-3, RGB in 0..1; strength and drift in 0..255)");
     Ok(())
 }
 

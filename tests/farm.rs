@@ -106,7 +106,10 @@ fn segments_rendered_apart_assemble_into_the_single_render() {
     // The seam inside the long shot (frames 43 -> 44, where the cross-fade begins) flickers
     // within the spread of the shot's other frame pairs (mean + 3 standard deviations).
     let stab = dreamvid::video::stability::measure(&f.input, &out, 0.3).unwrap();
-    let pair = |t: usize| stab.pairs[t].unwrap().dreamed - stab.pairs[t].unwrap().source;
+    let pair = |t: usize| {
+        let warp = stab.pairs[t].unwrap().warp.unwrap();
+        warp.dreamed - warp.source
+    };
     let others: Vec<f64> = (24..63).filter(|&t| t != 43).map(pair).collect();
     let mean = others.iter().sum::<f64>() / others.len() as f64;
     let sd = (others.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / others.len() as f64).sqrt();

@@ -358,7 +358,7 @@ fn compare_passes_identical_videos_and_fails_different_ones() {
     assert!(stderr(&diff).contains("beyond the threshold"));
 }
 
-/// The flicker a render adds (`E_warp` dreamed - source, dreamvid's flow) and its strength.
+/// The flicker a render adds (`E_warp` dreamed - source, Farneback's flow) and its strength.
 fn added_flicker(source: &Path, dreamed: &Path) -> (f64, f64) {
     let s = dreamvid::video::stability::measure(source, dreamed, 0.3).unwrap();
     let clip = &s.summary()[0];
@@ -428,9 +428,13 @@ fn stability_measures_the_flicker_a_dream_adds() {
         .unwrap()
         .split_whitespace()
         .skip(1)
-        .map(|v| v.parse().unwrap())
+        .map(|v| if v == "-" { f64::NAN } else { v.parse().unwrap() })
         .collect();
-    assert_eq!((clip[2], clip[3]), (0.0, 0.0), "a video adds no flicker to itself: {text}");
+    // E_warp source, dreamed, added; static-pixel flicker source, dreamed, ratio, static %;
+    // strength, drift.
+    assert_eq!(clip.len(), 9, "{text}");
+    assert_eq!((clip[2], clip[7]), (0.0, 0.0), "a video adds no flicker to itself: {text}");
+    assert_eq!(clip[3], clip[4], "{text}");
     assert!(clip[0] > 0.0, "the source has its own warping error: {text}");
     let (added, strength) = added_flicker(&input, &dreamed);
     assert!(added > 1e-4 && strength > 1.0, "independent dreams flicker: {added} {strength}");
@@ -439,6 +443,67 @@ fn stability_measures_the_flicker_a_dream_adds() {
     let o = dreamvid(&["stability", input.to_str().unwrap(), other.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("different frame counts"), "{}", stderr(&o));
+}
+
+/// One figure of the clip row of `dreamvid stability --json`'s output.
+fn json_figure(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("no {key} in {json}")) + key.len() + 4;
+    let value = json[at..].split([',', '}']).next().unwrap();
+    (value != "null").then(|| value.parse().unwrap())
+}
+
+#[test]
+fn static_pixel_flicker_finds_a_dream_flickering_where_the_source_stands_still() {
+    let dir = common::scratch("pipeline-static-flicker");
+    let (w, h) = (96u32, 64u32);
+    // A plain grey left half with a little noise beside a texture moving 2 pixels a frame.
+    let source = |t: usize| {
+        image::RgbImage::from_fn(w, h, |x, y| {
+            let hash = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ (t as u32).wrapping_mul(83_492_791))
+                .wrapping_mul(2_654_435_761);
+            let noise = (hash >> 30) as f32 - 1.5;
+            let v = if x < w / 2 { 110.0 } else { 128.0 + 60.0 * ((x as f32 - 2.0 * t as f32) * 0.3).sin() };
+            let v = (v + noise).round() as u8;
+            image::Rgb([v, v, v])
+        })
+    };
+    // Its dream: a pattern on the grey half that changes every frame.
+    let flickering = |t: usize| {
+        let mut d = source(t);
+        for (x, y, p) in d.enumerate_pixels_mut() {
+            if x < w / 2 && (x / 4 + y / 4 + t as u32).is_multiple_of(2) {
+                p.0 = p.0.map(|v| v + 40);
+            }
+        }
+        d
+    };
+    let write = |name: &str, frame: &dyn Fn(usize) -> image::RgbImage| {
+        let folder = dir.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        for t in 0..6 {
+            frame(t).save(folder.join(format!("{t:03}.png"))).unwrap();
+        }
+        folder
+    };
+    let (src, dream) = (write("source", &source), write("dream", &flickering));
+    let measure = |dreamed: &Path| {
+        let o = dreamvid(&["stability", src.to_str().unwrap(), dreamed.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let json = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            json.starts_with("{\"flow\": \"farneback\", \"rows\": [{\"scope\": \"clip\", \"first\": 0, \"last\": 5")
+        );
+        json
+    };
+    let same = measure(&src);
+    let (source_flicker, share) = (json_figure(&same, "static_source"), json_figure(&same, "static_share").unwrap());
+    assert!(source_flicker.is_some_and(|f| f > 0.0), "the source's noise: {same}");
+    assert_eq!(json_figure(&same, "static_dreamed"), source_flicker, "{same}");
+    assert!((0.35..0.6).contains(&share), "the grey half stands still: {same}");
+    let flickers = measure(&dream);
+    assert_eq!(json_figure(&flickers, "static_source"), source_flicker, "{flickers}");
+    let dreamed = json_figure(&flickers, "static_dreamed").unwrap();
+    assert!(dreamed > 50.0 * source_flicker.unwrap(), "{flickers}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod coherence;
 pub mod decode;
 pub mod encode;
 pub mod excerpt;
+pub mod farneback;
 pub mod flow;
 pub mod frames;
 pub mod noise;
