@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use dreamvid::compare::{frames, psnr};
 use dreamvid::dream::DreamParams;
-use dreamvid::fixture::clip::{moving_pattern, occlusion_scene, write_clip, ClipSpec};
+use dreamvid::fixture::clip::{moving_pattern, occlusion_scene, plain_scene, write_clip, ClipSpec};
 use dreamvid::nn::Objective;
 use dreamvid::pipeline::{render_video, sidecar_path, FramePlan, VideoJob};
 use dreamvid::plan::{frame_seed, FrameParams};
@@ -393,6 +393,44 @@ fn flow_coherence_holds_through_occlusion_and_zoom() {
     assert!(flow < 0.3 * none, "flow {flow:.5} vs independent frames {none:.5}");
     assert!(flow < 0.5 * blend, "flow {flow:.5} vs blending {blend:.5}");
     assert!(flow_strength > 0.9 * none_strength, "a weaker dream must not pass for a steadier one");
+}
+
+#[test]
+fn plain_regions_hold_still_where_the_source_does() {
+    let dir = common::scratch("pipeline-plain");
+    let input = dir.join("in.mp4");
+    write_clip(&input, &ClipSpec::constant(128, 80, 16, 25), plain_scene(128, 80)).unwrap();
+    let net = common::fixture_vgg();
+    let dream = DreamParams {
+        objective: Objective::layer(net.find_tap("features.20").unwrap()),
+        octaves: 2,
+        iterations: 4,
+        lr: 0.02,
+        jitter: 4,
+        seed: 2,
+        ..DreamParams::default()
+    };
+    let frame_params = shipped(dream);
+    let measure = |mode: Coherence| {
+        let out = dir.join(format!("{mode:?}.mp4"));
+        render_video(&job(&net, input.clone(), out.clone(), mode, &frame_params), &mut |_| {}).unwrap();
+        dreamvid::video::stability::measure(&input, &out, 0.3).unwrap().summary().remove(0)
+    };
+    let (flow, none) = (measure(Coherence::Flow), measure(Coherence::None));
+    eprintln!(
+        "static-pixel flicker x1e3: source {:.3}, flow {:.3}, none {:.3} (static share {:.2}); strength flow {:.1}, none {:.1}",
+        1e3 * flow.static_source,
+        1e3 * flow.static_dreamed,
+        1e3 * none.static_dreamed,
+        flow.static_share,
+        flow.strength,
+        none.strength
+    );
+    assert!(flow.static_share > 0.5, "most of the wall stands still: {}", flow.static_share);
+    assert!(none.static_ratio() > 10.0, "independent dreams boil on the plain wall: {}", none.static_ratio());
+    assert!(flow.static_ratio() <= 3.0, "the carried dream holds still where the source does: {}", flow.static_ratio());
+    assert!(flow.added() < 0.25 * none.added(), "flow {:.5} vs independent frames {:.5}", flow.added(), none.added());
+    assert!(flow.strength > none.strength, "held, not faded: {} vs {}", flow.strength, none.strength);
 }
 
 #[test]
