@@ -323,8 +323,8 @@ pub fn estimate(a: &Plane, b: &Plane, params: FlowParams) -> Flow {
             Some(f) => f.upscale(pa.w, pa.h),
             None => Flow::zero(pa.w, pa.h),
         };
-        for _ in 0..params.iterations {
-            refine(pa, pb, &mut f, params.radius);
+        for i in 0..params.iterations {
+            refine(pa, pb, &mut f, params.radius, i + 1 == params.iterations);
         }
         flow = Some(f);
     }
@@ -332,8 +332,9 @@ pub fn estimate(a: &Plane, b: &Plane, params: FlowParams) -> Flow {
 }
 
 /// One Lucas-Kanade step: linearise `b` around the current flow and solve the 2x2 normal
-/// equations over a window at every pixel.
-fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
+/// equations over a window at every pixel; with `fill` (a level's last step), low-structure
+/// windows then take their neighbourhood's motion ([`fill_from_confident_neighbours`]).
+fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize, fill: bool) {
     let (w, h) = (a.w, a.h);
     let warped = warp(&b.data, 1, flow);
     let n = w * h;
@@ -354,7 +355,9 @@ fn refine(a: &Plane, b: &Plane, flow: &mut Flow, radius: usize) {
         let at = y * w..(y + 1) * w;
         solve_row(u, v, [&xx[at.clone()], &xy[at.clone()], &yy[at.clone()], &xt[at.clone()], &yt[at]]);
     });
-    fill_from_confident_neighbours(flow, [&xx, &xy, &yy]);
+    if fill {
+        fill_from_confident_neighbours(flow, [&xx, &xy, &yy]);
+    }
     // Smoothing spreads the flow of textured windows into flat ones, where the equations
     // above are nearly singular (as Horn-Schunck's smoothness term does).
     let (u, v) = (std::mem::take(&mut flow.u), std::mem::take(&mut flow.v));
