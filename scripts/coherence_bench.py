@@ -567,17 +567,20 @@ TARGETS = [  # key, column head, the test a value must pass
     ("strength", "strength / none ≥ 1.25", lambda v: v >= 1.25),
     ("first_frame", f"first / {FIRST_VS}th ≥ 0.8", lambda v: v >= 0.8),
     ("flicker", "static flicker / source ≤ 3", lambda v: v <= 3),
-    ("drift", "abs(drift) ≤ 2/255", lambda v: abs(v) <= 2),
+    ("drift", "abs(drift) in a shot ≤ 2/255", lambda v: abs(v) <= 2),
     ("cost_ref", "s/frame / COST_REF ≤ 1.1", lambda v: v <= 1.1),
     ("cost_full", "s/frame / full ≤ 0.3", lambda v: v <= 0.3),
 ]
 OPTIONAL = ("cost_ref", "cost_full")  # columns shown only where some clip has a figure
 
 
-def judge(rows, cost_ref):
-    """The flow render's figure for each of TARGETS, from a clip's scope `rows`: {key: {"value",
-    "met", "why"}}, met None (and `why` saying why) where a target cannot be judged. None when
-    there is no flow render."""
+def judge(scopes, cost_ref):
+    """The flow render's figure for each of TARGETS, from a clip's `scopes` (the clip's, then
+    each shot's): {key: {"value", "met", "why"}}, met None (and `why` saying why) where a target
+    cannot be judged. None when there is no flow render. The drift is the largest within a shot:
+    across a cut the dream starts afresh on another picture, whose brightness shift is no
+    drift."""
+    rows = scopes[0]["rows"]
     flow = rows.get("flow")
     if flow is None:
         return None
@@ -597,7 +600,7 @@ def judge(rows, cost_ref):
         "strength": (flow["strength"] / none["strength"], None) if none else (None, "no `none` render"),
         "first_frame": (flow["first_frame"], "no shot of two frames or more"),
         "flicker": (flow["flicker_ratio"], "no static pixels in the source"),
-        "drift": (flow["drift"]["change"], None),
+        "drift": (max((sc["rows"]["flow"]["drift"]["change"] for sc in scopes[1:] or scopes), key=abs), None),
         "cost_ref": (spf / cost_ref, None) if cost_ref else (None, "no COST_REF given"),
         "cost_full": (spf / full["s_per_frame"], None) if full else (None, "no `full` render (FULL=1)"),
     }
@@ -950,7 +953,7 @@ def main():
     # The summary covers every clip in the results (this run's and those kept from earlier runs
     # of the same binary and settings), judged with this run's COST_REF.
     for c in results["clips"].values():
-        c["targets"] = judge(c["scopes"][0]["rows"], opts.cost_ref)
+        c["targets"] = judge(c["scopes"], opts.cost_ref)
     summary = ["## Summary", "", targets_table(results["clips"]), ""]
     if with_json:
         summary += [agreement_table(results["clips"]), ""]

@@ -458,6 +458,13 @@ fn dream_stage(
                     true => dream::color::keep_colors(&rgb_to_tensor(&source.image, &job.device)?, &x)?,
                     false => x,
                 };
+                // Held pixels (step weight 0) keep the start image bit for bit: the clamping of
+                // the octave pyramid's smaller copies would otherwise nudge them a little every
+                // frame, and on a held dream the nudges add up.
+                let held = match &start.step_weight {
+                    Some(weights) if weights.contains(&0.0) => Some((weights.clone(), tensor_to_rgb(&x)?)),
+                    _ => None,
+                };
                 let weight = start.step_weight.map(|m| Tensor::from_vec(m, (1, 1, h, w), &job.device)).transpose()?;
                 let strength = mask::strength(job.mask, source.index, (h, w), params.mask_weight, &job.device)?;
                 let img = match &strength {
@@ -477,6 +484,10 @@ fn dream_stage(
                         let dreamed = dream::dream_weighted(job.net, &x, &params.dream, Some(&weight), &mut |_| {})?;
                         mask::composite_rgb(&tensor_to_rgb(&dreamed)?, &source.image, &m.flatten_all()?.to_vec1()?)
                     }
+                };
+                let img = match held {
+                    Some((weights, start)) => mask::composite_rgb(&img, &start, &weights),
+                    None => img,
                 };
                 stats.stages.dream += t.elapsed();
                 let t = Instant::now();

@@ -13,11 +13,12 @@ const ROUNDS: usize = 4;
 /// Residual, in pixels, at which a sample's weight is halved in the robust fit (Cauchy).
 const RESIDUAL_SCALE: f32 = 1.0;
 
-/// Share of the texture (by weight) holding still at which the camera counts as still.
-const STILL_SUPPORT: f32 = 0.3;
+/// The camera counts as still when no motion explains the texture at least this share as well
+/// as the fit does (by the weight of the samples each comes within [`SUPPORT_DISTANCE`] of).
+const STILL_SUPPORT: f32 = 0.5;
 
-/// Largest motion, in pixels, of texture that holds still.
-const STILL_SUPPORT_MOTION: f32 = 0.5;
+/// Distance in pixels within which a motion model explains a sample's flow.
+const SUPPORT_DISTANCE: f32 = 0.5;
 
 /// An affine motion field: `(u, v)` at `(x, y)` is `a + b x' + c y'` per component, with `x'`,
 /// `y'` the pixel's coordinates scaled to `[-1, 1]`.
@@ -39,8 +40,8 @@ impl CameraMotion {
     /// pixels in `reliable` (1 where the flow is trusted), weighted by texture (the squared
     /// luma gradient against the noise's) and, over a few rounds, by how well each pixel fits
     /// (Cauchy weights), so that objects moving across a still or panning scene do not pull the
-    /// fit along. No motion when no textured pixel is reliable, or when at least
-    /// [`STILL_SUPPORT`] of the texture holds still.
+    /// fit along. No motion when no textured pixel is reliable, or when no motion explains the
+    /// texture at least [`STILL_SUPPORT`] as well as the fit.
     pub fn fit(flow: &Flow, reliable: &[f32], luma: &Plane, sigma: f32) -> Self {
         let (w, h) = (flow.w, flow.h);
         let mut fit = Self::still(w, h);
@@ -62,18 +63,14 @@ impl CameraMotion {
         if samples.is_empty() {
             return fit;
         }
-        // A still camera is the likelier story whenever a good share of the texture holds
-        // still: a close-up subject can fill more of the texture than the background it moves
-        // across, and would otherwise pass for the camera.
-        let total: f32 = samples.iter().map(|s| s.2).sum();
-        let holding: f32 = samples
-            .iter()
-            .filter(|&&(x, y, _)| flow.u[y * w + x].hypot(flow.v[y * w + x]) <= STILL_SUPPORT_MOTION)
-            .map(|s| s.2)
-            .sum();
-        if holding >= STILL_SUPPORT * total {
-            return fit;
-        }
+        let support = |model: &Self| -> f32 {
+            let near = |&&(x, y, _): &&(usize, usize, f32)| {
+                let (u, v) = model.at(x, y);
+                (flow.u[y * w + x] - u).hypot(flow.v[y * w + x] - v) <= SUPPORT_DISTANCE
+            };
+            samples.iter().filter(near).map(|s| s.2).sum()
+        };
+        let still_support = support(&fit);
         for round in 0..ROUNDS {
             // Normal equations of both components (one matrix), in f64.
             let (mut m, mut bu, mut bv) = ([[0f64; 3]; 3], [0f64; 3], [0f64; 3]);
@@ -100,7 +97,13 @@ impl CameraMotion {
                 _ => return Self::still(w, h),
             }
         }
-        fit
+        // A still camera is the likelier story unless the fit explains much more of the
+        // texture: a close-up subject can fill more of it than the background it moves
+        // across, and would otherwise pass for the camera.
+        match still_support >= STILL_SUPPORT * support(&fit) {
+            true => Self::still(w, h),
+            false => fit,
+        }
     }
 
     fn basis(&self, x: usize, y: usize) -> [f64; 3] {

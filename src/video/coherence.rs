@@ -51,9 +51,10 @@ pub struct Motion {
     /// Per-pixel reliability of `back` (forward/backward consistency; still pixels are
     /// reliable), 0 or 1.
     pub reliable: Vec<f32>,
-    /// Per-pixel stillness in `[0, 1]`: 1 where the source did not change beyond its noise
-    /// level ([`noise::still`]) and the camera moved less than [`STILL_MOTION`] pixels,
-    /// feathered over a few pixels so that held and dreamed regions meet smoothly.
+    /// Per-pixel stillness in `[0, 1]`: 1 where most of the pixel's 5x5 window did not change
+    /// beyond the source's noise level ([`noise::still`]) and the camera moved less than
+    /// [`STILL_MOTION`] pixels, feathered over a few pixels so that held and dreamed regions
+    /// meet smoothly.
     pub still: Vec<f32>,
     /// The frames differ so much that this is a new shot: nothing is carried over.
     pub cut: bool,
@@ -74,7 +75,8 @@ impl Motion {
 /// noise counts as still (and keeps its dream where it is).
 pub const STILL_MOTION: f32 = 0.5;
 
-/// Radius in pixels over which the still mask is feathered.
+/// Radius in pixels of the window whose majority decides stillness, and over which the still
+/// mask is then feathered.
 const STILL_FEATHER: usize = 2;
 
 /// Analyses the step from `prev` to `cur` (luma planes) for `mode`.
@@ -97,26 +99,35 @@ pub fn motion(prev: &Plane, cur: &Plane, mode: Coherence, scene_cut: f32) -> Mot
     // Pixels whose source did not change beyond the noise show no motion of their own (plain
     // regions, or none at all): they move with the camera, and where the camera holds still
     // they are still and keep their dream where it is. Either way what is carried there is
-    // consistent with the frames.
+    // consistent with the frames. Stillness is decided by a majority of the pixel's window, so
+    // that codec noise flipping single pixels does not pepper a still region with pixels that
+    // dream on.
     let unchanged = noise::still(prev, cur, sigma);
-    let w = cur.w;
-    let still: Vec<f32> = (back.u.par_iter_mut().zip(back.v.par_iter_mut()), unchanged.par_iter())
+    let (w, h) = (cur.w, cur.h);
+    let camera_holds = |i: usize| {
+        let (u, v) = camera.at(i % w, i / w);
+        u * u + v * v <= STILL_MOTION * STILL_MOTION
+    };
+    let candidates = unchanged.par_iter().enumerate().map(|(i, &s)| if s > 0.0 && camera_holds(i) { 1.0 } else { 0.0 });
+    let majority = Plane { w, h, data: candidates.collect() }.box_mean(STILL_FEATHER).data;
+    let still: Vec<f32> = (back.u.par_iter_mut().zip(back.v.par_iter_mut()), unchanged.par_iter(), majority.par_iter())
         .into_par_iter()
         .enumerate()
-        .map(|(i, ((u, v), &unchanged))| {
-            if unchanged == 0.0 {
-                return 0.0;
+        .map(|(i, ((u, v), &unchanged, &majority))| {
+            if majority >= 0.5 && camera_holds(i) {
+                (*u, *v) = (0.0, 0.0);
+                1.0
+            } else {
+                if unchanged > 0.0 {
+                    (*u, *v) = camera.at(i % w, i / w);
+                }
+                0.0
             }
-            (*u, *v) = camera.at(i % w, i / w);
-            if *u * *u + *v * *v > STILL_MOTION * STILL_MOTION {
-                return 0.0;
-            }
-            (*u, *v) = (0.0, 0.0);
-            1.0
         })
         .collect();
-    let reliable = consistent.into_iter().zip(&unchanged).map(|(r, &s)| r.max(s)).collect();
-    let still = Plane { w: cur.w, h: cur.h, data: still }.box_mean(STILL_FEATHER).data;
+    let reliable =
+        consistent.into_iter().zip(unchanged.iter().zip(&still)).map(|(r, (&u, &s))| r.max(u).max(s)).collect();
+    let still = Plane { w, h, data: still }.box_mean(STILL_FEATHER).data;
     Motion { back: Some(back), reliable, still, cut }
 }
 
