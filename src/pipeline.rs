@@ -440,16 +440,15 @@ fn dream_stage(
                 let continues =
                     prev.is_some() && job.coherence != Coherence::None && !motion.as_ref().is_some_and(|m| m.cut);
                 let new_share = motion.as_ref().map_or(0.0, Motion::new_share);
-                let (steps, new_weight) =
+                let steps =
                     coherence::frame_steps(params.dream.iterations, params.frame_iterations, continues, new_share);
                 let hold_still = match source.index.checked_sub(1) {
                     Some(before) if continues => (job.frame_params)(before, fps)?.dream == params.dream,
                     _ => false,
                 };
                 params.dream.iterations = steps;
-                let spread = coherence::Spread { hold_still, new_weight };
                 let start =
-                    coherence::start(&source.image, prev, motion.as_ref(), job.coherence, params.carryover, spread);
+                    coherence::start(&source.image, prev, motion.as_ref(), job.coherence, params.carryover, hold_still);
                 let (w, h) = (source.image.width() as usize, source.image.height() as usize);
                 let x = Tensor::from_vec(start.image, (1, 3, h, w), &job.device)?;
                 // The carried or blended dream brings the previous frame's colours: start from

@@ -605,8 +605,8 @@ settings! {
     /// Gradient steps per octave of a video frame that continues a shot (0: `iterations`, every
     /// frame as strong as an image). A shot's first frame takes `iterations`, the preset's full
     /// strength; later frames start from the carried dream and take these few steps, more when
-    /// much new content comes into view, whose pixels also step harder. Flow and blend
-    /// coherence; `none` dreams every frame with `iterations`.
+    /// much new content comes into view. Flow and blend coherence; `none` dreams every frame
+    /// with `iterations`.
     frame_iterations: usize = 0, [Video, true, Range::Span(0.0, 1000.0), None];
     /// How different consecutive frames must be to count as a cut, where the carry-over resets:
     /// the distance of their brightness histograms plus their mean brightness difference (within
