@@ -410,17 +410,7 @@ fn solve(m: &[[f32; 5]], flow: &mut Flow) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A smooth texture moved by `(dx, dy)`.
-    fn pattern(w: usize, h: usize, dx: f32, dy: f32) -> Plane {
-        let data = (0..w * h)
-            .map(|i| {
-                let (x, y) = ((i % w) as f32 - dx, (i / w) as f32 - dy);
-                0.5 + 0.25 * (x * 0.21).sin() * (y * 0.17).cos() + 0.2 * ((x + 2.0 * y) * 0.05).sin()
-            })
-            .collect();
-        Plane { w, h, data }
-    }
+    use crate::video::flow::tests::pattern;
 
     #[test]
     fn the_expansion_of_a_quadratic_is_its_coefficients() {

@@ -474,10 +474,11 @@ pub fn warp(src: &[f32], channels: usize, flow: &Flow) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pattern(w: usize, h: usize, dx: f32, dy: f32) -> Plane {
+    /// A smooth texture moved by `(dx, dy)` (the flow tests' and Farnebäck's).
+    pub(crate) fn pattern(w: usize, h: usize, dx: f32, dy: f32) -> Plane {
         let data = (0..w * h)
             .map(|i| {
                 let (x, y) = ((i % w) as f32 - dx, (i / w) as f32 - dy);
