@@ -461,10 +461,14 @@ fn dream_stage(
                 // the octave pyramid's smaller copies would otherwise nudge them a little every
                 // frame, and on a held dream the nudges add up.
                 let held = match &start.step_weight {
-                    Some(weights) if weights.contains(&0.0) => Some((weights.clone(), tensor_to_rgb(&x)?)),
+                    Some(weights) if weights.contains(&0.0) => Some(tensor_to_rgb(&x)?),
                     _ => None,
                 };
-                let weight = start.step_weight.map(|m| Tensor::from_vec(m, (1, 1, h, w), &job.device)).transpose()?;
+                let weight = start
+                    .step_weight
+                    .as_deref()
+                    .map(|m| Tensor::from_slice(m, (1, 1, h, w), &job.device))
+                    .transpose()?;
                 let strength = mask::strength(job.mask, source.index, (h, w), params.mask_weight, &job.device)?;
                 let img = match &strength {
                     None => tensor_to_rgb(&dream::dream_weighted(
@@ -484,9 +488,9 @@ fn dream_stage(
                         mask::composite_rgb(&tensor_to_rgb(&dreamed)?, &source.image, &m.flatten_all()?.to_vec1()?)
                     }
                 };
-                let img = match held {
-                    Some((weights, start)) => mask::composite_rgb(&img, &start, &weights),
-                    None => img,
+                let img = match (held, &start.step_weight) {
+                    (Some(held), Some(weights)) => mask::composite_rgb(&img, &held, weights),
+                    _ => img,
                 };
                 stats.stages.dream += t.elapsed();
                 let t = Instant::now();

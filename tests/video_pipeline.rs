@@ -17,6 +17,7 @@ use dreamvid::nn::Objective;
 use dreamvid::pipeline::{render_video, sidecar_path, FramePlan, VideoJob};
 use dreamvid::plan::{frame_seed, FrameParams};
 use dreamvid::video::coherence::{Carryover, Coherence};
+use dreamvid::video::stability::Summary;
 use dreamvid::video::EncodeSettings;
 use dreamvid::zoom::CameraStep;
 
@@ -365,6 +366,21 @@ fn added_flicker(source: &Path, dreamed: &Path) -> (f64, f64) {
     (clip.added(), clip.strength)
 }
 
+/// Renders `input` into `dir` in `mode` with the shipped video preset's carry-over and `dream`,
+/// and measures the render against its source: the clip's row of `stability`.
+fn render_and_measure(
+    net: &dreamvid::nn::Network,
+    dir: &Path,
+    input: &Path,
+    dream: &DreamParams,
+    mode: Coherence,
+) -> Summary {
+    let frame_params = shipped(dream.clone());
+    let out = dir.join(format!("{mode:?}.mp4"));
+    render_video(&job(net, input.to_path_buf(), out.clone(), mode, &frame_params), &mut |_| {}).unwrap();
+    dreamvid::video::stability::measure(input, &out, 0.3).unwrap().summary().remove(0)
+}
+
 #[test]
 fn flow_coherence_holds_through_occlusion_and_zoom() {
     let dir = common::scratch("pipeline-occlusion");
@@ -380,11 +396,9 @@ fn flow_coherence_holds_through_occlusion_and_zoom() {
         seed: 5,
         ..DreamParams::default()
     };
-    let frame_params = shipped(dream);
     let measure = |mode: Coherence| {
-        let out = dir.join(format!("{mode:?}.mp4"));
-        render_video(&job(&net, input.clone(), out.clone(), mode, &frame_params), &mut |_| {}).unwrap();
-        added_flicker(&input, &out)
+        let clip = render_and_measure(&net, &dir, &input, &dream, mode);
+        (clip.added(), clip.strength)
     };
     let ((flow, flow_strength), (blend, _), (none, none_strength)) =
         (measure(Coherence::Flow), measure(Coherence::Blend), measure(Coherence::None));
@@ -410,12 +424,7 @@ fn plain_regions_hold_still_where_the_source_does() {
         seed: 2,
         ..DreamParams::default()
     };
-    let frame_params = shipped(dream);
-    let measure = |mode: Coherence| {
-        let out = dir.join(format!("{mode:?}.mp4"));
-        render_video(&job(&net, input.clone(), out.clone(), mode, &frame_params), &mut |_| {}).unwrap();
-        dreamvid::video::stability::measure(&input, &out, 0.3).unwrap().summary().remove(0)
-    };
+    let measure = |mode: Coherence| render_and_measure(&net, &dir, &input, &dream, mode);
     let (flow, none) = (measure(Coherence::Flow), measure(Coherence::None));
     eprintln!(
         "static-pixel flicker x1e3: source {:.3}, flow {:.3}, none {:.3} (static share {:.2}); strength flow {:.1}, none {:.1}",
