@@ -2,16 +2,15 @@
 //!
 //! The format is documented in `presets/README.md`; every key is a row of the settings table
 //! ([`crate::settings`]). [`raw`] reads the text, [`shipped`] holds the presets compiled into
-//! the binary, [`schedule`] interpolates keyframes; this file holds the validated [`Preset`].
+//! the binary ([`crate::settings::schedule`] interpolates keyframes); this file holds the validated [`Preset`].
 
 mod raw;
-pub mod schedule;
 mod shipped;
 
 use crate::models::ModelKind;
+use crate::settings::schedule::Interpolation;
 use crate::settings::{Partial, Settings};
 pub use raw::RawPreset;
-use schedule::Interpolation;
 pub use shipped::{source, SHIPPED};
 
 /// A preset problem, located in its file.

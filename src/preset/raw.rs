@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::schedule::Interpolation;
 use super::{text_hash, KeyTime, Keyframe, Preset, PresetError};
 use crate::models::ModelKind;
+use crate::settings::schedule::Interpolation;
 use crate::settings::{self, Naming, Partial, Raw, Settings, RENAMED};
 
 /// Keys and values of one TOML table, with their positions.

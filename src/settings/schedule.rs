@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::settings::Value;
+use super::Value;
 
 /// How a value travels from one keyframe to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -62,22 +62,6 @@ impl<T: Value> Track<T> {
     }
 }
 
-/// Blends two weighted layer sets: `(1 - s) * a + s * b`, dropping zero weights.
-pub fn crossfade(a: &[(String, f64)], b: &[(String, f64)], s: f64) -> Vec<(String, f64)> {
-    let mut out: Vec<(String, f64)> = Vec::new();
-    for (set, scale) in [(a, 1.0 - s), (b, s)] {
-        for (name, w) in set {
-            let w = w * scale;
-            match out.iter_mut().find(|(n, _)| n == name) {
-                Some(entry) => entry.1 += w,
-                None => out.push((name.clone(), w)),
-            }
-        }
-    }
-    out.retain(|(_, w)| *w > 1e-9);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,16 +84,5 @@ mod tests {
         assert_eq!(step.value(19.9, 9.0), 1.0);
         assert_eq!(step.value(20.0, 9.0), 3.0);
         assert_eq!(Track { keys: vec![] }.value(5.0, 9.0), 9.0, "empty track: base value");
-    }
-
-    #[test]
-    fn layer_crossfade_weights() {
-        let a = vec![("features.20".to_string(), 1.0)];
-        let b = vec![("features.30".to_string(), 2.0)];
-        let mid = crossfade(&a, &b, 0.25);
-        assert_eq!(mid, vec![("features.20".to_string(), 0.75), ("features.30".to_string(), 0.5)]);
-        assert_eq!(crossfade(&a, &b, 1.0), b);
-        let same = crossfade(&a, &a, 0.5);
-        assert_eq!(same, a);
     }
 }
