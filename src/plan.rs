@@ -8,9 +8,9 @@ use crate::dream::{DreamParams, Rng};
 use crate::models::ModelKind;
 use crate::nn::{Guide, GuideTerm, Network, Objective};
 use crate::preset::{source, Preset, RawPreset};
+use crate::resample::CameraStep;
 use crate::settings::{Partial, Setting, Settings};
 use crate::video::coherence::Carryover;
-use crate::zoom::CameraStep;
 
 /// What a command is making; each has its own default preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

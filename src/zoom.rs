@@ -10,17 +10,6 @@ use crate::nn::Network;
 use crate::plan::FrameParams;
 use crate::resample::{self, move_camera};
 
-/// Camera motion from one frame to the next.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CameraStep {
-    /// Scale per frame (> 1 zooms in).
-    pub zoom: f64,
-    /// Rotation per frame in degrees, clockwise.
-    pub rotate: f64,
-    /// Camera shift per frame in pixels `(x, y)`.
-    pub translate: (f64, f64),
-}
-
 /// Everything one zoom animation needs.
 pub struct ZoomJob<'a> {
     /// The network to dream with.

@@ -16,10 +16,10 @@ use dreamvid::fixture::clip::{moving_pattern, occlusion_scene, plain_scene, writ
 use dreamvid::nn::Objective;
 use dreamvid::pipeline::{render_video, sidecar_path, FramePlan, VideoJob};
 use dreamvid::plan::{frame_seed, FrameParams};
+use dreamvid::resample::CameraStep;
 use dreamvid::video::coherence::{Carryover, Coherence};
 use dreamvid::video::stability::Summary;
 use dreamvid::video::EncodeSettings;
-use dreamvid::zoom::CameraStep;
 
 /// The same settings for every frame (each with its own seed), carrying over 60% of the
 /// previous dream.

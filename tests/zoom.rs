@@ -11,8 +11,9 @@ use dreamvid::compare::psnr;
 use dreamvid::dream::DreamParams;
 use dreamvid::nn::Objective;
 use dreamvid::plan::FrameParams;
+use dreamvid::resample::CameraStep;
 use dreamvid::video::coherence::Carryover;
-use dreamvid::zoom::{noise_image, render_zoom, CameraStep, ZoomJob};
+use dreamvid::zoom::{noise_image, render_zoom, ZoomJob};
 use image::RgbImage;
 
 fn zoom_cli(dir: &std::path::Path, out: &str, extra: &[&str]) -> std::process::Output {
