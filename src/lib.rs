@@ -1,20 +1,37 @@
 //! dreamvid: DeepDream for images, videos and infinite-zoom animations.
 //!
-//! - [`pipeline`]: the video render, top to bottom; [`preview`]: a few frames of it, small;
-//!   [`zoom`]: infinite-zoom animations;
-//!   [`farm`]: a video split into segments for render farms, and joined again.
-//! - [`settings`]: every setting, defined once; [`preset`], [`plan`]: TOML presets with
-//!   keyframed schedules, and per-frame parameters; [`resume`]: render records and checkpoints.
-//! - [`models`]: the pretrained CNNs (VGG19, EfficientNet-Lite0) and their weights files.
-//! - [`nn`]: network ops with an input-only backward pass.
-//! - [`dream`]: the octave gradient-ascent algorithm; [`resample`]: resizing, blur, camera warps.
-//! - [`video`]: FFmpeg decode/encode, optical flow, temporal coherence.
-//! - [`image_io`], [`animation`], [`output`], [`compare`]: files in and out, and checking them.
+//! The library is built in layers, and every import points down: a module uses only the
+//! modules in rows below its own (modules of one row do not use each other). The binary
+//! (`src/main.rs`, `cli.rs`, `commands/`) stands on top. `tests/layers.rs` checks this
+//! diagram against the sources, and that no files import each other in a circle.
+//!
+//! ```text
+//! farm                              render farms; a model opened once, for front ends
+//! pipeline · zoom              the video render, top to bottom; infinite zoom
+//! plan                         settings -> DreamParams, EncodeSettings, CameraStep; masks, guides
+//! resume                       render records and checkpoints
+//! preset                       TOML presets with keyframed schedules
+//! settings                     every setting, defined once; keyframe interpolation
+//! animation · preview          rendered frames as GIF, MP4 or folder; contact sheets
+//! compare · fixture            PSNR of videos; test models and clips (feature `fixture`)
+//! video                        FFmpeg decode/encode, optical flow, temporal coherence
+//! dream                        the octave gradient-ascent algorithm
+//! image_io · resample          pictures in and out; resizing, blur, camera warps
+//! models                       the pretrained CNNs and their weights files
+//! nn                           network ops with an input-only backward pass
+//! cancel · device · output · runtime · simd    stopping, devices, atomic writes, start-up, SIMD
+//! ```
+//!
+//! The algorithm ([`dream`]) knows no file, setting or video: it takes [`dream::DreamParams`],
+//! a per-pixel weight tensor and a progress callback. [`plan`] is the one place the settings
+//! table becomes those parameters. [`session`] is the API a front end needs: a model opened
+//! once, images dreamed with any settings, renders with progress events and cancellation.
 
 #[macro_use]
 mod simd;
 
 pub mod animation;
+pub mod cancel;
 pub mod compare;
 pub mod device;
 pub mod dream;

@@ -11,6 +11,7 @@ use crate::preset::{source, Preset, RawPreset};
 use crate::resample::CameraStep;
 use crate::settings::{Partial, Setting, Settings};
 use crate::video::coherence::Carryover;
+use crate::video::EncodeSettings;
 
 /// What a command is making; each has its own default preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +149,13 @@ impl Plan<'_> {
             _ => None,
         };
         Ok(params)
+    }
+}
+
+impl From<&Settings> for EncodeSettings {
+    /// The encoder and quality of `s` (`codec`, `crf`), with B-frames and no metadata.
+    fn from(s: &Settings) -> Self {
+        Self { codec: s.codec.clone(), crf: s.crf as u32, ..EncodeSettings::default() }
     }
 }
 

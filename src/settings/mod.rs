@@ -305,7 +305,7 @@ settings! {
     /// How different consecutive frames must be to count as a cut, where the carry-over resets:
     /// the distance of their brightness histograms plus their mean brightness difference (within
     /// a shot about 0.2 at most, even with fast motion; hard cuts 0.4 and more).
-    scene_cut: f64 = 0.3, [Video, false, Range::Span(0.0, 2.0), None];
+    scene_cut: f64 = crate::video::shots::DEFAULT_SCENE_CUT, [Video, false, Range::Span(0.0, 2.0), None];
     /// Zoom factor per frame (> 1 zooms in).
     zoom: f64 = 1.0, [Zoom, true, Range::Span(0.5, 2.0), None];
     /// Rotation per frame in degrees, clockwise.
@@ -317,9 +317,9 @@ settings! {
     /// under 4 GB. 0 never tiles.
     tile: usize = DEFAULT_TILE, [Compute, false, Range::ZeroOr(crate::dream::MIN_TILE as f64, 1e9), None];
     /// FFmpeg video encoder (libx264, libx265, libvpx-vp9, mpeg4, ...).
-    codec: String = "libx264".to_string(), [Encode, false, Range::Any, None];
+    codec: String = crate::video::encode::DEFAULT_CODEC.to_string(), [Encode, false, Range::Any, None];
     /// Quality: constant rate factor (lower = better, bigger), for encoders that have one.
-    crf: usize = 18, [Encode, false, Range::Span(0.0, 63.0), None];
+    crf: usize = crate::video::encode::DEFAULT_CRF as usize, [Encode, false, Range::Span(0.0, 63.0), None];
 }
 
 /// Keys that were renamed, with their new names, so old presets get a pointer.

@@ -261,8 +261,8 @@ mod tests {
     #[test]
     fn scene_cuts_reset_and_flow_carries_the_residual() {
         let (a, b) = (Plane::luma(&solid(10)), Plane::luma(&solid(240)));
-        assert!(motion(&a, &b, Coherence::Flow, crate::settings::Settings::default().scene_cut as f32).cut);
-        let m = motion(&a, &a, Coherence::Flow, crate::settings::Settings::default().scene_cut as f32);
+        assert!(motion(&a, &b, Coherence::Flow, crate::video::shots::DEFAULT_SCENE_CUT as f32).cut);
+        let m = motion(&a, &a, Coherence::Flow, crate::video::shots::DEFAULT_SCENE_CUT as f32);
         assert!(!m.cut);
         let cut = Motion { back: None, reliable: vec![], still: vec![], cut: true };
         let x =

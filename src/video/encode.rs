@@ -25,16 +25,16 @@ pub struct EncodeSettings {
     pub b_frames: bool,
 }
 
-impl Default for EncodeSettings {
-    /// The settings table's defaults.
-    fn default() -> Self {
-        Self::from(&crate::settings::Settings::default())
-    }
-}
+/// The default encoder (the `codec` setting's default).
+pub const DEFAULT_CODEC: &str = "libx264";
 
-impl From<&crate::settings::Settings> for EncodeSettings {
-    fn from(s: &crate::settings::Settings) -> Self {
-        Self { codec: s.codec.clone(), crf: s.crf as u32, metadata: Vec::new(), b_frames: true }
+/// The default constant rate factor (the `crf` setting's default).
+pub const DEFAULT_CRF: u32 = 18;
+
+impl Default for EncodeSettings {
+    /// [`DEFAULT_CODEC`] at [`DEFAULT_CRF`], with B-frames.
+    fn default() -> Self {
+        Self { codec: DEFAULT_CODEC.to_string(), crf: DEFAULT_CRF, metadata: Vec::new(), b_frames: true }
     }
 }
 

@@ -6,6 +6,10 @@ use std::path::Path;
 use super::flow::Plane;
 use super::{Item, VideoReader};
 
+/// The default `scene_cut` threshold on [`cut_score`]: above any shot's own motion, below hard
+/// cuts.
+pub const DEFAULT_SCENE_CUT: f64 = 0.3;
+
 /// Luma histogram bins.
 const BINS: usize = 64;
 
