@@ -108,7 +108,12 @@ fn main() -> anyhow::Result<()> {
     };
     let device = Device::Cpu;
     let net = args.model.load(&weights, &device)?;
-    let guide = preset.base.guide.as_deref().map(|p| dream::guide::load_guide(p, &device).map(Arc::new)).transpose()?;
+    let guide = preset
+        .base
+        .guide
+        .as_deref()
+        .map(|p| dreamvid::plan::guide::load_guide(p, &device).map(Arc::new))
+        .transpose()?;
     let params = Plan { preset: &preset, net: &net, vary_seed: false, guide }.still()?;
     std::fs::create_dir_all(args.out.join("source"))
         .with_context(|| format!("cannot create {}", args.out.join("source").display()))?;

@@ -10,8 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use dreamvid::animation::{write_frames, Format, Target};
 use dreamvid::compare::compare_videos;
 use dreamvid::dream;
-use dreamvid::dream::guide::load_guide;
-use dreamvid::dream::mask::{self, Mask};
+use dreamvid::dream::mask;
 use dreamvid::farm::{self, Job, SegmentState};
 use dreamvid::image_io::{check_image_path, load_image, read_picture, write_picture};
 use dreamvid::models::discovery::{self, SearchRoots};
@@ -19,6 +18,8 @@ use dreamvid::models::{ModelKind, WeightsError};
 use dreamvid::nn::{Guide, Network};
 use dreamvid::output::check_not_input;
 use dreamvid::pipeline::{peak_rss_bytes, render_video, StageTimes, VideoJob};
+use dreamvid::plan::guide::load_guide;
+use dreamvid::plan::mask::Mask;
 use dreamvid::plan::{load_preset, preset_source, Plan, Purpose};
 use dreamvid::preset::Preset;
 use dreamvid::preview;
@@ -333,7 +334,8 @@ pub fn image(args: ImageArgs) -> anyhow::Result<()> {
     let bar = bar("steps");
     bar.set_length(dream::total_steps(h, w, &params) as u64);
     bar.set_prefix(format!("{w}x{h}"));
-    let strength = mask::strength(s.mask.as_ref(), 0, (h, w), s.preset.at(0, 25.0).mask_weight, &s.device)?;
+    let mask = s.mask.as_ref().map(|m| m.frame(0, h, w)).transpose()?;
+    let strength = mask::strength(mask.as_ref(), (h, w), s.preset.at(0, 25.0).mask_weight, &s.device)?;
     let dreamed = match &strength {
         Some(m) if mask::is_zero(m)? => picture.rgb.clone(),
         _ => dream::dream_weighted(&s.net, &picture.rgb, &params, strength.as_ref(), &mut |st| {

@@ -23,10 +23,11 @@ use ffmpeg_next::Packet;
 use image::RgbImage;
 
 use crate::dream;
-use crate::dream::mask::{self, Mask};
+use crate::dream::mask;
 use crate::image_io::{rgb_to_tensor, tensor_to_rgb};
 use crate::nn::Network;
 use crate::output::{is_folder, write_atomically, write_folder_atomically};
+use crate::plan::mask::Mask;
 use crate::plan::FrameParams;
 use crate::resume::{Checkpoint, Checkpoints};
 use crate::video::coherence::{self, Coherence, Motion};
@@ -469,7 +470,8 @@ fn dream_stage(
                     .as_deref()
                     .map(|m| Tensor::from_slice(m, (1, 1, h, w), &job.device))
                     .transpose()?;
-                let strength = mask::strength(job.mask, source.index, (h, w), params.mask_weight, &job.device)?;
+                let mask = job.mask.map(|m| m.frame(source.index, h, w)).transpose()?;
+                let strength = mask::strength(mask.as_ref(), (h, w), params.mask_weight, &job.device)?;
                 let img = match &strength {
                     None => tensor_to_rgb(&dream::dream_weighted(
                         job.net,

@@ -3,10 +3,11 @@
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-use crate::dream::mask::{self, Mask};
+use crate::dream::mask;
 use crate::dream::{self, Rng};
 use crate::image_io::tensor_to_rgb;
 use crate::nn::Network;
+use crate::plan::mask::Mask;
 use crate::plan::FrameParams;
 use crate::resample::{self, move_camera};
 
@@ -59,7 +60,8 @@ pub fn stream_zoom(
     for i in 0..total {
         let params = (job.frame_settings)(i)?;
         let (_, _, h, w) = x.dims4()?;
-        x = match mask::strength(job.mask, i, (h, w), params.mask_weight, x.device())? {
+        let mask = job.mask.map(|m| m.frame(i, h, w)).transpose()?;
+        x = match mask::strength(mask.as_ref(), (h, w), params.mask_weight, x.device())? {
             None => dream::dream(job.net, &x, &params.dream, &mut |_| {})?,
             Some(m) if mask::is_zero(&m)? => x,
             Some(m) => {

@@ -10,7 +10,6 @@
 
 pub mod color;
 pub mod gradient;
-pub mod guide;
 pub mod mask;
 mod octave;
 mod rng;
@@ -27,7 +26,6 @@ pub use rng::Rng;
 
 use crate::nn::{Network, Objective};
 use crate::resample;
-use crate::settings::Settings;
 
 /// Octaves whose shorter side would fall below this many pixels are skipped, and smaller
 /// images are dreamed with their edges extended to this size (no network here steps over
@@ -37,7 +35,8 @@ pub const MIN_OCTAVE_SIDE: usize = 32;
 /// Smallest tile worth its halo of context.
 pub const MIN_TILE: usize = 128;
 
-/// Parameters of one dream.
+/// Parameters of one dream. Their defaults are the settings table's ([`crate::plan`] makes
+/// them from settings, and implements `Default` with the table's defaults on the first tap).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DreamParams {
     /// What is amplified: which layers (taps), with which weights and channels.
@@ -68,35 +67,6 @@ pub struct DreamParams {
     /// Longest side, in pixels, pushed through the network at once; larger images get their
     /// gradient in tiles (see [`tiles`]). 0 never tiles.
     pub tile: usize,
-}
-
-impl DreamParams {
-    /// The dream settings of `s`, amplifying `objective`, with `seed`.
-    pub fn new(s: &Settings, objective: Objective, seed: u64) -> Self {
-        Self {
-            objective,
-            octaves: s.octaves,
-            octave_scale: s.octave_scale,
-            iterations: s.iterations,
-            lr: s.lr,
-            gradient: s.gradient,
-            gradient_levels: s.gradient_levels,
-            decorrelate: s.decorrelate,
-            keep_colors: s.keep_colors,
-            jitter: s.jitter,
-            smooth: s.smooth,
-            seed,
-            tile: s.tile,
-        }
-    }
-}
-
-impl Default for DreamParams {
-    /// The settings table's defaults, on the first tap.
-    fn default() -> Self {
-        let s = Settings::default();
-        Self::new(&s, Objective::layer(0), s.seed)
-    }
 }
 
 /// Progress of a running dream, reported after every gradient step.

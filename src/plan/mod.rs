@@ -1,4 +1,10 @@
-//! From presets and command-line flags to the parameters of each frame.
+//! From presets and command-line flags to the parameters of each frame: the one place the
+//! settings table becomes the parameters of the layers below ([`DreamParams`],
+//! [`EncodeSettings`], [`CameraStep`], [`Carryover`]), and where the files settings name are
+//! opened ([`guide`] images, [`mask`] pictures and videos).
+
+pub mod guide;
+pub mod mask;
 
 use std::sync::Arc;
 
@@ -112,7 +118,7 @@ pub struct Plan<'a> {
     /// every frame. Videos keep one seed, so the jitter takes the same path every frame and
     /// content that stays put dreams the same way (much less flicker).
     pub vary_seed: bool,
-    /// The guide image of the `guide` setting, read (see [`crate::dream::guide::load_guide`]).
+    /// The guide image of the `guide` setting, read (see [`guide::load_guide`]).
     pub guide: Option<Arc<Guide>>,
 }
 
@@ -173,5 +179,32 @@ pub fn dream_params(net: &Network, s: &Settings, seed: u64) -> anyhow::Result<Dr
             net.find_tap(name).map(|t| (t, *w as f32)).with_context(|| format!("the model has no layer `{name}`"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(DreamParams::new(s, Objective { terms, channels: s.channels.clone(), guide: None }, seed))
+    Ok(params_of(s, Objective { terms, channels: s.channels.clone(), guide: None }, seed))
+}
+
+/// The dream settings of `s`, amplifying `objective`, with `seed`.
+fn params_of(s: &Settings, objective: Objective, seed: u64) -> DreamParams {
+    DreamParams {
+        objective,
+        octaves: s.octaves,
+        octave_scale: s.octave_scale,
+        iterations: s.iterations,
+        lr: s.lr,
+        gradient: s.gradient,
+        gradient_levels: s.gradient_levels,
+        decorrelate: s.decorrelate,
+        keep_colors: s.keep_colors,
+        jitter: s.jitter,
+        smooth: s.smooth,
+        seed,
+        tile: s.tile,
+    }
+}
+
+impl Default for DreamParams {
+    /// The settings table's defaults, on the first tap.
+    fn default() -> Self {
+        let s = Settings::default();
+        params_of(&s, Objective::layer(0), s.seed)
+    }
 }

@@ -1,4 +1,4 @@
-//! Reading a guide image (`--guide`) for guided dreams (see [`crate::nn::guide`]).
+//! Reading a guide image (the `guide` setting) for guided dreams (see [`crate::nn::guide`]).
 
 use std::path::Path;
 
