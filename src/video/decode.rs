@@ -1,15 +1,16 @@
 //! Reading a video: frames as upright RGB images with their timestamps, and the audio packets
 //! to copy, in file order.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use ffmpeg::codec::packet::side_data::Type as SideDataType;
-use ffmpeg::{format, media, software::scaling, util::frame, Packet, Rational};
+use ffmpeg::{format, media, software::scaling, util::frame, Packet};
 use ffmpeg_next as ffmpeg;
 use image::RgbImage;
 
 use super::excerpt::{Excerpt, Window};
+use super::info::VideoInfo;
 
 /// A decoded video frame.
 pub struct SourceFrame {
@@ -27,27 +28,6 @@ pub enum Item {
     Frame(SourceFrame),
     /// A packet of a copied (audio) stream, with its input stream index.
     Audio(Packet, usize),
-}
-
-/// Facts about an input needed before decoding starts.
-#[derive(Clone)]
-pub struct VideoInfo {
-    /// Input path.
-    pub path: PathBuf,
-    /// Upright frame width.
-    pub width: u32,
-    /// Upright frame height.
-    pub height: u32,
-    /// Time base of the video stream's timestamps.
-    pub time_base: Rational,
-    /// Average frame rate (for rate control and progress; timestamps stay exact).
-    pub frame_rate: Rational,
-    /// Frame count from the container, when it says.
-    pub frames: Option<usize>,
-    /// Clockwise rotation applied to the decoded pixels, in degrees (0, 90, 180, 270).
-    pub rotation: u32,
-    /// Audio stream indices and their parameters, to copy.
-    pub audio: Vec<(usize, ffmpeg::codec::Parameters, Rational)>,
 }
 
 /// Decodes the best video stream of a file.

@@ -9,7 +9,7 @@ use ffmpeg::{codec, encoder, format, software::scaling, util::frame, Dictionary,
 use ffmpeg_next as ffmpeg;
 use image::RgbImage;
 
-use super::decode::VideoInfo;
+use super::info::VideoInfo;
 
 /// Encoder choice and quality.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 use anyhow::bail;
 use ffmpeg_next::Packet;
 
-use super::VideoInfo;
+use super::info::VideoInfo;
 
 /// How much of the input, from the start, a render reads.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

@@ -9,13 +9,15 @@ pub mod excerpt;
 pub mod farneback;
 pub mod flow;
 pub mod frames;
+pub mod info;
 pub mod noise;
 pub mod shots;
 pub mod stability;
 
-pub use decode::{Item, SourceFrame, VideoInfo, VideoReader};
+pub use decode::{Item, SourceFrame, VideoReader};
 pub use encode::{EncodeSettings, VideoWriter};
 pub use excerpt::{Excerpt, Limit};
+pub use info::VideoInfo;
 
 /// Where a render's frames come from: a video file, or a frame folder.
 pub enum Source {
