@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{Result, Tensor};
 
-use super::Network;
-
 /// Largest `positions x guide positions` matrix of dot products computed at once.
 const MATCH_CHUNK: usize = 1 << 22;
 
@@ -36,13 +34,14 @@ impl Guide {
         Self { image, features: Mutex::new(HashMap::new()) }
     }
 
-    /// The guide's features at tap `tap` of `net`, `[C, positions]` (computed on first use).
-    pub fn features(&self, net: &Network, tap: usize) -> Result<Tensor> {
+    /// The guide's features at tap `tap`, `[C, positions]`: computed on first use from
+    /// `activations` (the network's activations at that tap for an image, here the guide's).
+    pub fn features(&self, tap: usize, activations: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let mut cache = self.features.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(f) = cache.get(&tap) {
             return Ok(f.clone());
         }
-        let act = net.activations(&self.image.to_dtype(net.dtype())?, tap)?;
+        let act = activations(&self.image)?;
         let (n, c, h, w) = act.dims4()?;
         let f = act.permute((1, 0, 2, 3))?.reshape((c, n * h * w))?.contiguous()?;
         cache.insert(tap, f.clone());

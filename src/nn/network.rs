@@ -233,7 +233,8 @@ impl Network {
                 };
                 let mut matched = match &objective.guide {
                     Some(guide) => {
-                        let features = guide.guide.features(self, tap)?;
+                        let features =
+                            guide.guide.features(tap, |image| self.activations(&image.to_dtype(self.dtype())?, tap))?;
                         let features = match &mask {
                             Some(m) => features.broadcast_mul(&m.reshape((act.dim(1)?, 1))?)?,
                             None => features,
