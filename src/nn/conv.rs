@@ -6,7 +6,7 @@ use super::cpu::{
     conv3x3_kernels, cpu_f32, Conv1x1Cpu, Conv3x3Cpu, DepthwiseCpu, MaskSlot, PackedWeights, PoolRouteCpu,
     PooledGradientCpu, UnfoldedConvCpu,
 };
-use super::ops::active_mask;
+use super::elementwise::active_mask;
 use super::padding::{dilate, output_len, pad_spatial, strided_window, Padding};
 
 /// A dense 2-D convolution (`groups == 1`) over NCHW tensors.

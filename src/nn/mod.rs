@@ -8,9 +8,9 @@
 //! code runs on CPU and CUDA; on the CPU, `F32` convolutions, ReLUs and pools take the fused
 //! kernels of [`cpu`] instead.
 
-mod concat;
 mod conv;
 pub(crate) mod cpu;
+mod elementwise;
 pub mod guide;
 mod network;
 mod ops;

@@ -10,8 +10,9 @@ use std::ops::Range;
 
 use candle_core::{Result, Tensor};
 
-use super::conv::Conv2d;
-use super::ops::{run_backward, run_forward, sum, Op, Record};
+use super::{run_backward, run_forward, Op, Record};
+use crate::nn::conv::Conv2d;
+use crate::nn::elementwise::sum;
 
 /// Branches run on one input, their outputs concatenated in branch order. Build with
 /// [`Op::concat`].
@@ -33,7 +34,7 @@ struct Branch {
 }
 
 /// What [`Concat`]'s backward needs from its forward.
-pub(super) struct ConcatRecord {
+pub(in crate::nn) struct ConcatRecord {
     /// The stem's input size and ReLU mask.
     stem: Option<((usize, usize), Tensor)>,
     /// Per branch: its output channels and its ops' records.

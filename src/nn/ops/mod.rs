@@ -4,11 +4,14 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::concat::{Concat, ConcatRecord};
+mod concat;
+
 use super::conv::{Conv2d, DepthwiseConv2d};
-use super::cpu::{cpu_f32, ActiveMaskCpu, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu, SumCpu};
+use super::cpu::{cpu_f32, MaxPool2Cpu, PoolMaskCpu, PoolRouteCpu};
+use super::elementwise::active_mask;
 use super::padding::pad_spatial;
 use super::pool::MaxPool;
+use concat::{Concat, ConcatRecord};
 
 /// One step of a network.
 #[derive(Debug, Clone)]
@@ -268,30 +271,4 @@ pub(super) fn run_backward(ops: &[Op], recs: &[Record], grad: &Tensor) -> Result
         end -= passed;
     }
     Ok(g)
-}
-
-/// The sum of `terms` (of one shape): on `F32` CPU tensors three at a time in one pass.
-pub(super) fn sum(terms: Vec<Tensor>) -> Result<Tensor> {
-    let mut terms = terms.into_iter();
-    let first = terms.next().ok_or_else(|| candle_core::Error::Msg("a sum of no terms".into()))?;
-    if !cpu_f32(&first) {
-        return terms.try_fold(first, |total, term| total + term);
-    }
-    let rest = terms.map(|t| t.contiguous()).collect::<Result<Vec<_>>>()?;
-    rest.chunks(2).try_fold(first.contiguous()?, |total, pair| match pair.get(1) {
-        Some(second) => total.apply_op3_no_bwd(&pair[0], second, &SumCpu),
-        None => total.apply_op2_no_bwd(&pair[0], &SumCpu),
-    })
-}
-
-/// `u8` mask of the elements of `y` strictly between 0 and `upper`: the backward of a ReLU
-/// (`upper` infinite) or ReLU6 (6) with output `y`.
-pub(super) fn active_mask(y: &Tensor, upper: f32) -> Result<Tensor> {
-    if cpu_f32(y) {
-        y.contiguous()?.apply_op1_no_bwd(&ActiveMaskCpu { upper })
-    } else if upper.is_finite() {
-        y.gt(0.0)? * y.lt(upper as f64)?
-    } else {
-        y.gt(0.0)
-    }
 }
