@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! farm                              render farms; a model opened once, for front ends
-//! pipeline · zoom              the video render, top to bottom; infinite zoom
+//! pipeline · zoom · session    the video render; infinite zoom; a model opened once
 //! plan                         settings -> DreamParams, EncodeSettings, CameraStep; masks, guides
 //! resume                       render records and checkpoints
 //! preset                       TOML presets with keyframed schedules
@@ -49,6 +49,7 @@ pub mod preview;
 pub mod resample;
 pub mod resume;
 pub mod runtime;
+pub mod session;
 pub mod settings;
 pub mod video;
 pub mod zoom;

@@ -13,7 +13,9 @@
 //! with a per-frame seed, a resumed render produces exactly the frames of an uninterrupted one.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ use candle_core::{Device, Tensor};
 use ffmpeg_next::Packet;
 use image::RgbImage;
 
+use crate::cancel::{Cancel, Cancelled};
 use crate::dream;
 use crate::dream::mask;
 use crate::image_io::{rgb_to_tensor, tensor_to_rgb};
@@ -72,6 +75,10 @@ pub struct VideoJob<'a> {
     /// Where each frame is dreamed, and how strongly (with the frames' `mask_weight`): pixels
     /// where it is 0 are the source frame's.
     pub mask: Option<&'a Mask>,
+    /// Set from another thread to stop the render before its next gradient step, with
+    /// [`Cancelled`]: the output is not written, the frames dreamed so far stay checkpointed
+    /// for `resume`.
+    pub cancel: Cancel,
 }
 
 /// A part of a video to render on its own: `warmup` frames dreamed and thrown away (so the
@@ -128,15 +135,21 @@ pub fn aside_path(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("{index:06}.png"))
 }
 
-/// Progress after each frame.
+/// Progress after each frame: the event a front end shows (a progress bar, a preview).
 #[derive(Debug, Clone, Copy)]
-pub struct FrameProgress {
+pub struct FrameProgress<'a> {
     /// Frames done.
     pub done: usize,
     /// Frames in the video, when the container says.
     pub total: Option<usize>,
-    /// This frame came from a checkpoint.
+    /// Every frame so far came from checkpoints.
     pub resumed: bool,
+    /// The index of the frame just done, in the input.
+    pub index: usize,
+    /// The frame just done, dreamed.
+    pub image: &'a RgbImage,
+    /// Time each stage has spent working so far.
+    pub stages: StageTimes,
 }
 
 /// What a render measured.
@@ -174,6 +187,44 @@ pub struct StageTimes {
     pub encode: Duration,
 }
 
+/// The stages' working time, added to by each stage's thread as it goes.
+#[derive(Default)]
+struct StageClock {
+    /// Nanoseconds of decode, flow, dream, checkpoint and encode.
+    nanos: [AtomicU64; 5],
+}
+
+#[derive(Clone, Copy)]
+enum Stage {
+    Decode,
+    Flow,
+    Dream,
+    Checkpoint,
+    Encode,
+}
+
+impl StageClock {
+    fn add(&self, stage: Stage, time: Duration) {
+        self.nanos[stage as usize].fetch_add(time.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since `start`, added to `stage`.
+    fn since(&self, stage: Stage, start: Instant) {
+        self.add(stage, start.elapsed());
+    }
+
+    fn times(&self) -> StageTimes {
+        let at = |stage: Stage| Duration::from_nanos(self.nanos[stage as usize].load(Ordering::Relaxed));
+        StageTimes {
+            decode: at(Stage::Decode),
+            flow: at(Stage::Flow),
+            dream: at(Stage::Dream),
+            checkpoint: at(Stage::Checkpoint),
+            encode: at(Stage::Encode),
+        }
+    }
+}
+
 enum Analysed {
     Frame(SourceFrame, Option<Motion>),
     Audio(Packet, usize),
@@ -185,7 +236,7 @@ enum Encodable {
 }
 
 /// Renders `job`, calling `progress` after every frame.
-pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> anyhow::Result<VideoReport> {
+pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>)) -> anyhow::Result<VideoReport> {
     let start = Instant::now();
     let mut reader = Source::open(&job.input, job.input_fps)?;
     if !job.excerpt.is_whole() {
@@ -207,6 +258,7 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
     let ticks_per_frame = (1.0 / (f64::from(info.frame_rate) * f64::from(info.time_base))).round().max(1.0) as i64;
 
     let folder = is_folder(&job.output);
+    let clock = StageClock::default();
     let render = |tmp: &Path| {
         let writer = Sink::create(tmp, folder, &info, &encode)?;
         std::thread::scope(|s| {
@@ -214,24 +266,25 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
             let (to_dream, from_flow) = sync_channel(4);
             let (to_encode, from_dream) = sync_channel(8);
             let span = job.span.clone();
-            let decoder = s.spawn(move || decode_stage(reader, to_flow, span));
+            let clock = &clock;
+            let decoder = s.spawn(move || decode_stage(reader, to_flow, span, clock));
             let (analysis, skip) = ((job.coherence, job.scene_cut), checkpoints.saved());
-            let flow = s.spawn(move || flow_stage(from_decode, to_dream, analysis, skip));
-            let encoder = s.spawn(move || encode_stage(writer, from_dream, ticks_per_frame));
-            let dreamed = dream_stage(job, &checkpoints, &info, from_flow, to_encode, progress);
+            let flow = s.spawn(move || flow_stage(from_decode, to_dream, analysis, skip, clock));
+            let encoder = s.spawn(move || encode_stage(writer, from_dream, ticks_per_frame, clock));
+            let dreamed = dream_stage(job, &checkpoints, &info, (from_flow, to_encode), clock, progress);
             // The first failure in pipeline order is the cause; later ones are its echoes (the
             // dream stage stops when the encoder has, which only the encoder can explain).
             fn joined<T>(h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>, name: &str) -> anyhow::Result<T> {
                 h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the {name} thread panicked")))
             }
             let (d, f, e) = (joined(decoder, "decode"), joined(flow, "flow"), joined(encoder, "encode"));
-            let (damaged_packets, decode) = d?;
-            let flow = f?;
+            let damaged_packets = d?;
+            f?;
             let stats = match dreamed {
                 Err(echo) if echo.is::<EncoderStopped>() => return Err(e.err().unwrap_or(echo)),
                 result => result?,
             };
-            let encode = e?;
+            e?;
             if let Some(span) = job.span.as_ref().filter(|s| s.frames != stats.frames) {
                 bail!(
                     "{} ended after {} of the {} frames from frame {}: the input changed since the plan",
@@ -241,8 +294,7 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
                     span.start + span.warmup + span.head
                 );
             }
-            let stages = StageTimes { decode, flow, encode, ..stats.stages };
-            Ok(DreamStats { damaged_packets, stages, ..stats })
+            Ok(DreamStats { damaged_packets, ..stats })
         })
     };
     let rendered = match folder {
@@ -273,7 +325,7 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress)) -> 
         redone: stats.redone,
         damaged_packets: stats.damaged_packets,
         wall: start.elapsed(),
-        stages: stats.stages,
+        stages: clock.times(),
         peak_rss_bytes: peak_rss_bytes(),
     })
 }
@@ -290,19 +342,23 @@ fn one_line(toml: &str) -> String {
 }
 
 /// Decodes the whole video, or only `span`'s frames (no audio); returns how many damaged video
-/// packets were skipped, and the time spent decoding.
-fn decode_stage(mut reader: Source, out: SyncSender<Item>, span: Option<Span>) -> anyhow::Result<(usize, Duration)> {
-    let mut busy = Duration::ZERO;
+/// packets were skipped.
+fn decode_stage(
+    mut reader: Source,
+    out: SyncSender<Item>,
+    span: Option<Span>,
+    clock: &StageClock,
+) -> anyhow::Result<usize> {
     if let Some(s) = &span {
         let t = Instant::now();
         reader.seek(s.start_pts, s.start)?;
-        busy += t.elapsed();
+        clock.since(Stage::Decode, t);
     }
     let mut frames = 0;
     loop {
         let t = Instant::now();
         let next = reader.next_item()?;
-        busy += t.elapsed();
+        clock.since(Stage::Decode, t);
         let Some(item) = next else { break };
         match item {
             Item::Frame(_) if span.as_ref().is_some_and(|s| frames == s.dreamed()) => break,
@@ -314,19 +370,19 @@ fn decode_stage(mut reader: Source, out: SyncSender<Item>, span: Option<Span>) -
             break; // a later stage stopped; it reports why
         }
     }
-    Ok((reader.damaged(), busy))
+    Ok(reader.damaged())
 }
 
 /// Analyses the motion into every frame but those in `skip` (checkpointed: the dream stage
-/// analyses one itself should its checkpoint turn out damaged); returns the time it took.
+/// analyses one itself should its checkpoint turn out damaged).
 fn flow_stage(
     input: Receiver<Item>,
     out: SyncSender<Analysed>,
     (mode, scene_cut): (Coherence, f32),
     skip: HashSet<usize>,
-) -> anyhow::Result<Duration> {
+    clock: &StageClock,
+) -> anyhow::Result<()> {
     let mut previous: Option<Plane> = None;
-    let mut busy = Duration::ZERO;
     for item in input {
         let analysed = match item {
             Item::Audio(p, s) => Analysed::Audio(p, s),
@@ -338,7 +394,7 @@ fn flow_stage(
                     false => previous.as_ref().map(|prev| coherence::motion(prev, &luma, mode, scene_cut)),
                 };
                 previous = Some(luma);
-                busy += t.elapsed();
+                clock.since(Stage::Flow, t);
                 Analysed::Frame(frame, motion)
             }
         };
@@ -346,14 +402,18 @@ fn flow_stage(
             break;
         }
     }
-    Ok(busy)
+    Ok(())
 }
 
-/// Encodes what the dream stage hands on; returns the time it took.
-fn encode_stage(mut writer: Sink, input: Receiver<Encodable>, ticks_per_frame: i64) -> anyhow::Result<Duration> {
+/// Encodes what the dream stage hands on.
+fn encode_stage(
+    mut writer: Sink,
+    input: Receiver<Encodable>,
+    ticks_per_frame: i64,
+    clock: &StageClock,
+) -> anyhow::Result<()> {
     let mut last: Option<i64> = None;
     let mut last_duration = ticks_per_frame;
-    let mut busy = Duration::ZERO;
     for item in input {
         let t = Instant::now();
         match item {
@@ -366,14 +426,15 @@ fn encode_stage(mut writer: Sink, input: Receiver<Encodable>, ticks_per_frame: i
                 writer.write_frame(pts, img)?;
             }
         }
-        busy += t.elapsed();
+        clock.since(Stage::Encode, t);
     }
     if last.is_none() {
-        return Ok(busy); // nothing decoded; the dream stage reports it
+        return Ok(()); // nothing decoded; the dream stage reports it
     }
     let t = Instant::now();
     writer.finish(last_duration)?;
-    Ok(busy + t.elapsed())
+    clock.since(Stage::Encode, t);
+    Ok(())
 }
 
 /// What the dream stage did (and the decoder, once joined).
@@ -382,7 +443,6 @@ struct DreamStats {
     frames: usize,
     resumed: usize,
     redone: Vec<usize>,
-    stages: StageTimes,
     damaged_packets: usize,
 }
 
@@ -395,9 +455,9 @@ fn dream_stage(
     job: &VideoJob,
     checkpoints: &Checkpoints,
     info: &VideoInfo,
-    input: Receiver<Analysed>,
-    out: SyncSender<Encodable>,
-    progress: &mut dyn FnMut(FrameProgress),
+    (input, out): (Receiver<Analysed>, SyncSender<Encodable>),
+    clock: &StageClock,
+    progress: &mut dyn FnMut(FrameProgress<'_>),
 ) -> anyhow::Result<DreamStats> {
     let total = job.span.as_ref().map(Span::dreamed).or(info.frames);
     let fps = f64::from(info.frame_rate);
@@ -405,7 +465,12 @@ fn dream_stage(
     let mut previous: Option<(RgbImage, RgbImage)> = None;
     let mut stats = DreamStats::default();
     let stopped = || anyhow::Error::new(EncoderStopped);
+    let go_on = || match job.cancel.is_cancelled() {
+        true => ControlFlow::Break(()),
+        false => ControlFlow::Continue(()),
+    };
     for item in input {
+        job.cancel.check()?;
         let frame = match item {
             Analysed::Audio(p, s) => {
                 out.send(Encodable::Audio(p, s)).map_err(|_| stopped())?;
@@ -473,20 +538,18 @@ fn dream_stage(
                 let mask = job.mask.map(|m| m.frame(source.index, h, w)).transpose()?;
                 let strength = mask::strength(mask.as_ref(), (h, w), params.mask_weight, &job.device)?;
                 let img = match &strength {
-                    None => tensor_to_rgb(&dream::dream_weighted(
-                        job.net,
-                        &x,
-                        &params.dream,
-                        weight.as_ref(),
-                        &mut |_| {},
-                    )?)?,
+                    None => tensor_to_rgb(
+                        &dream::dream_until(job.net, &x, &params.dream, weight.as_ref(), &mut |_| go_on())?
+                            .ok_or(Cancelled)?,
+                    )?,
                     Some(m) if mask::is_zero(m)? => source.image.clone(),
                     Some(m) => {
                         let weight = match weight {
                             Some(w) => (w * m)?,
                             None => m.clone(),
                         };
-                        let dreamed = dream::dream_weighted(job.net, &x, &params.dream, Some(&weight), &mut |_| {})?;
+                        let dreamed = dream::dream_until(job.net, &x, &params.dream, Some(&weight), &mut |_| go_on())?
+                            .ok_or(Cancelled)?;
                         mask::composite_rgb(&tensor_to_rgb(&dreamed)?, &source.image, &m.flatten_all()?.to_vec1()?)
                     }
                 };
@@ -494,10 +557,10 @@ fn dream_stage(
                     (Some(held), Some(weights)) => mask::composite_rgb(&img, &held, weights),
                     _ => img,
                 };
-                stats.stages.dream += t.elapsed();
+                clock.since(Stage::Dream, t);
                 let t = Instant::now();
                 checkpoints.save(source.index, &img)?;
-                stats.stages.checkpoint += t.elapsed();
+                clock.since(Stage::Checkpoint, t);
                 img
             }
         };
@@ -514,10 +577,18 @@ fn dream_stage(
                 stats.frames += 1;
             }
         }
-        previous = Some((source.image, dreamed));
         processed += 1;
         let all_resumed = stats.resumed > 0 && stats.resumed == processed;
-        progress(FrameProgress { done: processed, total, resumed: all_resumed });
+        let stages = clock.times();
+        progress(FrameProgress {
+            done: processed,
+            total,
+            resumed: all_resumed,
+            index: source.index,
+            image: &dreamed,
+            stages,
+        });
+        previous = Some((source.image, dreamed));
     }
     if stats.frames == 0 && !job.excerpt.is_whole() {
         bail!("{} has no frames in the part asked for (is --start past its end?)", job.input.display());

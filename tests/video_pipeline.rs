@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use dreamvid::cancel::{Cancel, Cancelled};
 use dreamvid::compare::{frames, psnr};
 use dreamvid::dream::DreamParams;
 use dreamvid::fixture::clip::{moving_pattern, occlusion_scene, plain_scene, write_clip, ClipSpec};
@@ -75,6 +76,7 @@ fn job<'a>(
         excerpt: Default::default(),
         span: None,
         mask: None,
+        cancel: Default::default(),
     }
 }
 
@@ -130,6 +132,34 @@ fn render_keeps_frame_count_timestamps_and_audio() {
         .filter(|n| n.to_string_lossy().starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn a_render_reports_each_frame_and_stops_when_cancelled() {
+    let dir = common::scratch("pipeline-cancel");
+    let input = dir.join("in.mp4");
+    write_clip(&input, &ClipSpec::constant(48, 40, 8, 25), moving_pattern(48, 40, 1, 1)).unwrap();
+    let net = common::fixture_vgg();
+    let params = constant(golden_params(&net));
+    let output = dir.join("out.mp4");
+    let mut render = job(&net, input, output.clone(), Coherence::Flow, &params);
+    render.cancel = Cancel::new();
+    let cancel = render.cancel.clone();
+    let mut seen = Vec::new();
+    let err = render_video(&render, &mut |p| {
+        assert_eq!(p.image.dimensions(), (48, 40), "each event carries the dreamed frame");
+        assert!(!p.stages.dream.is_zero(), "stage times so far come with each frame");
+        seen.push((p.index, p.done));
+        if p.done == 3 {
+            cancel.cancel();
+        }
+    })
+    .unwrap_err();
+    assert!(err.is::<Cancelled>(), "{err:#}");
+    assert_eq!(seen, [(0, 1), (1, 2), (2, 3)], "the render stops before the frame after the cancel");
+    assert!(!output.exists(), "a cancelled render writes no output");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(format!("{err:#}").contains("--resume"), "the frames dreamed so far are kept: {err:#} {names:?}");
 }
 
 fn golden_params(net: &dreamvid::nn::Network) -> DreamParams {

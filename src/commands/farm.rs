@@ -2,15 +2,16 @@
 
 use anyhow::{bail, Context};
 
+use dreamvid::cancel::Cancel;
 use dreamvid::farm::{self, Job, SegmentState};
 use dreamvid::output::check_not_input;
 use dreamvid::pipeline::VideoJob;
-use dreamvid::plan::{preset_source, Plan, Purpose};
+use dreamvid::plan::{open_files, preset_source, Plan, Purpose};
 use dreamvid::resume::render_record;
 use dreamvid::video::{EncodeSettings, Excerpt};
 
 use super::video::run_render;
-use super::{guide_and_mask, load_model, weights_file};
+use super::{open_session, weights_file};
 use crate::cli::{AssembleArgs, PlanArgs, RenderArgs, StatusArgs};
 
 /// `dreamvid plan INPUT -o JOB_DIR`.
@@ -28,7 +29,7 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
         (args.warmup, args.crossfade),
     )?;
     // The guide and the mask are read at every render; check them now.
-    guide_and_mask(&farm::job_preset(&job)?, Purpose::Video, &candle_core::Device::Cpu)?;
+    open_files(&farm::job_preset(&job)?.base, Purpose::Video, &candle_core::Device::Cpu)?;
     match Job::load(&args.job) {
         Ok(existing) if existing == job => {
             eprintln!("{} already holds this job", args.job.display());
@@ -76,8 +77,9 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
     if model_args.weights.is_none() && job.weights.is_file() {
         model_args.weights = Some(job.weights.clone());
     }
-    let (net, device, weights) = load_model(&model_args, model)?;
-    if farm::fingerprint(&weights)? != job.weights_fingerprint {
+    let session = open_session(&model_args, model)?;
+    let weights = &session.weights;
+    if farm::fingerprint(weights)? != job.weights_fingerprint {
         bail!(
             "{} is not the weights file the job was planned with ({}): give --weights PATH to that file",
             weights.display(),
@@ -85,18 +87,18 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         );
     }
     let preset = farm::job_preset(&job)?;
-    let (guide, mask) = guide_and_mask(&preset, Purpose::Video, &device)?;
-    let plan = Plan { preset: &preset, net: &net, vary_seed: false, guide };
+    let (guide, mask) = open_files(&preset.base, Purpose::Video, &session.device)?;
+    let plan = Plan { preset: &preset, net: &session.net, vary_seed: false, guide };
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
     let mut encode = EncodeSettings::from(&preset.base);
     encode.metadata = tags;
-    let record = format!("segment = {index}\n{}", render_record(&job.input, model, &weights, &preset));
+    let record = format!("segment = {index}\n{}", render_record(&job.input, model, weights, &preset));
     let video = VideoJob {
         input: job.input.clone(),
         input_fps: None,
         output,
-        net: &net,
-        device,
+        net: &session.net,
+        device: session.device.clone(),
         frame_params: &frame_params,
         coherence: preset.base.coherence,
         scene_cut: preset.base.scene_cut as f32,
@@ -106,6 +108,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         excerpt: Excerpt::default(),
         span: Some(span),
         mask: mask.as_ref(),
+        cancel: Cancel::new(),
     };
     run_render(&video)
 }

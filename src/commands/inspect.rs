@@ -8,12 +8,24 @@ use dreamvid::models::discovery::{self, SearchRoots};
 use dreamvid::models::{ModelKind, WeightsError};
 use dreamvid::preset::Preset;
 
-use super::load_model;
+use super::open_session;
 use crate::cli::{CompareArgs, LayersArgs, StabilityArgs, WeightsArgs};
 
-/// `dreamvid layers`.
+/// `dreamvid layers`: the layers of the weights given or found; without any, of the model's
+/// architecture (the shapes are the same).
 pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
-    let (net, device, _) = load_model(&args.model, args.model.model.unwrap_or(ModelKind::EfficientNetLite0))?;
+    let kind = args.model.model.unwrap_or(ModelKind::EfficientNetLite0);
+    let (net, device) = match (&args.model.weights, kind.locate_weights()) {
+        (None, Err(WeightsError::Missing { .. })) => {
+            eprintln!("weights: none found, and none needed: the layers of {}'s architecture", kind.name());
+            let device = args.model.device.open()?;
+            (kind.architecture(&device)?.to_dtype(args.model.precision.dtype_on(&device)?)?, device)
+        }
+        _ => {
+            let session = open_session(&args.model, kind)?;
+            (session.net, session.device)
+        }
+    };
     let x = candle_core::Tensor::zeros((1, 3, args.size, args.size), net.dtype(), &device)?;
     let shapes = net.tap_shapes(&x)?;
     println!("{:<14} {:<28} output shape for {}x{} input", "layer", "op", args.size, args.size);

@@ -14,57 +14,37 @@ pub use video::video;
 pub use zoom::zoom;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use dreamvid::models::discovery;
 use dreamvid::models::ModelKind;
-use dreamvid::nn::{Guide, Network};
-use dreamvid::plan::guide::load_guide;
 use dreamvid::plan::mask::Mask;
-use dreamvid::plan::{load_preset, Plan, Purpose};
+use dreamvid::plan::{load_preset, open_files, Plan, Purpose};
 use dreamvid::preset::Preset;
+use dreamvid::session::Session;
 
 use crate::cli::{DreamArgs, ModelArgs};
 
-/// A preset with flags applied, the network it runs on, and where that came from.
+/// A preset with flags applied, and the model it runs on.
 struct Setup {
     preset: Preset,
-    model: ModelKind,
-    weights: PathBuf,
-    net: Network,
-    device: candle_core::Device,
-    guide: Option<Arc<Guide>>,
-    mask: Option<Mask>,
+    session: Session,
 }
 
 impl Setup {
     fn new<const S: u8>(model: &ModelArgs, dream: &DreamArgs<S>, purpose: Purpose) -> anyhow::Result<Self> {
         let (preset, kind) = load_preset(dream.preset.as_deref(), purpose, model.model, &dream.settings.given)?;
-        let (net, device, weights) = load_model(model, kind)?;
-        let (guide, mask) = guide_and_mask(&preset, purpose, &device)?;
-        Ok(Setup { preset, model: kind, weights, net, device, guide, mask })
+        let session = open_session(model, kind)?;
+        Ok(Setup { preset, session })
     }
 
-    fn plan(&self, vary_seed: bool) -> Plan<'_> {
-        Plan { preset: &self.preset, net: &self.net, vary_seed, guide: self.guide.clone() }
+    /// The frames' parameters (with the preset's guide read), and the preset's mask, read.
+    fn plan(&self, purpose: Purpose, vary_seed: bool) -> anyhow::Result<(Plan<'_>, Option<Mask>)> {
+        let (guide, mask) = open_files(&self.preset.base, purpose, &self.session.device)?;
+        Ok((Plan { preset: &self.preset, net: &self.session.net, vary_seed, guide }, mask))
     }
-}
-
-/// The guide image and the mask the preset's `guide` and `mask` name, read; a mask video only
-/// for videos.
-fn guide_and_mask(
-    preset: &Preset,
-    purpose: Purpose,
-    device: &candle_core::Device,
-) -> anyhow::Result<(Option<Arc<Guide>>, Option<Mask>)> {
-    let base = &preset.base;
-    let guide = base.guide.as_deref().map(|path| load_guide(path, device).map(Arc::new)).transpose()?;
-    let video = purpose == Purpose::Video;
-    let mask = base.mask.as_deref().map(|path| Mask::open(path, base.mask_feather, video, device)).transpose()?;
-    Ok((guide, mask))
 }
 
 /// The weights file of `kind`: `given` (checked if it has a published name), else the first
@@ -79,12 +59,9 @@ fn weights_file(given: Option<&Path>, kind: ModelKind) -> anyhow::Result<PathBuf
 }
 
 /// Opens the device and loads `kind` from the given or default weights at the precision.
-fn load_model(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<(Network, candle_core::Device, PathBuf)> {
+fn open_session(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<Session> {
     let weights = weights_file(args.weights.as_deref(), kind)?;
-    let device = args.device.open()?;
-    let dtype = args.precision.dtype_on(&device)?;
-    let net = kind.load(&weights, &device)?.to_dtype(dtype)?;
-    Ok((net, device, weights))
+    Session::open(kind, &weights, args.device.open()?, args.precision)
 }
 
 /// A progress bar with rate and ETA; the length is set by the caller.

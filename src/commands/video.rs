@@ -1,6 +1,7 @@
 //! `dreamvid INPUT -o OUTPUT`: dream a video, with a progress bar and a report of where the
 //! time went.
 
+use dreamvid::cancel::Cancel;
 use dreamvid::output::check_not_input;
 use dreamvid::pipeline::{render_video, StageTimes, VideoJob};
 use dreamvid::plan::Purpose;
@@ -17,7 +18,7 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
     let (input, output) = (args.input.expect("required by clap"), args.output.expect("required by clap"));
     check_not_input(&input, &output)?;
     let s = Setup::new(&args.model, &args.dream, Purpose::Video)?;
-    let plan = s.plan(false);
+    let (plan, mask) = s.plan(Purpose::Video, false)?;
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
     let base = &s.preset.base;
     let limit = match (args.duration, args.frames) {
@@ -38,12 +39,12 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
         (output, sheet) = (mp4, Some(png));
     }
     let job = VideoJob {
-        record: render_record(&input, s.model, &s.weights, &s.preset) + &excerpt.record(),
+        record: render_record(&input, s.session.model, &s.session.weights, &s.preset) + &excerpt.record(),
         input,
         input_fps: args.fps,
         output,
-        net: &s.net,
-        device: s.device.clone(),
+        net: &s.session.net,
+        device: s.session.device.clone(),
         frame_params: &frame_params,
         coherence,
         scene_cut: base.scene_cut as f32,
@@ -51,7 +52,8 @@ pub fn video(args: VideoArgs) -> anyhow::Result<()> {
         resume: args.resume,
         excerpt,
         span: None,
-        mask: s.mask.as_ref(),
+        mask: mask.as_ref(),
+        cancel: Cancel::new(),
     };
     run_render(&job)?;
     if let Some(sheet) = sheet {

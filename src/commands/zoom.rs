@@ -29,7 +29,7 @@ pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
     let s = Setup::new(&args.model, &args.dream, Purpose::Zoom)?;
     let seed_image = match (&args.seed_image, args.noise) {
         (Some(path), _) => {
-            let img = load_image(path, &s.device)?;
+            let img = load_image(path, &s.session.device)?;
             match args.size {
                 Some((w, h)) => resize(&img, h, w)?,
                 None => img,
@@ -37,19 +37,19 @@ pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
         }
         (None, true) => {
             let (w, h) = args.size.unwrap_or((256, 256));
-            noise_image(h, w, s.preset.base.seed, &s.device)?
+            noise_image(h, w, s.preset.base.seed, &s.session.device)?
         }
         (None, false) => bail!("give a seed image, or --noise to start from noise"),
     };
-    let (plan, fps) = (s.plan(true), f64::from(args.fps));
+    let ((plan, mask), fps) = (s.plan(Purpose::Zoom, true)?, f64::from(args.fps));
     let frame_settings = |i: usize| plan.frame(i, fps);
     let job = ZoomJob {
-        net: &s.net,
+        net: &s.session.net,
         seed_image,
         frames: args.frames,
         looped: args.looped,
         frame_settings: &frame_settings,
-        mask: s.mask.as_ref(),
+        mask: mask.as_ref(),
     };
     let bar = bar("frames");
     bar.set_length(generated_frames(args.frames, args.looped) as u64);

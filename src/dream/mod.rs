@@ -15,6 +15,8 @@ mod octave;
 mod rng;
 pub mod tiles;
 
+use std::ops::ControlFlow;
+
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
@@ -118,14 +120,30 @@ pub fn dream_weighted(
     weight: Option<&Tensor>,
     on_step: &mut dyn FnMut(StepReport),
 ) -> Result<Tensor> {
+    let dreamed = dream_until(net, image, params, weight, &mut |report| {
+        on_step(report);
+        ControlFlow::Continue(())
+    })?;
+    Ok(dreamed.expect("a dream that is never stopped finishes"))
+}
+
+/// [`dream_weighted`] that stops after any step where `on_step` says [`ControlFlow::Break`]:
+/// then `None` (a front end cancelled it), else the dreamed image.
+pub fn dream_until(
+    net: &Network,
+    image: &Tensor,
+    params: &DreamParams,
+    weight: Option<&Tensor>,
+    on_step: &mut dyn FnMut(StepReport) -> ControlFlow<()>,
+) -> Result<Option<Tensor>> {
     let image = &image.to_dtype(net.dtype())?;
     let weight = weight.map(|w| w.to_dtype(net.dtype())).transpose()?;
     let (_, _, h, w) = image.dims4()?;
     if h.min(w) < MIN_OCTAVE_SIDE {
         let (padded, top, left) = extend_to(image, MIN_OCTAVE_SIDE)?;
         let weight = weight.map(|w| extend_to(&w, MIN_OCTAVE_SIDE).map(|(w, _, _)| w)).transpose()?;
-        let dreamed = dream_weighted(net, &padded, params, weight.as_ref(), on_step)?;
-        return dreamed.narrow(2, top, h)?.narrow(3, left, w);
+        let dreamed = dream_until(net, &padded, params, weight.as_ref(), on_step)?;
+        return dreamed.map(|d| d.narrow(2, top, h)?.narrow(3, left, w)).transpose();
     }
     let sizes = octave_sizes(h, w, params.octaves, params.octave_scale, MIN_OCTAVE_SIDE);
     let mut pyramid = vec![image.clone()];
@@ -146,14 +164,16 @@ pub fn dream_weighted(
         for iteration in 0..params.iterations {
             let objective;
             (x, objective) = ascend(net, &x, params, weight.as_ref(), &mut rng)?;
-            on_step(StepReport { octave, octaves: pyramid.len(), iteration, objective });
+            if on_step(StepReport { octave, octaves: pyramid.len(), iteration, objective }).is_break() {
+                return Ok(None);
+            }
         }
         detail = Some((&x - base)?);
     }
     if params.keep_colors {
         x = color::keep_colors(image, &x)?;
     }
-    Ok(x)
+    Ok(Some(x))
 }
 
 /// `x` (`[N, C, H, W]`) rolled `dy` pixels down and `dx` right, wrapping around (as

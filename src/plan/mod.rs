@@ -9,6 +9,7 @@ pub mod mask;
 use std::sync::Arc;
 
 use anyhow::Context;
+use candle_core::Device;
 
 use crate::dream::{DreamParams, Rng};
 use crate::models::ModelKind;
@@ -18,6 +19,7 @@ use crate::resample::CameraStep;
 use crate::settings::{Partial, Setting, Settings};
 use crate::video::coherence::Carryover;
 use crate::video::EncodeSettings;
+use mask::Mask;
 
 /// What a command is making; each has its own default preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,17 +147,38 @@ impl Plan<'_> {
         self.dream_params(&s, s.seed)
     }
 
-    /// [`dream_params`] with this plan's guide, weighted by `s.guide_weight` (left out at 0).
+    /// [`guided_params`] with this plan's guide.
     fn dream_params(&self, s: &Settings, seed: u64) -> anyhow::Result<DreamParams> {
-        let mut params = dream_params(self.net, s, seed)?;
-        params.objective.guide = match &self.guide {
-            Some(guide) if s.guide_weight > 0.0 => {
-                Some(GuideTerm { guide: guide.clone(), weight: s.guide_weight as f32 })
-            }
-            _ => None,
-        };
-        Ok(params)
+        guided_params(self.net, s, seed, self.guide.as_ref())
     }
+}
+
+/// [`dream_params`] with `guide`, weighted by `s.guide_weight` (left out at 0).
+pub fn guided_params(
+    net: &Network,
+    s: &Settings,
+    seed: u64,
+    guide: Option<&Arc<Guide>>,
+) -> anyhow::Result<DreamParams> {
+    let mut params = dream_params(net, s, seed)?;
+    params.objective.guide = match guide {
+        Some(guide) if s.guide_weight > 0.0 => Some(GuideTerm { guide: guide.clone(), weight: s.guide_weight as f32 }),
+        _ => None,
+    };
+    Ok(params)
+}
+
+/// The guide image and the mask that `s`'s `guide` and `mask` name, read; a mask may be a
+/// video (or frame folder) only for videos.
+pub fn open_files(
+    s: &Settings,
+    purpose: Purpose,
+    device: &Device,
+) -> anyhow::Result<(Option<Arc<Guide>>, Option<Mask>)> {
+    let guide = s.guide.as_deref().map(|path| guide::load_guide(path, device).map(Arc::new)).transpose()?;
+    let video = purpose == Purpose::Video;
+    let mask = s.mask.as_deref().map(|path| Mask::open(path, s.mask_feather, video, device)).transpose()?;
+    Ok((guide, mask))
 }
 
 impl From<&Settings> for EncodeSettings {
