@@ -7,10 +7,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use candle_core::{DType, Device, Tensor};
 use dreamvid::models::discovery::{
     self, candidates, locate, sha256_hex, survey, KnownFile, Root, RootKind, SearchRoots, Source, Verification,
 };
 use dreamvid::models::{Format, Layout, ModelKind, WeightsError};
+use dreamvid::nn::Network;
 
 /// Roots as the environment would give them, all under `base`.
 fn roots(base: &Path) -> SearchRoots {
@@ -251,6 +253,54 @@ fn weights_command_lists_every_place_and_what_is_there() {
     assert_eq!(o.status.code(), Some(1));
     let err = common::stderr(&o);
     assert!(err.contains("vgg19-dcbb9e9d.pth") && err.contains("sha256") && err.contains("fix:"), "{err}");
+}
+
+#[test]
+fn layers_are_listed_without_weights_and_a_dream_says_they_are_missing() {
+    let dir = common::scratch("cli-layers-architecture");
+    for (model, layer, shape) in
+        [("googlenet", "inception4c", "[512, 14, 14]"), ("vgg19", "features.30", "[512, 14, 14]")]
+    {
+        let o = dreamvid_in(&dir, &["layers", "--model", model]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let line = out.lines().find(|l| l.starts_with(layer)).unwrap_or_else(|| panic!("no {layer} in:\n{out}"));
+        assert!(line.ends_with(shape), "{line}");
+        assert!(!common::stderr(&o).contains("fix:"), "{}", common::stderr(&o));
+    }
+    let picture = dir.join("in.png");
+    image::RgbImage::new(32, 32).save(&picture).unwrap();
+    let o = dreamvid_in(&dir, &["image", picture.to_str().unwrap(), "-o", "out.png", "--model", "googlenet"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(common::stderr(&o).contains("googlenet-1378be20.pth"), "{}", common::stderr(&o));
+}
+
+#[test]
+fn the_architecture_has_the_real_models_layers_and_shapes() {
+    let real = [
+        (ModelKind::Vgg19, common::vgg_with_widths(&dreamvid::fixture::VGG19_WIDTHS)),
+        (ModelKind::GoogLeNet, common::googlenet_with_widths(&dreamvid::fixture::googlenet::GOOGLENET_WIDTHS)),
+    ];
+    for (kind, net) in real {
+        let arch = kind.architecture(&Device::Cpu).unwrap();
+        let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+        let describe = |n: &Network| -> Vec<(String, String)> {
+            n.taps().iter().map(|t| (t.name.clone(), t.kind.clone())).collect()
+        };
+        assert_eq!(describe(&arch), describe(&net), "{kind:?}");
+        assert_eq!(arch.tap_shapes(&x).unwrap(), net.tap_shapes(&x).unwrap(), "{kind:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs the real EfficientNet-Lite0 weights (scripts/fetch-weights); scripts/test runs it"]
+fn the_lite0_architecture_has_the_real_layers_and_shapes() {
+    let net = ModelKind::EfficientNetLite0.load(&common::lite0_weights(), &Device::Cpu).unwrap();
+    let arch = ModelKind::EfficientNetLite0.architecture(&Device::Cpu).unwrap();
+    let x = Tensor::zeros((1, 3, 96, 96), DType::F32, &Device::Cpu).unwrap();
+    let kinds = |n: &Network| n.taps().iter().map(|t| t.kind.clone()).collect::<Vec<_>>();
+    assert_eq!(kinds(&arch), kinds(&net));
+    assert_eq!(arch.tap_shapes(&x).unwrap(), net.tap_shapes(&x).unwrap());
 }
 
 #[test]

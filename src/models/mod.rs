@@ -1,5 +1,6 @@
 //! The pretrained CNNs dreams are computed with, and where their weights come from.
 
+mod architecture;
 mod batch_norm;
 pub mod discovery;
 pub mod efficientnet_lite0;
@@ -117,11 +118,20 @@ impl ModelKind {
 
     /// Loads the model from a weights file (safetensors or PyTorch checkpoint) onto `device`.
     pub fn load(self, path: &Path, device: &Device) -> anyhow::Result<Network> {
-        let file = WeightFile::open(path, self.name(), &self.fetch_hint(), device)?;
+        self.build(&WeightFile::open(path, self.name(), &self.fetch_hint(), device)?)
+    }
+
+    /// The model's architecture on `device`, without weights (every parameter 1): its layers,
+    /// their descriptions and output shapes are the real model's (`dreamvid layers`).
+    pub fn architecture(self, device: &Device) -> anyhow::Result<Network> {
+        self.build(&WeightFile::architecture(self.name(), architecture::shapes(self), device))
+    }
+
+    fn build(self, file: &WeightFile) -> anyhow::Result<Network> {
         match self {
-            ModelKind::EfficientNetLite0 => efficientnet_lite0::build(&file),
-            ModelKind::Vgg19 => vgg19::build(&file),
-            ModelKind::GoogLeNet => googlenet::build(&file),
+            ModelKind::EfficientNetLite0 => efficientnet_lite0::build(file),
+            ModelKind::Vgg19 => vgg19::build(file),
+            ModelKind::GoogLeNet => googlenet::build(file),
         }
     }
 

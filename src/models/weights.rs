@@ -1,6 +1,7 @@
 //! Reading model parameters from weights files, safetensors or PyTorch checkpoints, with errors
 //! that say what to do.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,9 @@ pub enum Format {
     Safetensors,
     /// A PyTorch checkpoint (`torch.save`).
     Pth(Layout),
+    /// No file: a model's architecture, every tensor of its real shape and all ones
+    /// ([`WeightFile::architecture`]).
+    Architecture,
 }
 
 /// The first 9 bytes of the file at `path` (fewer if it is shorter).
@@ -32,6 +36,7 @@ impl fmt::Display for Format {
             Format::Safetensors => "safetensors",
             Format::Pth(Layout::Zip) => "PyTorch checkpoint, zip layout",
             Format::Pth(Layout::Legacy) => "PyTorch checkpoint, legacy layout",
+            Format::Architecture => "architecture only, no weights",
         })
     }
 }
@@ -149,6 +154,8 @@ pub enum WeightsError {
 enum Tensors {
     Safetensors(MmapedSafetensors),
     Pth(PthFile),
+    /// Tensor names and shapes; every value is 1.
+    Shapes(HashMap<String, Vec<usize>>),
 }
 
 /// An open weights file from which a model pulls its tensors, converted to `F32` on a device.
@@ -196,8 +203,23 @@ impl WeightFile {
                 PthError::Damaged(reason) => unreadable(&format.to_string(), reason, refetch.clone()),
                 PthError::Unsupported(reason, how) => unreadable(&format.to_string(), reason, how),
             })?),
+            Format::Architecture => unreachable!("told by content, a file is never the architecture"),
         };
         Ok(Self { path: path.into(), format, model: model.into(), fix: fix.into(), tensors, device: device.clone() })
+    }
+
+    /// The architecture of `model` without its weights: the tensors of `shapes` (name and
+    /// shape), every value 1. Networks built from it have the real layers and output shapes,
+    /// and dream nothing worth seeing.
+    pub fn architecture(model: &str, shapes: HashMap<String, Vec<usize>>, device: &Device) -> Self {
+        Self {
+            path: PathBuf::from(format!("({model} architecture)")),
+            format: Format::Architecture,
+            model: model.into(),
+            fix: "this is the architecture, not a weights file".into(),
+            tensors: Tensors::Shapes(shapes),
+            device: device.clone(),
+        }
     }
 
     /// Path of the file.
@@ -220,6 +242,7 @@ impl WeightFile {
         match &self.tensors {
             Tensors::Safetensors(file) => file.get(name).is_ok(),
             Tensors::Pth(file) => file.tensor(name).is_some(),
+            Tensors::Shapes(shapes) => shapes.contains_key(name),
         }
     }
 
@@ -260,6 +283,12 @@ impl WeightFile {
                     return Err(self.wrong_dtype(name, format!("{found}(torch.{})", kind.class)));
                 }
                 file.load(view, &self.device).map_err(|reason| self.unreadable(name, reason))?
+            }
+            Tensors::Shapes(shapes) => {
+                let shape = shapes.get(name).ok_or_else(missing)?;
+                self.check_shape(name, shape, expected)?;
+                Tensor::ones(shape.as_slice(), DType::F32, &self.device)
+                    .map_err(|e| self.unreadable(name, format!("cannot be made: {e}")))?
             }
         };
         if !tensor.dtype().is_float() {
