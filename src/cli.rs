@@ -53,7 +53,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Dream on one image (PNG or JPEG) and write the result.
+    /// Dream on one image (PNG, JPEG, WebP, TIFF or BMP) and write the result.
     Image(ImageArgs),
     /// Grow an infinite-zoom animation from an image or noise (GIF, MP4 or PNG frames).
     Zoom(ZoomArgs),
@@ -281,9 +281,10 @@ fn parse_time(s: &str) -> Result<f64, String> {
 /// Dreaming one image.
 #[derive(Args)]
 pub struct ImageArgs {
-    /// Image to dream on.
+    /// Image to dream on: PNG, JPEG, WebP, TIFF or BMP (16-bit and alpha are kept where the
+    /// output format has them).
     pub input: PathBuf,
-    /// Where to write the dreamed image (.png or .jpg).
+    /// Where to write the dreamed image: .png, .jpg, .webp, .tif or .bmp.
     #[arg(short, long)]
     pub output: PathBuf,
     /// The network.
@@ -297,7 +298,7 @@ pub struct ImageArgs {
 /// Growing an infinite zoom.
 #[derive(Args)]
 pub struct ZoomArgs {
-    /// Image to start from (omit with --noise).
+    /// Image to start from: PNG, JPEG, WebP, TIFF or BMP (omit with --noise).
     pub seed_image: Option<PathBuf>,
     /// Start from noise instead of an image.
     #[arg(long, conflicts_with = "seed_image")]

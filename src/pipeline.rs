@@ -34,6 +34,7 @@ use crate::plan::mask::Mask;
 use crate::plan::FrameParams;
 use crate::resume::{Checkpoint, Checkpoints};
 use crate::video::coherence::{self, Coherence, Motion};
+use crate::video::encode::check_container;
 use crate::video::flow::Plane;
 use crate::video::{EncodeSettings, Excerpt, Item, Sink, Source, SourceFrame, VideoInfo};
 
@@ -238,6 +239,9 @@ enum Encodable {
 /// Renders `job`, calling `progress` after every frame.
 pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>)) -> anyhow::Result<VideoReport> {
     let start = Instant::now();
+    if !is_folder(&job.output) {
+        check_container(&job.output)?;
+    }
     let mut reader = Source::open(&job.input, job.input_fps)?;
     if !job.excerpt.is_whole() {
         if job.span.is_some() {

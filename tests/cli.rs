@@ -81,6 +81,23 @@ fn bad_layer_and_output_extension_are_explained() {
 }
 
 #[test]
+fn a_video_output_without_a_container_is_explained_before_any_work() {
+    let dir = common::scratch("cli-no-container");
+    let input = dir.join("in.mp4");
+    let spec = dreamvid::fixture::clip::ClipSpec::constant(32, 32, 2, 25);
+    dreamvid::fixture::clip::write_clip(&input, &spec, dreamvid::fixture::clip::moving_pattern(32, 32, 1, 1)).unwrap();
+    for (name, says) in [("out", "no extension to choose the container by"), ("out.xyz", "no container for .xyz")] {
+        let out = dir.join(name);
+        let o = dreamvid(&[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--weights", "no-such-file"]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = stderr(&o);
+        assert!(err.contains(says) && err.contains(".mp4") && err.contains("in / to write PNG frames"), "{err}");
+        assert!(!err.contains("dreamvid-partial") && !err.contains("no-such-file"), "{err}");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
 fn missing_weights_name_the_fetch_script() {
     let dir = common::scratch("cli-no-weights");
     let input = write_input(&dir, 40, 40);

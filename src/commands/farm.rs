@@ -8,6 +8,7 @@ use dreamvid::output::check_not_input;
 use dreamvid::pipeline::VideoJob;
 use dreamvid::plan::{open_files, preset_source, Plan, Purpose};
 use dreamvid::resume::render_record;
+use dreamvid::video::encode::check_container;
 use dreamvid::video::{EncodeSettings, Excerpt};
 
 use super::video::run_render;
@@ -117,6 +118,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
 pub fn assemble(args: AssembleArgs) -> anyhow::Result<()> {
     let job = Job::load(&args.job)?;
     check_not_input(&job.input, &args.output)?;
+    check_container(&args.output)?;
     let frames = farm::assemble::assemble(&args.job, &job, &args.output)?;
     eprintln!("wrote {} ({frames} frames from {} segments)", args.output.display(), job.segments.len());
     Ok(())

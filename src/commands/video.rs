@@ -2,12 +2,13 @@
 //! time went.
 
 use dreamvid::cancel::Cancel;
-use dreamvid::output::check_not_input;
+use dreamvid::output::{check_not_input, is_folder};
 use dreamvid::pipeline::{render_video, StageTimes, VideoJob};
 use dreamvid::plan::Purpose;
 use dreamvid::preview;
 use dreamvid::resume::render_record;
 use dreamvid::video::coherence::Coherence;
+use dreamvid::video::encode::check_container;
 use dreamvid::video::{EncodeSettings, Excerpt, Limit, Source};
 
 use super::{bar, Setup};
@@ -17,6 +18,9 @@ use crate::cli::VideoArgs;
 pub fn video(args: VideoArgs) -> anyhow::Result<()> {
     let (input, output) = (args.input.expect("required by clap"), args.output.expect("required by clap"));
     check_not_input(&input, &output)?;
+    if !is_folder(&output) {
+        check_container(&output)?;
+    }
     let s = Setup::new(&args.model, &args.dream, Purpose::Video)?;
     let (plan, mask) = s.plan(Purpose::Video, false)?;
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);

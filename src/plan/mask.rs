@@ -46,7 +46,7 @@ impl Mask {
         if !picture && !video && (is_frame_folder(path) || path.is_file()) {
             anyhow::bail!(
                 "{} is not a picture: a mask video (or frame folder) is for video input only; \
-                 give a PNG or JPEG mask",
+                 give a picture (PNG, JPEG, WebP, TIFF or BMP)",
                 path.display()
             );
         }

@@ -2,6 +2,7 @@
 //! default) and audio packets copied unchanged.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -36,6 +37,24 @@ impl Default for EncodeSettings {
     fn default() -> Self {
         Self { codec: DEFAULT_CODEC.to_string(), crf: DEFAULT_CRF, metadata: Vec::new(), b_frames: true }
     }
+}
+
+/// Checks, before any work is done, that FFmpeg can write a video at `path`: its extension
+/// picks the container.
+pub fn check_container(path: &Path) -> anyhow::Result<()> {
+    let fix = "end it in .mp4, .mkv or .mov (or another container FFmpeg writes), or in / to write PNG frames";
+    let Some(ext) = path.extension().and_then(|e| e.to_str()).filter(|e| !e.is_empty()) else {
+        bail!("cannot write {}: it has no extension to choose the container by.\n  fix: {fix}", path.display());
+    };
+    super::init()?;
+    let name = CString::new(format!("video.{ext}"))?;
+    // SAFETY: av_guess_format only reads the NUL-terminated name, which outlives the call, and
+    // returns null or a pointer to a static muxer description, which is not dereferenced.
+    let muxer = unsafe { ffmpeg::ffi::av_guess_format(std::ptr::null(), name.as_ptr(), std::ptr::null()) };
+    if muxer.is_null() {
+        bail!("cannot write {}: FFmpeg has no container for .{ext}.\n  fix: {fix}", path.display());
+    }
+    Ok(())
 }
 
 /// An open output file.
