@@ -6,7 +6,7 @@
 //! diagram against the sources, and that no files import each other in a circle.
 //!
 //! ```text
-//! farm                              render farms; a model opened once, for front ends
+//! farm                         render farms: plan segments, render them, join them
 //! pipeline · zoom · session    the video render; infinite zoom; a model opened once
 //! plan                         settings -> DreamParams, EncodeSettings, CameraStep; masks, guides
 //! resume                       render records and checkpoints

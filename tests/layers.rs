@@ -98,7 +98,7 @@ impl Names {
             Some("super" | "self") => self.here.clone(),
             _ => return None,
         };
-        let mut rest = &segments[..];
+        let mut rest = segments;
         if rest[0] != "super" {
             rest = &rest[1..];
         }
@@ -350,7 +350,10 @@ fn every_import_points_down_the_layers_of_lib_rs() {
             let (Some(from), Some(to)) = (i.from.first(), i.to.first()) else { return false };
             from != to && row_of[from.as_str()] >= row_of[to.as_str()]
         })
-        .map(describe)
+        .map(|i| {
+            let file = i.file.strip_prefix(src()).unwrap().display();
+            format!("  src/{file}:{} `{}`  ({} -> {})", i.line, i.text, i.from[0], i.to[0])
+        })
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -366,8 +369,7 @@ fn every_import_points_down_the_layers_of_lib_rs() {
 fn no_files_import_each_other_in_a_circle() {
     for binary in [false, true] {
         let found = circles(&imports(&crate_files(binary)));
-        let text: Vec<String> =
-            found.iter().map(|c| c.iter().map(|i| describe(i)).collect::<Vec<_>>().join("\n")).collect();
+        let text: Vec<String> = found.iter().map(|c| c.iter().map(describe).collect::<Vec<_>>().join("\n")).collect();
         assert!(found.is_empty(), "files that import each other in a circle:\n{}", text.join("\n\n"));
     }
 }
