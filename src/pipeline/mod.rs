@@ -12,12 +12,14 @@
 //! depends only on its source, the previous source and the previous (8-bit) dreamed frame,
 //! with a per-frame seed, a resumed render produces exactly the frames of an uninterrupted one.
 
+mod report;
+mod span;
+
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
@@ -37,6 +39,10 @@ use crate::video::coherence::{self, Coherence, Motion};
 use crate::video::encode::check_container;
 use crate::video::flow::Plane;
 use crate::video::{EncodeSettings, Excerpt, Item, Sink, Source, SourceFrame, VideoInfo};
+pub use report::{peak_rss_bytes, FrameProgress, StageTimes, VideoReport};
+use report::{Stage, StageClock};
+use span::Role;
+pub use span::{aside_path, Span};
 
 /// The parameters of each frame: `(frame index, frames per second) -> parameters` (see
 /// [`crate::plan::Plan::frame`]).
@@ -80,150 +86,6 @@ pub struct VideoJob<'a> {
     /// [`Cancelled`]: the output is not written, the frames dreamed so far stay checkpointed
     /// for `resume`.
     pub cancel: Cancel,
-}
-
-/// A part of a video to render on its own: `warmup` frames dreamed and thrown away (so the
-/// carried-over dream has built up), then `head` frames set aside, `frames` frames written,
-/// and `tail` frames set aside. The written frames keep the input's timestamps, with B-frames
-/// off (see [`EncodeSettings::b_frames`]), so that rendered spans join into one stream; the
-/// frames set aside (PNGs in `aside`, named by [`aside_path`]) let spans that meet inside a
-/// shot cross-fade where they join.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Span {
-    /// Index of the first frame dreamed (the first warm-up frame, if any).
-    pub start: usize,
-    /// Its presentation timestamp, in the video stream's time base.
-    pub start_pts: i64,
-    /// Frames dreamed but not kept.
-    pub warmup: usize,
-    /// Frames set aside before the written ones.
-    pub head: usize,
-    /// Frames written.
-    pub frames: usize,
-    /// Frames set aside after the written ones.
-    pub tail: usize,
-    /// Where the frames set aside go.
-    pub aside: PathBuf,
-}
-
-impl Span {
-    /// Frames dreamed in all.
-    pub fn dreamed(&self) -> usize {
-        self.warmup + self.head + self.frames + self.tail
-    }
-
-    /// What becomes of frame `index`.
-    fn role(&self, index: usize) -> Role {
-        let at = index - self.start;
-        if at < self.warmup {
-            Role::Warmup
-        } else if at < self.warmup + self.head || at >= self.warmup + self.head + self.frames {
-            Role::Aside
-        } else {
-            Role::Written
-        }
-    }
-}
-
-enum Role {
-    Warmup,
-    Aside,
-    Written,
-}
-
-/// Where a span sets frame `index` aside (in its `aside` folder).
-pub fn aside_path(dir: &Path, index: usize) -> PathBuf {
-    dir.join(format!("{index:06}.png"))
-}
-
-/// Progress after each frame: the event a front end shows (a progress bar, a preview).
-#[derive(Debug, Clone, Copy)]
-pub struct FrameProgress<'a> {
-    /// Frames done.
-    pub done: usize,
-    /// Frames in the video, when the container says.
-    pub total: Option<usize>,
-    /// Every frame so far came from checkpoints.
-    pub resumed: bool,
-    /// The index of the frame just done, in the input.
-    pub index: usize,
-    /// The frame just done, dreamed.
-    pub image: &'a RgbImage,
-    /// Time each stage has spent working so far.
-    pub stages: StageTimes,
-}
-
-/// What a render measured.
-#[derive(Debug, Clone)]
-pub struct VideoReport {
-    /// Frames written.
-    pub frames: usize,
-    /// Frames taken from checkpoints.
-    pub resumed: usize,
-    /// Frames whose checkpoint was damaged, and were dreamed again.
-    pub redone: Vec<usize>,
-    /// Damaged video packets of the input that were skipped.
-    pub damaged_packets: usize,
-    /// Wall time of the whole render.
-    pub wall: Duration,
-    /// Time each stage spent working.
-    pub stages: StageTimes,
-    /// Peak resident memory of the process, when the OS reports it.
-    pub peak_rss_bytes: Option<u64>,
-}
-
-/// Time each stage of a render spent working, not waiting on the others. The stages run at
-/// the same time, so these add up to more than the wall time; the slowest sets the pace.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StageTimes {
-    /// Reading and decoding the input.
-    pub decode: Duration,
-    /// Analysing the motion between frames (optical flow, scene cuts).
-    pub flow: Duration,
-    /// Building each frame's starting image and dreaming it.
-    pub dream: Duration,
-    /// Saving each dreamed frame as a checkpoint.
-    pub checkpoint: Duration,
-    /// Encoding and writing the output.
-    pub encode: Duration,
-}
-
-/// The stages' working time, added to by each stage's thread as it goes.
-#[derive(Default)]
-struct StageClock {
-    /// Nanoseconds of decode, flow, dream, checkpoint and encode.
-    nanos: [AtomicU64; 5],
-}
-
-#[derive(Clone, Copy)]
-enum Stage {
-    Decode,
-    Flow,
-    Dream,
-    Checkpoint,
-    Encode,
-}
-
-impl StageClock {
-    fn add(&self, stage: Stage, time: Duration) {
-        self.nanos[stage as usize].fetch_add(time.as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    /// Time since `start`, added to `stage`.
-    fn since(&self, stage: Stage, start: Instant) {
-        self.add(stage, start.elapsed());
-    }
-
-    fn times(&self) -> StageTimes {
-        let at = |stage: Stage| Duration::from_nanos(self.nanos[stage as usize].load(Ordering::Relaxed));
-        StageTimes {
-            decode: at(Stage::Decode),
-            flow: at(Stage::Flow),
-            dream: at(Stage::Dream),
-            checkpoint: at(Stage::Checkpoint),
-            encode: at(Stage::Encode),
-        }
-    }
 }
 
 enum Analysed {
@@ -601,12 +463,4 @@ fn dream_stage(
         bail!("no video frames could be decoded from {} (empty or corrupt video stream)", job.input.display());
     }
     Ok(stats)
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
