@@ -46,7 +46,7 @@ fn src() -> PathBuf {
 /// Whether a file (relative to `src/`) belongs to the binary rather than the library.
 fn in_binary(rel: &Path) -> bool {
     let first = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
-    matches!(first, "main.rs" | "cli.rs" | "commands.rs" | "commands")
+    matches!(first, "main.rs" | "cli.rs" | "commands")
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
