@@ -36,7 +36,7 @@ use dreamvid::settings::{Section, Setting, Settings, TABLE};
 #[derive(Parser)]
 #[command(
     name = "dreamvid",
-    version,
+    version = env!("DREAMVID_VERSION"),
     verbatim_doc_comment,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
@@ -65,6 +65,13 @@ pub enum Command {
     Weights(WeightsArgs),
     /// List every setting: preset key, flag, range, default, and what it does.
     Settings,
+    /// Print a shell completion script, e.g. `dreamvid completions bash >
+    /// ~/.local/share/bash-completion/completions/dreamvid` (zsh: a file `_dreamvid` on $fpath;
+    /// fish: ~/.config/fish/completions/dreamvid.fish).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff): `dreamvid man > dreamvid.1`, then `man ./dreamvid.1`; or
+    /// write a page per command into a man1 folder on $MANPATH with --dir.
+    Man(ManArgs),
     /// Compare two videos frame by frame (PSNR); fails if any frame is below --min-psnr.
     Compare(CompareArgs),
     /// How much flicker a dream adds to its source, per shot (warping error, static-pixel flicker).
@@ -347,6 +354,22 @@ pub struct LayersArgs {
     /// Input size (square) used to compute the output shapes.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
+}
+
+/// Printing a completion script.
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
+}
+
+/// Writing the manual.
+#[derive(Args)]
+pub struct ManArgs {
+    /// Write dreamvid.1 and a page per subcommand (dreamvid-image.1, ...) into this folder
+    /// instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Listing where weights are looked for.

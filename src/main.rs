@@ -21,6 +21,8 @@ fn main() {
             print!("{}", dreamvid::settings::reference());
             Ok(())
         }
+        Some(Command::Completions(args)) => commands::completions(args),
+        Some(Command::Man(args)) => commands::man(args),
         Some(Command::Compare(args)) => commands::compare(args),
         Some(Command::Stability(args)) => commands::stability(args),
         Some(Command::Plan(args)) => commands::plan(args),

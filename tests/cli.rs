@@ -98,6 +98,42 @@ fn a_video_output_without_a_container_is_explained_before_any_work() {
 }
 
 #[test]
+fn the_shell_gets_completions_a_manual_and_a_version_that_says_what_was_built() {
+    let dir = common::scratch("cli-shell");
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = dreamvid(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let script = String::from_utf8_lossy(&o.stdout);
+        for word in ["dreamvid", "preset", "stability", "keep-colors"] {
+            assert!(script.contains(word), "the {shell} script has no `{word}`");
+        }
+    }
+    let bash = dir.join("dreamvid.bash");
+    std::fs::write(&bash, dreamvid(&["completions", "bash"]).stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&bash).output().unwrap();
+    assert!(check.status.success(), "the bash script does not parse: {}", stderr(&check));
+
+    let page = String::from_utf8(dreamvid(&["man"]).stdout).unwrap();
+    assert!(page.contains(".TH dreamvid 1") && page.contains("completions") && page.contains("preset"), "{page}");
+    let o = dreamvid(&["man", "--dir", dir.join("man1").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let image = std::fs::read_to_string(dir.join("man1/dreamvid-image.1")).unwrap();
+    assert!(image.contains("guide") && image.contains("WebP"), "{image}");
+
+    let version = String::from_utf8(dreamvid(&["--version"]).stdout).unwrap();
+    assert!(version.starts_with(&format!("dreamvid {} (", env!("CARGO_PKG_VERSION"))), "{version}");
+    assert!(version.contains("features: CPU only"), "{version}");
+    let head = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(common::repo()).output();
+    match head.ok().filter(|o| o.status.success()) {
+        Some(commit) => {
+            let commit = String::from_utf8_lossy(&commit.stdout).trim().to_string();
+            assert!(version.contains(&format!("commit {commit}")), "{version} names no commit {commit}");
+        }
+        None => assert!(version.contains("not built from git"), "{version}"),
+    }
+}
+
+#[test]
 fn missing_weights_name_the_fetch_script() {
     let dir = common::scratch("cli-no-weights");
     let input = write_input(&dir, 40, 40);

@@ -4,12 +4,14 @@
 mod farm;
 mod image;
 mod inspect;
+mod shell;
 mod video;
 mod zoom;
 
 pub use farm::{assemble, plan, render, status};
 pub use image::image;
 pub use inspect::{compare, layers, presets, stability, weights};
+pub use shell::{completions, man};
 pub use video::video;
 pub use zoom::zoom;
 
