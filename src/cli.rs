@@ -131,6 +131,12 @@ pub struct ModelArgs {
     /// `dreamvid weights` lists every place and what is there.
     #[arg(long, value_name = "PATH")]
     pub weights: Option<PathBuf>,
+    /// Never download weights. Without it, a model whose weights are found nowhere is
+    /// downloaded once into torch hub's cache ($TORCH_HOME/hub/checkpoints, else
+    /// ~/.cache/torch/hub/checkpoints), verified by sha256; $DREAMVID_WEIGHTS_URL=URL fetches
+    /// URL/<file name> instead of the published URL. Also $DREAMVID_OFFLINE=1.
+    #[arg(long)]
+    pub offline: bool,
     /// Where to compute: cpu (all cores) or cuda (the first GPU; needs a CUDA build).
     #[arg(long, default_value = "cpu", value_parser = words::<DeviceKind>(&["cpu", "cuda"]))]
     pub device: DeviceKind,

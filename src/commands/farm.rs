@@ -18,7 +18,7 @@ use crate::cli::{AssembleArgs, PlanArgs, RenderArgs, StatusArgs};
 /// `dreamvid plan INPUT -o JOB_DIR`.
 pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let (origin, text, model) = preset_source(args.dream.preset.as_deref(), Purpose::Video, args.model.model)?;
-    let weights = weights_file(args.model.weights.as_deref(), model)?;
+    let weights = weights_file(args.model.weights.as_deref(), model, args.model.offline)?;
     if !(args.segment_seconds.is_finite() && args.segment_seconds >= 0.5) {
         bail!("--segment-seconds must be at least 0.5 (got {})", args.segment_seconds);
     }

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use dreamvid::models::discovery;
-use dreamvid::models::ModelKind;
+use dreamvid::models::discovery::{self, SearchRoots};
+use dreamvid::models::download::{self, Progress};
+use dreamvid::models::{ModelKind, WeightsError};
 use dreamvid::plan::mask::Mask;
 use dreamvid::plan::{load_preset, open_files, Plan, Purpose};
 use dreamvid::preset::Preset;
@@ -50,11 +51,42 @@ impl Setup {
 }
 
 /// The weights file of `kind`: `given` (checked if it has a published name), else the first
-/// one found; says on standard error which it is.
-fn weights_file(given: Option<&Path>, kind: ModelKind) -> anyhow::Result<PathBuf> {
-    let located = match given {
-        Some(path) => discovery::given(kind, path)?,
-        None => kind.locate_weights()?,
+/// one found, else (unless `offline`) the published file, downloaded into the cache with a
+/// progress bar; says on standard error which it is.
+fn weights_file(given: Option<&Path>, kind: ModelKind, offline: bool) -> anyhow::Result<PathBuf> {
+    let found = match given {
+        Some(path) => Ok(discovery::given(kind, path)?),
+        None => kind.locate_weights(),
+    };
+    let located = match found {
+        Err(WeightsError::Missing { .. }) if !(offline || download::offline_from_env()) => {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {wide_bar} {bytes}/{total_bytes}, {bytes_per_sec}, ETA {eta}",
+                )
+                .expect("valid template"),
+            );
+            let roots = SearchRoots::from_env();
+            let mirror = download::mirror_from_env();
+            download::fetch(kind, &roots, mirror.as_deref(), &mut |p| match p {
+                Progress::Start { url, to } => eprintln!("downloading {url}\n  to {}", to.display()),
+                Progress::Bytes { done, total } => {
+                    bar.set_length(total.unwrap_or(done));
+                    bar.set_position(done);
+                }
+            })?;
+            bar.finish_and_clear();
+            kind.locate_weights()?
+        }
+        Err(WeightsError::Missing { path, fix }) => {
+            return Err(WeightsError::Missing {
+                path,
+                fix: format!("downloads are off (--offline or {}); {fix}", download::OFFLINE_ENV),
+            }
+            .into())
+        }
+        found => found?,
     };
     eprintln!("weights: {located}");
     Ok(located.path)
@@ -62,7 +94,7 @@ fn weights_file(given: Option<&Path>, kind: ModelKind) -> anyhow::Result<PathBuf
 
 /// Opens the device and loads `kind` from the given or default weights at the precision.
 fn open_session(args: &ModelArgs, kind: ModelKind) -> anyhow::Result<Session> {
-    let weights = weights_file(args.weights.as_deref(), kind)?;
+    let weights = weights_file(args.weights.as_deref(), kind, args.offline)?;
     Session::open(kind, &weights, args.device.open()?, args.precision)
 }
 

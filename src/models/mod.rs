@@ -3,6 +3,7 @@
 mod architecture;
 mod batch_norm;
 pub mod discovery;
+pub mod download;
 pub mod efficientnet_lite0;
 pub mod googlenet;
 mod pth;
