@@ -140,6 +140,7 @@ fn missing_weights_name_the_fetch_script() {
     let o = Command::new(env!("CARGO_BIN_EXE_dreamvid"))
         .args(["image", &input, "-o", "o.png", "--model", "vgg19"])
         .current_dir(&dir)
+        .env("DREAMVID_OFFLINE", "1")
         .env("DREAMVID_WEIGHTS_DIR", dir.join("empty"))
         .env("HOME", &dir)
         .env("TORCH_HOME", dir.join("empty"))

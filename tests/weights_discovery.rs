@@ -217,6 +217,7 @@ fn dreamvid_in(dir: &Path, args: &[&str]) -> std::process::Output {
         .env("HF_HUB_CACHE", dir.join("hf"))
         .env_remove("XDG_CACHE_HOME")
         .env_remove("HF_HOME")
+        .env("DREAMVID_OFFLINE", "1")
         .output()
         .unwrap()
 }

@@ -89,9 +89,15 @@ pub fn fixture_weights(dir: &Path) -> String {
     p.display().to_string()
 }
 
-/// Runs the `dreamvid` binary (ignoring any weights folder of the environment).
+/// Runs the `dreamvid` binary (ignoring any weights folder of the environment, and never
+/// downloading weights).
 pub fn dreamvid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dreamvid")).args(args).env_remove("DREAMVID_WEIGHTS_DIR").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_dreamvid"))
+        .args(args)
+        .env_remove("DREAMVID_WEIGHTS_DIR")
+        .env("DREAMVID_OFFLINE", "1")
+        .output()
+        .unwrap()
 }
 
 /// A finished command's standard error as text.
