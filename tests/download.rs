@@ -65,14 +65,16 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Ve
     let mut request = String::new();
     reader.read_line(&mut request).unwrap();
     let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
-    let mut from = 0u64;
+    let (mut from, mut to) = (0u64, None::<u64>);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
             break;
         }
         if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-            from = v.trim().trim_end_matches('-').parse().unwrap();
+            let (a, b) = v.trim().split_once('-').unwrap();
+            from = a.parse().unwrap();
+            to = b.parse().ok();
         }
     }
     let first = {
@@ -84,17 +86,20 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Ve
         let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
-    let mut body = file[from as usize..].to_vec();
+    let end = to.map_or(file.len(), |t| (t as usize + 1).min(file.len()));
+    let mut body = file[from as usize..end].to_vec();
     if faults.corrupt {
         let middle = body.len() / 2;
         body[middle] ^= 1;
     }
-    let head = match from {
-        0 => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+    // What the Hugging Face hub adds: the commit, and the blob's sha256 as its ETag.
+    let hub = format!("X-Repo-Commit: {}\r\nETag: \"{}\"\r\n", "c0ffee".repeat(6) + "c0ff", sha256_of(file));
+    let head = match (from, to) {
+        (0, None) => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{hub}Connection: close\r\n\r\n", body.len()),
         _ => format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\n{hub}Connection: close\r\n\r\n",
             body.len(),
-            file.len() - 1,
+            end - 1,
             file.len()
         ),
     };
@@ -111,6 +116,12 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Ve
             std::thread::sleep(pause);
         }
     }
+}
+
+/// The sha256 of `bytes`, lowercase hex.
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The real Lite0 checkpoint, served under its published name.
@@ -262,6 +273,40 @@ fn two_processes_share_one_download() {
     let cache = dir.join("torch/hub/checkpoints");
     assert_eq!(listing(&cache), [LITE0]);
     assert_eq!(sha256_hex(&cache.join(LITE0)).unwrap(), PUBLISHED[0].sha256);
+}
+
+#[test]
+fn hugging_face_files_come_through_hf_hub_from_hf_endpoint() {
+    let dir = common::scratch("download-hub");
+    let weights = dir.join("served.safetensors");
+    dreamvid::fixture::write_tiny_vgg19(&weights, 7).unwrap();
+    let served = "timm/vgg19.tv_in1k/resolve/main/model.safetensors".to_string();
+    let server = Server::start(HashMap::from([(served.clone(), std::fs::read(&weights).unwrap())]), Faults::default());
+    dreamvid_at(&dir, &server.base, &["--version"]); // puts the binary in place
+    let input = picture(&dir);
+    for out in ["a.png", "b.png"] {
+        let o = Command::new(dir.join("bin/a/b/dreamvid"))
+            .args(["image", &input, "-o", out, "--model", "vgg19", "--iterations", "1"])
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env("TORCH_HOME", dir.join("torch"))
+            .env("DREAMVID_WEIGHTS_DIR", dir.join("no-weights"))
+            .env("HF_HUB_CACHE", dir.join("hf"))
+            .env("HF_ENDPOINT", &server.base)
+            .env_remove("DREAMVID_OFFLINE")
+            .env_remove("DREAMVID_WEIGHTS_URL")
+            .env_remove("HF_HUB_OFFLINE")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        assert!(common::stderr(&o).contains("sha256 verified"), "{}", common::stderr(&o));
+    }
+    let requests = server.requests();
+    assert!(requests.iter().all(|(path, _)| *path == served), "{requests:?}");
+    assert_eq!(requests.len(), 2, "the hub's metadata and the file, once: {requests:?}");
+    let blobs = dir.join("hf/models--timm--vgg19.tv_in1k/blobs");
+    let kept: Vec<String> = listing(&blobs).into_iter().filter(|n| !n.ends_with(".lock")).collect();
+    assert_eq!(kept, [sha256_hex(&weights).unwrap()], "the blob, named by its sha256, and no partial file");
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::discovery::{sha256_hex, RootKind, SearchRoots};
+use super::discovery::{sha256_hex, RootKind, SearchRoots, Source, KNOWN_FILES};
 use super::ModelKind;
 
 /// Set to anything but empty or `0` to forbid downloads, as `--offline` does.
@@ -103,10 +103,114 @@ pub enum Progress<'a> {
     },
 }
 
+/// Downloads `model`'s weights, verified, and returns their path: from `mirror`/`<name>` when
+/// given; else its published file ([`fetch_published`]); for a model with a Hugging Face file
+/// (VGG19: timm's), that file instead when `HF_ENDPOINT` names a hub mirror, or when the
+/// published URL cannot be reached ([`fetch_hugging_face`]), unless `HF_HUB_OFFLINE` is set.
+pub fn fetch(
+    model: ModelKind,
+    roots: &SearchRoots,
+    mirror: Option<&str>,
+    progress: &mut dyn FnMut(Progress),
+) -> anyhow::Result<PathBuf> {
+    let hub = hugging_face_file(model).filter(|_| mirror.is_none() && !hub_offline());
+    if hub.is_some() && std::env::var_os("HF_ENDPOINT").is_some() {
+        return fetch_hugging_face(model, roots, progress);
+    }
+    match fetch_published(model, roots, mirror, progress) {
+        Err(e) if hub.is_some() && e.is::<Unreachable>() => fetch_hugging_face(model, roots, progress)
+            .map_err(|hub| hub.context(format!("{e:#}\nthe Hugging Face hub's copy failed too"))),
+        result => result,
+    }
+}
+
+/// The Hugging Face repository and file of `model`, if it has one.
+fn hugging_face_file(model: ModelKind) -> Option<(&'static str, &'static str)> {
+    KNOWN_FILES.iter().find_map(|k| match k.source {
+        Source::HuggingFace { repo, file } if k.model == model => Some((repo, file)),
+        _ => None,
+    })
+}
+
+/// Whether `HF_HUB_OFFLINE` forbids the hub.
+fn hub_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The published URL could not be reached (as opposed to answering with an error or a wrong
+/// file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unreachable(String);
+
+/// Downloads `model`'s Hugging Face file through `hf-hub` into the Hugging Face cache under
+/// `roots` (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), from
+/// `$HF_ENDPOINT` or the hub; checked against the sha256 its blob is named by, and removed
+/// when it does not match.
+pub fn fetch_hugging_face(
+    model: ModelKind,
+    roots: &SearchRoots,
+    progress: &mut dyn FnMut(Progress),
+) -> anyhow::Result<PathBuf> {
+    let (repo, file) =
+        hugging_face_file(model).with_context(|| format!("{} has no Hugging Face file", model.name()))?;
+    let cache = roots
+        .roots
+        .iter()
+        .find(|r| r.kind == RootKind::HuggingFace)
+        .and_then(|r| r.dir.clone())
+        .context("no Hugging Face cache folder: set HF_HOME (or HOME)")?;
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+    let url = format!("{}/{repo}/resolve/main/{file}", endpoint.trim_end_matches('/'));
+    progress(Progress::Start { url: &url, to: &cache });
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_cache_dir(cache.clone()).with_progress(false).build()?;
+    let path = api
+        .model(repo.to_string())
+        .download_with_progress(file, HubProgress { report: progress, done: 0 })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "could not download {url}: {e}.\n  fix: check the network (and https_proxy), set HF_ENDPOINT to a hub \
+             mirror, or download it yourself and pass --weights PATH"
+            )
+        })?;
+    // The cache links the file to its blob, named by the sha256 of a file stored with LFS.
+    let blob = std::fs::canonicalize(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let named = blob.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let found = sha256_hex(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
+    if found != named {
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&blob);
+        bail!(
+            "{url} sent a file whose sha256 is {found}, not {named} as the hub said; it was not kept.\n  \
+             fix: try again later, or download it another way and pass --weights PATH"
+        );
+    }
+    Ok(path)
+}
+
+/// hf-hub's progress calls as [`Progress`] events.
+struct HubProgress<'a, 'b> {
+    report: &'a mut dyn FnMut(Progress<'b>),
+    done: u64,
+}
+
+impl hf_hub::api::Progress for HubProgress<'_, '_> {
+    fn init(&mut self, _size: usize, _filename: &str) {
+        self.done = 0;
+    }
+
+    fn update(&mut self, size: usize) {
+        self.done += size as u64;
+        (self.report)(Progress::Bytes { done: self.done, total: None });
+    }
+
+    fn finish(&mut self) {}
+}
+
 /// Downloads `model`'s published file into torch hub's checkpoints folder under `roots` (from
 /// `mirror`/`<name>` when given), verified; returns its path. Another process downloading it
 /// at the same time is waited for.
-pub fn fetch(
+pub fn fetch_published(
     model: ModelKind,
     roots: &SearchRoots,
     mirror: Option<&str>,
@@ -203,6 +307,7 @@ fn download(url: &str, part: &Path, progress: &mut dyn FnMut(Progress)) -> anyho
         )
     };
     let mut last = String::new();
+    let mut unreachable = false;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(500 << attempt));
@@ -221,9 +326,11 @@ fn download(url: &str, part: &Path, progress: &mut dyn FnMut(Progress)) -> anyho
             }
             Err(e) => {
                 last = e.to_string();
+                unreachable = true;
                 continue;
             }
         };
+        unreachable = false;
         let resumed = response.status() == 206;
         let start = if resumed { have } else { 0 };
         let total = response.header("Content-Length").and_then(|n| n.parse::<u64>().ok()).map(|n| n + start);
@@ -255,5 +362,9 @@ fn download(url: &str, part: &Path, progress: &mut dyn FnMut(Progress)) -> anyho
             Err(e) => last = format!("the connection broke after {done} bytes: {e}"),
         }
     }
-    Err(refused(format!("{last} ({ATTEMPTS} attempts; what arrived is kept for the next run to resume)")))
+    let error = refused(format!("{last} ({ATTEMPTS} attempts; what arrived is kept for the next run to resume)"));
+    match unreachable {
+        true => Err(anyhow::Error::new(Unreachable(format!("{error:#}")))),
+        false => Err(error),
+    }
 }
