@@ -95,6 +95,12 @@ fn a_video_output_without_a_container_is_explained_before_any_work() {
         assert!(!err.contains("dreamvid-partial") && !err.contains("no-such-file"), "{err}");
         assert!(!out.exists());
     }
+    // A preview writes OUTPUT.preview.mp4, whatever OUTPUT's extension: the check reaches the
+    // weights (given as missing here), not the container.
+    let out = dir.join("out");
+    let o = dreamvid(&[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--preview", "--weights", "no-such-file"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no-such-file") && !stderr(&o).contains("container"), "{}", stderr(&o));
 }
 
 #[test]

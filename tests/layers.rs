@@ -12,6 +12,11 @@
 //!   the module itself defines; the rule is about siblings.
 //!
 //! The binary (`main.rs`, `cli.rs`, `commands/`) is checked for circles the same way.
+//!
+//! What it does not see: a path that starts with a name a `use` brought in (`video::decode::X`
+//! after `use crate::video;` counts as an import of `video`, not of `video::decode`), the
+//! items a glob (`use super::*`) or a module's private `use` passes on, trait impls (which
+//! need no import), and macros called by bare name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -237,11 +242,13 @@ fn imports(files: &[File]) -> Vec<Import> {
     let modules: BTreeSet<ModPath> = files.iter().map(|f| f.module.clone()).collect();
     let exports: HashMap<ModPath, HashMap<String, ModPath>> =
         files.iter().map(|f| (f.module.clone(), re_exports(f))).collect();
-    // The file defining `path`: the longest prefix that is a file, then on through re-exports.
+    // The file defining `path`: the longest prefix that is a file, then on through the
+    // re-exports of the name that follows it.
     let resolve = |path: &ModPath| -> ModPath {
         let mut file: ModPath =
             (0..=path.len()).rev().map(|n| path[..n].to_vec()).find(|p| modules.contains(p)).unwrap();
-        while let Some(next) = path.get(file.len()).and_then(|name| exports.get(&file)?.get(name)) {
+        let Some(name) = path.get(file.len()) else { return file };
+        while let Some(next) = exports.get(&file).and_then(|e| e.get(name)) {
             if !modules.contains(next) || next == &file {
                 break;
             }

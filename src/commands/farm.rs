@@ -118,7 +118,7 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
 pub fn assemble(args: AssembleArgs) -> anyhow::Result<()> {
     let job = Job::load(&args.job)?;
     check_not_input(&job.input, &args.output)?;
-    check_container(&args.output)?;
+    check_container(&args.output, false)?;
     let frames = farm::assemble::assemble(&args.job, &job, &args.output)?;
     eprintln!("wrote {} ({frames} frames from {} segments)", args.output.display(), job.segments.len());
     Ok(())

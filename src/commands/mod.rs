@@ -30,22 +30,23 @@ use dreamvid::session::Session;
 
 use crate::cli::{DreamArgs, ModelArgs};
 
-/// A preset with flags applied, and the model it runs on.
+/// A preset with flags applied, the model it runs on, and what it is for.
 struct Setup {
     preset: Preset,
     session: Session,
+    purpose: Purpose,
 }
 
 impl Setup {
     fn new<const S: u8>(model: &ModelArgs, dream: &DreamArgs<S>, purpose: Purpose) -> anyhow::Result<Self> {
         let (preset, kind) = load_preset(dream.preset.as_deref(), purpose, model.model, &dream.settings.given)?;
         let session = open_session(model, kind)?;
-        Ok(Setup { preset, session })
+        Ok(Setup { preset, session, purpose })
     }
 
     /// The frames' parameters (with the preset's guide read), and the preset's mask, read.
-    fn plan(&self, purpose: Purpose, vary_seed: bool) -> anyhow::Result<(Plan<'_>, Option<Mask>)> {
-        let (guide, mask) = open_files(&self.preset.base, purpose, &self.session.device)?;
+    fn plan(&self, vary_seed: bool) -> anyhow::Result<(Plan<'_>, Option<Mask>)> {
+        let (guide, mask) = open_files(&self.preset.base, self.purpose, &self.session.device)?;
         Ok((Plan { preset: &self.preset, net: &self.session.net, vary_seed, guide }, mask))
     }
 }

@@ -18,11 +18,15 @@ use crate::cli::VideoArgs;
 pub fn video(args: VideoArgs) -> anyhow::Result<()> {
     let (input, output) = (args.input.expect("required by clap"), args.output.expect("required by clap"));
     check_not_input(&input, &output)?;
-    if !is_folder(&output) {
-        check_container(&output)?;
+    let written = match args.preview {
+        Some(_) => preview::paths(&output).0,
+        None => output.clone(),
+    };
+    if !is_folder(&written) {
+        check_container(&written, true)?;
     }
     let s = Setup::new(&args.model, &args.dream, Purpose::Video)?;
-    let (plan, mask) = s.plan(Purpose::Video, false)?;
+    let (plan, mask) = s.plan(false)?;
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
     let base = &s.preset.base;
     let limit = match (args.duration, args.frames) {

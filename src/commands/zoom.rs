@@ -27,6 +27,7 @@ pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
         bail!("--fps must be between 1 and 100 (got {})", args.fps);
     }
     let s = Setup::new(&args.model, &args.dream, Purpose::Zoom)?;
+    let (plan, mask) = s.plan(true)?;
     let seed_image = match (&args.seed_image, args.noise) {
         (Some(path), _) => {
             let img = load_image(path, &s.session.device)?;
@@ -41,7 +42,7 @@ pub fn zoom(args: ZoomArgs) -> anyhow::Result<()> {
         }
         (None, false) => bail!("give a seed image, or --noise to start from noise"),
     };
-    let ((plan, mask), fps) = (s.plan(Purpose::Zoom, true)?, f64::from(args.fps));
+    let fps = f64::from(args.fps);
     let frame_settings = |i: usize| plan.frame(i, fps);
     let job = ZoomJob {
         net: &s.session.net,

@@ -34,7 +34,7 @@ pub fn luma(img: &RgbImage, device: &Device) -> candle_core::Result<Tensor> {
 
 /// A mask from the raw luma of a mask picture (any size), `[1, 1, h, w]` `F32` in `[0, 1]`:
 /// resized to `h x w`, feathered by a Gaussian of `feather` pixels, and stretched so that values
-/// within [`SNAP`] of black or white are exactly 0 or 1.
+/// within `SNAP` (2/255) of black or white are exactly 0 or 1.
 pub fn prepare(raw: &Tensor, (h, w): (usize, usize), feather: f64) -> candle_core::Result<Tensor> {
     let sized = resample::resize(raw, h, w)?.clamp(0.0, 1.0)?;
     let m = resample::gaussian_blur(&sized, feather)?;

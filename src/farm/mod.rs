@@ -243,7 +243,7 @@ pub fn plan(
     })
 }
 
-/// What rendering one segment writes: a [`VideoJob`]'s segment-specific parts.
+/// What rendering one segment writes: a [`crate::pipeline::VideoJob`]'s segment-specific parts.
 pub struct SegmentRender {
     /// Where the encoded segment goes.
     pub output: PathBuf,

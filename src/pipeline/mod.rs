@@ -102,7 +102,7 @@ enum Encodable {
 pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>)) -> anyhow::Result<VideoReport> {
     let start = Instant::now();
     if !is_folder(&job.output) {
-        check_container(&job.output)?;
+        check_container(&job.output, true)?;
     }
     let mut reader = Source::open(&job.input, job.input_fps)?;
     if !job.excerpt.is_whole() {

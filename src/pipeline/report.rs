@@ -65,6 +65,7 @@ pub(super) struct StageClock {
     nanos: [AtomicU64; 5],
 }
 
+/// A stage of the render, as [`StageClock`] counts it.
 #[derive(Clone, Copy)]
 pub(super) enum Stage {
     Decode,
@@ -75,6 +76,7 @@ pub(super) enum Stage {
 }
 
 impl StageClock {
+    /// Adds `time` to `stage`.
     pub(super) fn add(&self, stage: Stage, time: Duration) {
         self.nanos[stage as usize].fetch_add(time.as_nanos() as u64, Ordering::Relaxed);
     }
@@ -84,6 +86,7 @@ impl StageClock {
         self.add(stage, start.elapsed());
     }
 
+    /// Each stage's time so far.
     pub(super) fn times(&self) -> StageTimes {
         let at = |stage: Stage| Duration::from_nanos(self.nanos[stage as usize].load(Ordering::Relaxed));
         StageTimes {

@@ -53,13 +53,13 @@ pub trait Value: Sized + Clone + std::fmt::Debug + PartialEq {
     const SHAPE: &'static str;
     /// The allowed words, for choices.
     const CHOICES: &'static [&'static str] = &[];
-    /// Whether the value is on/off (see [`Setting::switch`]).
+    /// Whether the value is on/off (see [`super::Setting::switch`]).
     const SWITCH: bool = false;
     /// Reads a value (ranges are checked by the caller, through [`Value::bounded`]).
     fn parse(raw: Raw, model: Option<ModelKind>) -> Result<Self, String>;
     /// The value in a render record (`None`: left out).
     fn to_toml(&self) -> Option<toml::Value>;
-    /// The numbers a [`Range`] bounds, each with the suffix that names it.
+    /// The numbers a [`super::Range`] bounds, each with the suffix that names it.
     fn bounded(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }

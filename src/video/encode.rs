@@ -40,9 +40,13 @@ impl Default for EncodeSettings {
 }
 
 /// Checks, before any work is done, that FFmpeg can write a video at `path`: its extension
-/// picks the container.
-pub fn check_container(path: &Path) -> anyhow::Result<()> {
-    let fix = "end it in .mp4, .mkv or .mov (or another container FFmpeg writes), or in / to write PNG frames";
+/// picks the container. `frames`: the writer could write a folder of PNG frames instead (the
+/// fix says so).
+pub fn check_container(path: &Path, frames: bool) -> anyhow::Result<()> {
+    let fix = format!(
+        "end it in .mp4, .mkv or .mov (or another container FFmpeg writes){}",
+        if frames { ", or in / to write PNG frames" } else { "" }
+    );
     let Some(ext) = path.extension().and_then(|e| e.to_str()).filter(|e| !e.is_empty()) else {
         bail!("cannot write {}: it has no extension to choose the container by.\n  fix: {fix}", path.display());
     };
