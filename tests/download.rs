@@ -145,25 +145,31 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 /// `dreamvid` copied into `dir` (so the repository's weights/ beside the build is not found),
-/// run with a home, torch cache and weights folder of its own under `dir` and `mirror`.
-fn dreamvid_at(dir: &Path, mirror: &str, args: &[&str]) -> Output {
+/// with a home, torch cache, Hugging Face cache and weights folder of its own under `dir`, and
+/// nothing of the environment's download settings.
+fn dreamvid_in(dir: &Path, args: &[&str]) -> Command {
     let exe = dir.join("bin/a/b/dreamvid");
     if !exe.exists() {
         std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
         std::fs::copy(env!("CARGO_BIN_EXE_dreamvid"), &exe).unwrap();
     }
-    Command::new(&exe)
+    let mut command = Command::new(&exe);
+    command
         .args(args)
         .current_dir(dir)
         .env("HOME", dir)
         .env("TORCH_HOME", dir.join("torch"))
         .env("DREAMVID_WEIGHTS_DIR", dir.join("no-weights"))
-        .env("HF_HUB_CACHE", dir.join("hf"))
-        .env("DREAMVID_WEIGHTS_URL", mirror)
-        .env_remove("DREAMVID_OFFLINE")
-        .env_remove("XDG_CACHE_HOME")
-        .output()
-        .unwrap()
+        .env("HF_HUB_CACHE", dir.join("hf"));
+    for var in ["DREAMVID_OFFLINE", "DREAMVID_WEIGHTS_URL", "HF_ENDPOINT", "HF_HUB_OFFLINE", "XDG_CACHE_HOME"] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// [`dreamvid_in`] with `mirror` as `$DREAMVID_WEIGHTS_URL`, run.
+fn dreamvid_at(dir: &Path, mirror: &str, args: &[&str]) -> Output {
+    dreamvid_in(dir, args).env("DREAMVID_WEIGHTS_URL", mirror).output().unwrap()
 }
 
 /// A small picture to dream on, in `dir`.
@@ -235,12 +241,7 @@ fn offline_never_touches_the_network() {
     let o = dreamvid_at(&dir, &server.base, &["image", &input, "-o", "out.png", "--offline"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(common::stderr(&o).contains("downloads are off"), "{}", common::stderr(&o));
-    let o = Command::new(dir.join("bin/a/b/dreamvid"))
-        .args(["image", &input, "-o", "out.png"])
-        .current_dir(&dir)
-        .env("HOME", &dir)
-        .env("TORCH_HOME", dir.join("torch"))
-        .env("DREAMVID_WEIGHTS_DIR", dir.join("no-weights"))
+    let o = dreamvid_in(&dir, &["image", &input, "-o", "out.png"])
         .env("DREAMVID_WEIGHTS_URL", &server.base)
         .env("DREAMVID_OFFLINE", "1")
         .output()
@@ -282,22 +283,10 @@ fn hugging_face_files_come_through_hf_hub_from_hf_endpoint() {
     dreamvid::fixture::write_tiny_vgg19(&weights, 7).unwrap();
     let served = "timm/vgg19.tv_in1k/resolve/main/model.safetensors".to_string();
     let server = Server::start(HashMap::from([(served.clone(), std::fs::read(&weights).unwrap())]), Faults::default());
-    dreamvid_at(&dir, &server.base, &["--version"]); // puts the binary in place
     let input = picture(&dir);
     for out in ["a.png", "b.png"] {
-        let o = Command::new(dir.join("bin/a/b/dreamvid"))
-            .args(["image", &input, "-o", out, "--model", "vgg19", "--iterations", "1"])
-            .current_dir(&dir)
-            .env("HOME", &dir)
-            .env("TORCH_HOME", dir.join("torch"))
-            .env("DREAMVID_WEIGHTS_DIR", dir.join("no-weights"))
-            .env("HF_HUB_CACHE", dir.join("hf"))
-            .env("HF_ENDPOINT", &server.base)
-            .env_remove("DREAMVID_OFFLINE")
-            .env_remove("DREAMVID_WEIGHTS_URL")
-            .env_remove("HF_HUB_OFFLINE")
-            .output()
-            .unwrap();
+        let args = ["image", &input, "-o", out, "--model", "vgg19", "--iterations", "1"];
+        let o = dreamvid_in(&dir, &args).env("HF_ENDPOINT", &server.base).output().unwrap();
         assert!(o.status.success(), "{}", common::stderr(&o));
         assert!(common::stderr(&o).contains("sha256 verified"), "{}", common::stderr(&o));
     }
