@@ -384,6 +384,12 @@ pub struct WeightsArgs {
     /// Only this model.
     #[arg(long, value_parser = words::<ModelKind>(MODEL_NAMES))]
     pub model: Option<ModelKind>,
+    /// First download the weights of the model (every model without --model) that are found
+    /// nowhere, as its first use would: into torch hub's cache, verified by sha256
+    /// ($DREAMVID_WEIGHTS_URL and $DREAMVID_OFFLINE apply). For machines that will render
+    /// offline.
+    #[arg(long)]
+    pub fetch: bool,
 }
 
 /// Planning a render-farm job.

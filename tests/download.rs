@@ -190,6 +190,8 @@ fn first_use_downloads_verifies_and_the_next_run_does_not() {
         assert!(o.status.success(), "{}", common::stderr(&o));
         assert!(dir.join(run).is_file());
     }
+    let o = dreamvid_at(&dir, &server.base, &["weights", "--fetch", "--model", "efficientnet-lite0"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
     assert_eq!(server.requests(), [(LITE0.to_string(), 0)], "one download, then the cache");
     let cache = dir.join("torch/hub/checkpoints");
     assert_eq!(listing(&cache), [LITE0], "the file and nothing else");

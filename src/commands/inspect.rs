@@ -8,7 +8,7 @@ use dreamvid::models::discovery::{self, SearchRoots};
 use dreamvid::models::{ModelKind, WeightsError};
 use dreamvid::preset::Preset;
 
-use super::open_session;
+use super::{open_session, weights_file};
 use crate::cli::{CompareArgs, LayersArgs, StabilityArgs, WeightsArgs};
 
 /// `dreamvid layers`: the layers of the weights given or found; without any, of the model's
@@ -37,13 +37,18 @@ pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
 
 /// `dreamvid weights`.
 pub fn weights(args: WeightsArgs) -> anyhow::Result<()> {
+    let models = args.model.map_or(ModelKind::ALL.to_vec(), |m| vec![m]);
+    if args.fetch {
+        for &model in &models {
+            weights_file(None, model, false)?;
+        }
+    }
     let roots = SearchRoots::from_env();
     println!("Weights are looked for in this order; the first file found is used (--weights PATH overrides):");
     for (i, root) in roots.roots.iter().enumerate() {
         let dir = root.dir.as_ref().map_or("(not set)".to_string(), |d| d.display().to_string());
         println!("  {}. {:<38} {dir}", i + 1, root.label);
     }
-    let models = args.model.map_or(ModelKind::ALL.to_vec(), |m| vec![m]);
     for model in models {
         println!("\n{}", model.name());
         let survey = discovery::survey(model, &roots);

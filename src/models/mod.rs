@@ -100,7 +100,7 @@ impl ModelKind {
         match self {
             ModelKind::EfficientNetLite0 => format!("{get}, or pass --weights PATH (safetensors or .pth)"),
             ModelKind::Vgg19 => format!(
-                "{get} (needs access to the model hub), or let torchvision download vgg19-dcbb9e9d.pth \
+                "{get} (torchvision's file, or timm's from the Hugging Face hub), or let torchvision download vgg19-dcbb9e9d.pth \
                  (torchvision.models.vgg19(weights=\"IMAGENET1K_V1\") puts it in ~/.cache/torch/hub/checkpoints, \
                  where dreamvid finds it), or put any torchvision-layout safetensors or .pth \
                  (keys `features.N.weight`) at weights/{} or pass --weights PATH",
