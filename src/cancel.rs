@@ -1,5 +1,6 @@
 //! Stopping a running dream or render from another thread.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -22,6 +23,15 @@ impl Cancel {
     /// Whether stopping was asked for.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// What a dream's step callback returns ([`crate::dream::dream_until`]): `Break` once
+    /// stopping was asked for.
+    pub fn flow(&self) -> ControlFlow<()> {
+        match self.is_cancelled() {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
     }
 
     /// `Err(Cancelled)` once stopping was asked for.

@@ -4,7 +4,6 @@
 //! [`crate::pipeline::render_video`], which reports every frame (with the dreamed picture and
 //! the stages' times) and takes a [`Cancel`] too.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -80,10 +79,7 @@ impl Session {
         cancel.check()?;
         let mut step = |report| {
             on_step(report);
-            match cancel.is_cancelled() {
-                true => ControlFlow::Break(()),
-                false => ControlFlow::Continue(()),
-            }
+            cancel.flow()
         };
         let dreamed = dream::dream_until(&self.net, image, &look.params, strength.as_ref(), &mut step)
             .context("dream failed")?

@@ -417,15 +417,7 @@ fn flow_coherence_holds_through_occlusion_and_zoom() {
     let input = dir.join("in.mp4");
     write_clip(&input, &ClipSpec::constant(112, 80, 20, 25), occlusion_scene(112, 80)).unwrap();
     let net = common::fixture_vgg();
-    let dream = DreamParams {
-        objective: Objective::layer(net.find_tap("features.20").unwrap()),
-        octaves: 2,
-        iterations: 3,
-        lr: 0.02,
-        jitter: 4,
-        seed: 5,
-        ..DreamParams::default()
-    };
+    let dream = DreamParams { seed: 5, ..golden_params(&net) };
     let measure = |mode: Coherence| {
         let clip = render_and_measure(&net, &dir, &input, &dream, mode);
         (clip.added(), clip.strength)
@@ -445,15 +437,7 @@ fn plain_regions_hold_still_where_the_source_does() {
     let input = dir.join("in.mp4");
     write_clip(&input, &ClipSpec::constant(128, 80, 16, 25), plain_scene(128, 80)).unwrap();
     let net = common::fixture_vgg();
-    let dream = DreamParams {
-        objective: Objective::layer(net.find_tap("features.20").unwrap()),
-        octaves: 2,
-        iterations: 4,
-        lr: 0.02,
-        jitter: 4,
-        seed: 2,
-        ..DreamParams::default()
-    };
+    let dream = DreamParams { iterations: 4, seed: 2, ..golden_params(&net) };
     let measure = |mode: Coherence| render_and_measure(&net, &dir, &input, &dream, mode);
     let (flow, none) = (measure(Coherence::Flow), measure(Coherence::None));
     eprintln!(

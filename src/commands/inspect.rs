@@ -15,13 +15,15 @@ use crate::cli::{CompareArgs, LayersArgs, StabilityArgs, WeightsArgs};
 /// architecture (the shapes are the same).
 pub fn layers(args: LayersArgs) -> anyhow::Result<()> {
     let kind = args.model.model.unwrap_or(ModelKind::EfficientNetLite0);
-    let (net, device) = match (&args.model.weights, kind.locate_weights()) {
-        (None, Err(WeightsError::Missing { .. })) => {
+    // Found weights are read (and checked) once, by the session.
+    let none_found = args.model.weights.is_none() && !SearchRoots::from_env().has_any(kind);
+    let (net, device) = match none_found {
+        true => {
             eprintln!("weights: none found, and none needed: the layers of {}'s architecture", kind.name());
             let device = args.model.device.open()?;
             (kind.architecture(&device)?.to_dtype(args.model.precision.dtype_on(&device)?)?, device)
         }
-        _ => {
+        false => {
             let session = open_session(&args.model, kind)?;
             (session.net, session.device)
         }

@@ -88,6 +88,17 @@ pub struct SearchRoots {
 }
 
 impl SearchRoots {
+    /// The first folder of `kind` (the one downloads go to), when it is named.
+    pub fn dir(&self, kind: RootKind) -> Option<PathBuf> {
+        self.roots.iter().find(|r| r.kind == kind).and_then(|r| r.dir.clone())
+    }
+
+    /// Whether any file for `model` is there, found the way [`locate`] finds it, without
+    /// reading it.
+    pub fn has_any(&self, model: ModelKind) -> bool {
+        candidates(model, self, &KNOWN_FILES).iter().any(|c| c.path.is_file())
+    }
+
     /// The folders that this process's environment and executable name.
     pub fn from_env() -> Self {
         Self::from_vars(|name| std::env::var_os(name), std::env::current_exe().ok().as_deref())

@@ -154,12 +154,7 @@ pub fn fetch_hugging_face(
 ) -> anyhow::Result<PathBuf> {
     let (repo, file) =
         hugging_face_file(model).with_context(|| format!("{} has no Hugging Face file", model.name()))?;
-    let cache = roots
-        .roots
-        .iter()
-        .find(|r| r.kind == RootKind::HuggingFace)
-        .and_then(|r| r.dir.clone())
-        .context("no Hugging Face cache folder: set HF_HOME (or HOME)")?;
+    let cache = roots.dir(RootKind::HuggingFace).context("no Hugging Face cache folder: set HF_HOME (or HOME)")?;
     let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
     let url = format!("{}/{repo}/resolve/main/{file}", endpoint.trim_end_matches('/'));
     progress(Progress::Start { url: &url, to: &cache });
@@ -217,12 +212,7 @@ pub fn fetch_published(
     progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<PathBuf> {
     let file = PUBLISHED.iter().find(|p| p.model == model).expect("every model has a published file");
-    let dir = roots
-        .roots
-        .iter()
-        .find(|r| r.kind == RootKind::TorchHub)
-        .and_then(|r| r.dir.clone())
-        .context("no folder to download weights into: set TORCH_HOME (or HOME)")?;
+    let dir = roots.dir(RootKind::TorchHub).context("no folder to download weights into: set TORCH_HOME (or HOME)")?;
     let (url, inside) = match mirror {
         Some(base) => (format!("{}/{}", base.trim_end_matches('/'), file.name), None),
         None => (file.url.to_string(), file.inside),

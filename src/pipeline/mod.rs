@@ -16,7 +16,6 @@ mod report;
 mod span;
 
 use std::collections::HashSet;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
@@ -101,7 +100,8 @@ enum Encodable {
 /// Renders `job`, calling `progress` after every frame.
 pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>)) -> anyhow::Result<VideoReport> {
     let start = Instant::now();
-    if !is_folder(&job.output) {
+    let folder = is_folder(&job.output);
+    if !folder {
         check_container(&job.output, true)?;
     }
     let mut reader = Source::open(&job.input, job.input_fps)?;
@@ -123,7 +123,6 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>))
         .push(("comment".into(), format!("dreamvid {}: {}", env!("CARGO_PKG_VERSION"), one_line(&job.record))));
     let ticks_per_frame = (1.0 / (f64::from(info.frame_rate) * f64::from(info.time_base))).round().max(1.0) as i64;
 
-    let folder = is_folder(&job.output);
     let clock = StageClock::default();
     let render = |tmp: &Path| {
         let writer = Sink::create(tmp, folder, &info, &encode)?;
@@ -331,10 +330,6 @@ fn dream_stage(
     let mut previous: Option<(RgbImage, RgbImage)> = None;
     let mut stats = DreamStats::default();
     let stopped = || anyhow::Error::new(EncoderStopped);
-    let go_on = || match job.cancel.is_cancelled() {
-        true => ControlFlow::Break(()),
-        false => ControlFlow::Continue(()),
-    };
     for item in input {
         job.cancel.check()?;
         let frame = match item {
@@ -405,7 +400,7 @@ fn dream_stage(
                 let strength = mask::strength(mask.as_ref(), (h, w), params.mask_weight, &job.device)?;
                 let img = match &strength {
                     None => tensor_to_rgb(
-                        &dream::dream_until(job.net, &x, &params.dream, weight.as_ref(), &mut |_| go_on())?
+                        &dream::dream_until(job.net, &x, &params.dream, weight.as_ref(), &mut |_| job.cancel.flow())?
                             .ok_or(Cancelled)?,
                     )?,
                     Some(m) if mask::is_zero(m)? => source.image.clone(),
@@ -414,8 +409,9 @@ fn dream_stage(
                             Some(w) => (w * m)?,
                             None => m.clone(),
                         };
-                        let dreamed = dream::dream_until(job.net, &x, &params.dream, Some(&weight), &mut |_| go_on())?
-                            .ok_or(Cancelled)?;
+                        let dreamed =
+                            dream::dream_until(job.net, &x, &params.dream, Some(&weight), &mut |_| job.cancel.flow())?
+                                .ok_or(Cancelled)?;
                         mask::composite_rgb(&tensor_to_rgb(&dreamed)?, &source.image, &m.flatten_all()?.to_vec1()?)
                     }
                 };

@@ -76,14 +76,9 @@ pub(super) enum Stage {
 }
 
 impl StageClock {
-    /// Adds `time` to `stage`.
-    pub(super) fn add(&self, stage: Stage, time: Duration) {
-        self.nanos[stage as usize].fetch_add(time.as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    /// Time since `start`, added to `stage`.
+    /// Adds the time since `start` to `stage`.
     pub(super) fn since(&self, stage: Stage, start: Instant) {
-        self.add(stage, start.elapsed());
+        self.nanos[stage as usize].fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Each stage's time so far.
