@@ -27,6 +27,12 @@ Kinds of input and what is done to them:
                header JSON, deep nesting, out-of-range/overlapping/reversed offsets, NaN/inf
                weights, wrong shapes/ranks/kernel sizes, zero channels, missing/extra tensors,
                wrong dtypes (relabelled or re-encoded), odd __metadata__, misaligned data.
+  pth          the same weights as PyTorch checkpoints (scripts/write_pth.py: zip as torch 2.x
+               and 1.x write it, legacy with each tensor rebuild torch ever pickled,
+               channels-last and shared storages): truncation, bit flips, pickle opcodes
+               changed, inserted or deleted, storage records cut short or missing, records
+               compressed or renamed (outside the archive too), legacy storage counts, and
+               hostile pickles (os.system/eval REDUCEs, deep nesting, memo bombs, huge sizes).
 """
 
 import array
@@ -49,7 +55,7 @@ import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-KINDS_ALL = ["image", "video", "preset", "safetensors"]
+KINDS_ALL = ["image", "video", "preset", "safetensors", "pth"]
 
 # torchvision VGG19 `features`: convolutions per block, each followed by ReLU; a pool per block.
 VGG_BLOCKS = [2, 2, 4, 4, 4]
@@ -581,6 +587,7 @@ class Seeds:
         self.weights = st_serialize(self.tensors)
         self.weights_path = root / "fixture-vgg19.safetensors"
         self.weights_path.write_bytes(self.weights)
+        self.checkpoints = make_checkpoints(root, self.tensors)
 
     def make_images(self):
         chelsea = (REPO / "assets" / "chelsea.png").read_bytes()
@@ -1438,7 +1445,155 @@ def st_join_raw(h, data):
     return struct.pack("<Q", len(h)) + h + data
 
 
-MAKERS = {"image": image_case, "video": video_case, "preset": preset_case, "safetensors": safetensors_case}
+# --- pth --------------------------------------------------------------------------------------
+
+PTH_LAYOUTS = {
+    "zip": dict(), "zip-1x": dict(layout="1.x", archive="archive", metadata=False),
+    "zip-channels-last": dict(channels_last=True), "zip-shared": dict(shared=True),
+    "zip-parameter": dict(rebuild="parameter"), "legacy": dict(legacy=True),
+    "legacy-v1": dict(legacy=True, rebuild="v1", metadata=False),
+    "legacy-v0": dict(legacy=True, rebuild="v0", metadata=False),
+}
+
+
+def make_checkpoints(root, tensors):
+    """{layout: bytes} of the fixture weights as PyTorch checkpoints (scripts/write_pth.py)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import write_pth
+    mapped = write_pth.collections.OrderedDict((n, (d, shape, raw)) for n, d, shape, raw in tensors)
+    out = {}
+    for name, opts in PTH_LAYOUTS.items():
+        opts = dict(opts)
+        path = root / f"fixture-{name}.pth"
+        if opts.pop("legacy", False):
+            write_pth.write_legacy(str(path), mapped, **opts)
+        else:
+            write_pth.write_zip(str(path), mapped, **opts)
+        out[name] = path.read_bytes()
+    return out
+
+
+def zip_records(blob):
+    """[(name, bytes)] of a zip checkpoint."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        return [(i.filename, z.read(i)) for i in z.infolist()]
+
+
+def zip_build(records, deflate=()):
+    import io
+    import zipfile
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in records:
+            z.writestr(name, data, zipfile.ZIP_DEFLATED if name in deflate else zipfile.ZIP_STORED)
+    return out.getvalue()
+
+
+PICKLE_OPS = b"().0N\x88\x89KMJ\x8a]}lts\x85\x86\x87RQbhjqr\x94\x93Xcu"
+
+
+def hostile_pickle(rng, marker):
+    """A pickle that torch.load would let do harm, or that bombs a naive reader."""
+    def text(t):
+        b = t.encode()
+        return b"X" + struct.pack("<I", len(b)) + b
+    what = rng.choice(["os-system", "eval", "nested", "marks", "billion-laughs", "quadratic", "huge-string", "long-line"])
+    if what == "os-system":
+        body = b"cposix\nsystem\n" + text(f"touch {marker}") + b"\x85R"
+    elif what == "eval":
+        body = b"}" + text("features.0.weight") + b"cbuiltins\neval\n" + text(f"__import__('os').system('touch {marker}')") + b"\x85Rs"
+    elif what == "nested":
+        body = b"N" + b"\x85" * rng.choice([101, 5000, 300000])
+    elif what == "marks":
+        body = b"(" * rng.choice([1000, 1000000])
+    elif what == "billion-laughs":
+        body = b"]q\x00" + (b"(" + b"h\x00" * 10 + b"lq\x00") * rng.choice([20, 90])
+    elif what == "quadratic":
+        body = b"]q\x00" + b"Naq\x00" * rng.choice([10000, 300000])
+    elif what == "huge-string":
+        body = rng.choice([b"\x8d", b"\x8e"]) + struct.pack("<Q", rng.choice([1 << 31, 1 << 62, (1 << 64) - 1])) + b"abc"
+    else:
+        body = b"c" + b"a" * rng.choice([5000, 1 << 20])
+    return what, b"\x80\x02" + body + b"."
+
+
+def pth_case(rng, seeds):
+    layout = rng.choice(sorted(seeds.checkpoints))
+    blob = seeds.checkpoints[layout]
+    zipped = not layout.startswith("legacy")
+    ops = ["truncate", "bitflip", "overwrite", "hostile", "duplicate", "delete"]
+    ops += ["pickle-op", "pickle-cut", "storage-cut", "storage-missing", "compressed", "rename", "traversal"] if zipped else ["legacy-count"]
+    op = rng.choice(ops)
+    case = Case("pth", "pth-" + op, f"fixture-{layout}.pth")
+    case.detail = layout
+    if op == "truncate":
+        out = truncate(rng, blob)
+    elif op == "bitflip":
+        out = flip_bits(rng, blob)
+    elif op == "overwrite":
+        out = overwrite_runs(rng, blob, 0, len(blob))
+    elif op == "duplicate":
+        out = duplicate_range(rng, blob)
+    elif op == "delete":
+        out = delete_range(rng, blob)
+    elif op == "hostile":
+        what, pkl = hostile_pickle(rng, case_marker())
+        case.detail += f", {what}"
+        if zipped:
+            out = zip_build([(n, pkl if n.endswith("data.pkl") else d) for n, d in zip_records(blob)])
+        else:
+            out = pkl + blob[rng.choice([0, 0, len(pkl)]):] if rng.random() < 0.5 else blob[:rng.randrange(len(blob))] + pkl
+    elif op == "legacy-count":
+        # The int64 element count before a storage's bytes.
+        at = rng.randrange(max(1, len(blob) - 8))
+        out = blob[:at] + struct.pack("<q", rng.choice([-1, 0, 1 << 40, (1 << 63) - 1])) + blob[at + 8:]
+    else:
+        records = zip_records(blob)
+        pkl_i = next(i for i, (n, _) in enumerate(records) if n.endswith("data.pkl"))
+        storages = [i for i, (n, _) in enumerate(records) if "/data/" in n]
+        if op == "pickle-op":
+            name, pkl = records[pkl_i]
+            pkl = bytearray(pkl)
+            for _ in range(rng.choice([1, 1, 2, 5])):
+                at = rng.randrange(len(pkl))
+                choice = rng.random()
+                if choice < 0.4:
+                    pkl[at] = rng.choice(PICKLE_OPS)
+                elif choice < 0.7:
+                    pkl[at:at] = bytes([rng.choice(PICKLE_OPS)])
+                else:
+                    del pkl[at]
+            records[pkl_i] = (name, bytes(pkl))
+        elif op == "pickle-cut":
+            name, pkl = records[pkl_i]
+            records[pkl_i] = (name, pkl[:rng.randrange(len(pkl))])
+        elif op == "storage-cut":
+            i = rng.choice(storages)
+            records[i] = (records[i][0], records[i][1][:rng.randrange(len(records[i][1]) + 1)])
+        elif op == "storage-missing":
+            del records[rng.choice(storages)]
+        elif op == "rename":
+            i = rng.randrange(len(records))
+            records[i] = (records[i][0] + rng.choice(["x", "/", ""]) + rng.choice(["", "data.pkl"]), records[i][1])
+        elif op == "traversal":
+            i = rng.choice([pkl_i] + storages)
+            records[i] = (rng.choice(["../", "../../", "/", "a/../../"]) + records[i][0], records[i][1])
+        out = zip_build(records, deflate=[records[i][0] for i in storages + [pkl_i] if rng.random() < 0.5] if op == "compressed" else ())
+    case.weights = rng.choice(["weights.pth", "weights.pth", "weights.pt", "weights"])
+    case.files[case.weights] = out
+    case.input = "input.png"
+    case.files[case.input] = seeds.images["small-rgb8.png"]
+    return case
+
+
+def case_marker():
+    """Where a hostile pickle's command would leave a file (checked after every run)."""
+    return Path(tempfile.gettempdir()) / "dreamvid-fuzz-pwned"
+
+
+MAKERS = {"image": image_case, "video": video_case, "preset": preset_case, "safetensors": safetensors_case, "pth": pth_case}
 
 
 def make_case(seed, index, kinds, seeds):
@@ -1586,6 +1741,9 @@ class Runner:
             f.append(("signal", f"killed by signal {-rc} ({name})"))
         if "panicked" in err or rc == 101:
             f.append(("panic", panic_site(err)))
+        if case_marker().exists():
+            f.append(("ran-code", "a pickle's command ran: it created " + str(case_marker())))
+            case_marker().unlink()
         if not timed_out:
             for name, h in before.items():
                 if name.startswith("in/") and after.get(name) != h:

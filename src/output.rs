@@ -4,10 +4,26 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-/// Temporary path beside `path` that keeps its extension (encoders pick formats from it).
+/// A temporary path beside `path` that keeps its extension (encoders pick formats from it),
+/// new at every call: processes writing the same output at once (a render-farm task retried
+/// while its first attempt still runs, on any machine sharing the folder) never write into
+/// each other's file, and the last rename wins with a whole file.
 pub fn temp_path(path: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    // Randomly keyed per process (the standard library seeds it from the system), so that
+    // processes on different machines with the same pid pick different names too.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.dreamvid-partial.{}", extension(path)))
+    path.with_file_name(format!(".{name}.dreamvid-partial-{:016x}.{}", hasher.finish(), extension(path)))
+}
+
+/// Whether a file name is one [`temp_path`] makes.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".dreamvid-partial-")
 }
 
 fn extension(path: &Path) -> String {
@@ -129,12 +145,24 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(!out.exists());
-        assert!(!temp_path(&out).exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the temporary file is removed");
         write_atomically(&out, |tmp| Ok(std::fs::write(tmp, b"whole")?)).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"whole");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "the output alone");
         let missing = write_atomically(&dir.join("no/such/dir.png"), |_| Ok(()));
         assert!(missing.unwrap_err().to_string().contains("does not exist"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporary_paths_differ_at_every_call_and_keep_the_extension() {
+        let (a, b) = (temp_path(Path::new("dir/out.mkv")), temp_path(Path::new("dir/out.mkv")));
+        assert_ne!(a, b);
+        for t in [a, b] {
+            assert_eq!(t.parent(), Some(Path::new("dir")));
+            assert_eq!(t.extension().unwrap(), "mkv");
+            assert!(is_temp_name(t.file_name().unwrap().to_str().unwrap()));
+        }
     }
 
     #[test]

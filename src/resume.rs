@@ -56,7 +56,10 @@ impl Checkpoints {
     pub fn prepare(output: &Path, record: &str, resume: bool) -> anyhow::Result<Self> {
         let dir = Self::dir_for(output);
         let job = dir.join("job.toml");
-        if resume && dir.is_dir() {
+        // A folder with neither record nor frames is one another process (a retried
+        // render-farm task) has just made, or one a render killed at once left.
+        let has_frames = || Self { dir: dir.clone() }.saved_frames() > 0;
+        if resume && dir.is_dir() && (job.exists() || has_frames()) {
             let saved = std::fs::read_to_string(&job).unwrap_or_default();
             if saved != record {
                 bail!(
@@ -67,7 +70,7 @@ impl Checkpoints {
             }
             return Ok(Self { dir });
         }
-        if dir.exists() {
+        if dir.exists() && !resume {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot clear old checkpoints in {}", dir.display()))?;
         }
@@ -81,7 +84,8 @@ impl Checkpoints {
             }
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
-        std::fs::write(&job, record).with_context(|| format!("cannot write {}", job.display()))?;
+        write_atomically(&job, |tmp| Ok(std::fs::write(tmp, record)?))
+            .with_context(|| format!("cannot write {}", job.display()))?;
         Ok(Self { dir })
     }
 
@@ -96,7 +100,7 @@ impl Checkpoints {
         if !path.exists() {
             return Checkpoint::Missing;
         }
-        match image::open(&path) {
+        match crate::image_io::decode_image(&path) {
             Ok(img) if (img.width(), img.height()) == size => Checkpoint::Found(img.to_rgb8()),
             _ => Checkpoint::Unreadable,
         }

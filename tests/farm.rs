@@ -3,11 +3,12 @@
 
 mod common;
 
-use common::{dreamvid, fixture_weights, stderr, timeline};
+use common::{dreamvid, dreamvid_command, fixture_weights, stderr, timeline};
 
 use std::path::{Path, PathBuf};
 
 use dreamvid::compare::{frames, psnr};
+use dreamvid::farm::Job;
 use dreamvid::fixture::clip::{moving_pattern, occlusion_scene, write_clip, ClipSpec};
 
 /// A clip with a cut at frame 24 and a long second shot (40 frames), with audio.
@@ -54,9 +55,53 @@ impl Farm {
     }
 
     fn render(&self, job: &Path, segment: usize) -> std::process::Output {
-        let (job, seg) = (job.display().to_string(), segment.to_string());
-        self.run(&["render", &job, "--segment", &seg, "--weights", &self.weights])
+        self.render_command(job, segment).output().unwrap()
     }
+
+    /// `dreamvid render JOB --segment I`, to start.
+    fn render_command(&self, job: &Path, segment: usize) -> std::process::Command {
+        let (job, seg) = (job.display().to_string(), segment.to_string());
+        let mut c = dreamvid_command(&["render", &job, "--segment", &seg, "--weights", &self.weights]);
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        c
+    }
+
+    /// A planned job in `name`, and the time its segment [`WARM`] takes to render there
+    /// uninterrupted (its frames are then the reference the fault tests compare with).
+    fn reference(&self, name: &str) -> (PathBuf, std::time::Duration) {
+        let job = self.dir.join(name);
+        assert!(self.plan(&job).status.success());
+        let t = std::time::Instant::now();
+        let o = self.render(&job, WARM);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (job, t.elapsed())
+    }
+}
+
+/// The segment inside the long shot: warm-up, cross-fade frames set aside, frames written.
+const WARM: usize = 2;
+
+/// The frames of segment `i` of the job in `dir`: its video's and those it set aside.
+fn segment_frames(dir: &Path, i: usize) -> (Vec<image::RgbImage>, Vec<(String, Vec<u8>)>) {
+    let mut aside: Vec<(String, Vec<u8>)> = std::fs::read_dir(Job::fade_dir(dir, i))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !dreamvid::output::is_temp_name(&e.file_name().to_string_lossy()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), image::open(e.path()).unwrap().to_rgb8().into_raw()))
+        .collect();
+    aside.sort();
+    (frames(&Job::segment_path(dir, i)).unwrap(), aside)
+}
+
+/// Files in the job's segments folder that are neither segments nor their companions (left
+/// over by an interrupted or duplicated render).
+fn litter(dir: &Path) -> Vec<String> {
+    let folders = std::iter::once(Job::segments_dir(dir)).chain((0..3).map(|i| Job::fade_dir(dir, i)));
+    folders
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with('.') && !n.ends_with(".dreamvid-frames"))
+        .collect()
 }
 
 #[test]
@@ -173,4 +218,179 @@ fn bad_jobs_fail_clearly_and_write_nothing() {
     let o = f.run(&["status", f.dir.join("nothing").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("dreamvid plan"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_render_killed_at_random_points_resumes_to_the_uninterrupted_frames() {
+    let f = Farm::new("farm-kill");
+    let (reference, _) = f.reference("reference");
+    let job = f.dir.join("job");
+    assert!(f.plan(&job).status.success());
+    // Three SIGKILLs at seeded random points: once a random number of the segment's 32
+    // dreamed frames are checkpointed (the first may be before any), plus 0-30 ms.
+    let checkpoints = Job::segments_dir(&job).join(format!(".{WARM}.mkv.dreamvid-frames"));
+    let saved = || {
+        let frame = |n: &str| n.ends_with(".png") && !dreamvid::output::is_temp_name(n);
+        std::fs::read_dir(&checkpoints)
+            .map_or(0, |d| d.filter(|e| frame(&e.as_ref().unwrap().file_name().to_string_lossy())).count())
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut kept = Vec::new();
+    let mut target = 0;
+    for step in [6, 10, 8] {
+        target += random(step) as usize + usize::from(target > 0);
+        let mut child = f.render_command(&job, WARM).spawn().unwrap();
+        while saved() < target && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(random(30)));
+        assert!(child.try_wait().unwrap().is_none(), "the render ended before the kill at {target}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kept.push((target, saved()));
+    }
+    assert!(kept.last().is_some_and(|&(_, n)| n > 1), "the kills left checkpoints to resume from: {kept:?}");
+    let o = f.render(&job, WARM);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("from checkpoints"), "the rerun resumed: {}", stderr(&o));
+    assert!(
+        segment_frames(&job, WARM) == segment_frames(&reference, WARM),
+        "frames differ from the uninterrupted render"
+    );
+    // The kills' partial files are gone once the job is assembled.
+    for i in (0..3).filter(|&i| i != WARM) {
+        assert!(f.render(&job, i).status.success());
+    }
+    let out = f.dir.join("out.mp4");
+    let o = f.run(&["assemble", job.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(litter(&job), Vec::<String>::new());
+}
+
+#[test]
+fn one_segment_rendered_twice_at_once_ends_as_one_valid_segment() {
+    let f = Farm::new("farm-twice");
+    let (reference, _) = f.reference("reference");
+    let job = f.dir.join("job");
+    assert!(f.plan(&job).status.success());
+    // A retried task whose first attempt is still alive: two processes, the same segment.
+    let (a, b) = (f.render_command(&job, WARM).spawn().unwrap(), f.render_command(&job, WARM).spawn().unwrap());
+    for child in [a, b] {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        println!(
+            "{}",
+            stderr(&o)
+                .lines()
+                .filter(|l| l.contains("segment") || l.starts_with("wrote"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert!(segment_frames(&job, WARM) == segment_frames(&reference, WARM), "frames differ from a single render");
+    let status = String::from_utf8_lossy(&f.run(&["status", job.to_str().unwrap()]).stdout).into_owned();
+    assert!(status.contains(&format!("segment {WARM:>4} (frames 44-63): done")), "{status}");
+    assert_eq!(litter(&job), Vec::<String>::new(), "no partial file left");
+}
+
+#[test]
+fn assemble_refuses_a_truncated_or_bit_flipped_segment_and_status_says_how_to_redo_it() {
+    let f = Farm::new("farm-damaged");
+    let job = f.dir.join("job");
+    assert!(f.plan(&job).status.success());
+    for i in 0..3 {
+        assert!(f.render(&job, i).status.success());
+    }
+    let (good0, good1) = (segment_frames(&job, 0), segment_frames(&job, 1));
+    // Segment 0 loses its last third; segment 1 has one bit flipped in its middle (a packet's
+    // payload: the container still reads, with every frame and timestamp in place).
+    let seg = |i| Job::segment_path(&job, i);
+    let bytes = std::fs::read(seg(0)).unwrap();
+    std::fs::write(seg(0), &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let mut bytes = std::fs::read(seg(1)).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(seg(1), &bytes).unwrap();
+    let out = f.dir.join("out.mp4");
+    let o = f.run(&["assemble", job.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    for i in [0, 1] {
+        assert!(err.contains(&format!("segment {i} must be rendered again")), "{err}");
+        assert!(err.contains(&format!("dreamvid render {} --segment {i}", job.display())), "{err}");
+    }
+    assert!(err.contains("1.mkv is damaged"), "the flipped bit is found: {err}");
+    assert!(!out.exists());
+    let status = String::from_utf8_lossy(&f.run(&["status", job.to_str().unwrap()]).stdout).into_owned();
+    for i in [0, 1] {
+        assert!(
+            status.contains(&format!("render it again: dreamvid render {} --segment {i}", job.display())),
+            "{status}"
+        );
+    }
+    assert!(status.contains("1 of 3 segments done"), "{status}");
+    // Rendered again, they are the frames they were, and the job assembles.
+    for i in [0, 1] {
+        let o = f.render(&job, i);
+        assert!(o.status.success() && !stderr(&o).contains("already rendered"), "{}", stderr(&o));
+    }
+    assert!(segment_frames(&job, 0) == good0 && segment_frames(&job, 1) == good1);
+    assert!(f.run(&["assemble", job.to_str().unwrap(), "-o", out.to_str().unwrap()]).status.success());
+}
+
+/// A tmpfs mounted for the life of the value.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, bytes: u64) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs", at.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mounting a tmpfs needs root: {}", stderr(&o));
+        Tmpfs(at.into())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+#[ignore = "mounts a tmpfs, which needs root: scripts/test runs it as root"]
+fn a_full_job_folder_fails_the_task_clearly_and_the_retry_finishes_once_there_is_room() {
+    let f = Farm::new("farm-full");
+    let (reference, _) = f.reference("reference");
+    let job = f.dir.join("job");
+    let _fs = Tmpfs::mount(&job, 4 << 20);
+    assert!(f.plan(&job).status.success());
+    // Fill the folder to 96 KiB of room: enough to start, not to finish.
+    let filler = job.join("filler");
+    let free = || {
+        let o = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(&job).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().last().unwrap().trim().parse::<u64>().unwrap()
+    };
+    std::fs::write(&filler, vec![1u8; (free() - (96 << 10)) as usize]).unwrap();
+    let o = f.render(&job, WARM);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("run the same command again") && !err.contains("panicked"), "{err}");
+    assert!(!Job::segment_path(&job, WARM).exists(), "no half-written segment");
+    assert_eq!(litter(&job), Vec::<String>::new(), "no partial file left");
+    // Room again: the retry resumes and finishes with the frames of an uninterrupted render.
+    std::fs::remove_file(&filler).unwrap();
+    let o = f.render(&job, WARM);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("from checkpoints"), "{}", stderr(&o));
+    assert!(segment_frames(&job, WARM) == segment_frames(&reference, WARM));
 }

@@ -111,7 +111,14 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         mask: mask.as_ref(),
         cancel: Cancel::new(),
     };
-    run_render(&video)
+    let rendered = run_render(&video);
+    // A retried task whose first attempt is still alive renders beside it: whichever finishes
+    // first removes the checkpoints the other one writes to, and the other one stops here.
+    if rendered.is_err() && farm::assemble::check_segment(&args.job, &job, &job.segments[index]).is_ok() {
+        eprintln!("segment {index} was finished by another render meanwhile: {}", video.output.display());
+        return Ok(());
+    }
+    rendered
 }
 
 /// `dreamvid assemble JOB_DIR -o OUTPUT`.
@@ -137,7 +144,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         let text = match state {
             SegmentState::Done => "done".to_string(),
             SegmentState::Missing => "missing".to_string(),
-            SegmentState::Stale(why) => format!("stale: {why}"),
+            SegmentState::Stale(why) => {
+                format!(
+                    "stale: {why}\n    render it again: dreamvid render {} --segment {}",
+                    args.job.display(),
+                    s.index
+                )
+            }
         };
         if *state != SegmentState::Done {
             todo.push(s.index);

@@ -10,7 +10,8 @@ use ffmpeg::{format, media, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 
 use super::{Job, Segment};
-use crate::output::write_atomically;
+use crate::models::discovery::sha256_hex;
+use crate::output::{is_temp_name, write_atomically};
 use crate::pipeline::aside_path;
 use crate::video::encode::{add_copied_streams, set_metadata};
 use crate::video::{EncodeSettings, VideoReader, VideoWriter};
@@ -70,6 +71,17 @@ pub fn check_segment(dir: &Path, job: &Job, s: &Segment) -> anyhow::Result<Packe
     }
     if meta(SEGMENT_KEY) != Some(s.index.to_string()) {
         bail!("{} is not segment {}", path.display(), s.index);
+    }
+    let sum_path = Job::checksum_path(dir, s.index);
+    let recorded = std::fs::read_to_string(&sum_path)
+        .with_context(|| format!("{} has no checksum in {}", path.display(), sum_path.display()))?;
+    let sum = sha256_hex(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    if sum != recorded.trim() {
+        bail!(
+            "{} is damaged (truncated or changed since its render: its sha256 is not the one in {})",
+            path.display(),
+            sum_path.display()
+        );
     }
     let source = open_checked(&path, job, s.frames - s.fade_in, s.pts)?;
     let set_aside = (s.first..s.first + s.fade_in).chain(s.first + s.frames..s.first + s.frames + s.fade_out);
@@ -138,7 +150,26 @@ pub fn assemble(dir: &Path, job: &Job, output: &Path) -> anyhow::Result<usize> {
     for seam in sources.iter().filter(|s| s.path.extension().is_some_and(|e| e == "seam")) {
         let _ = std::fs::remove_file(&seam.path);
     }
+    if joined.is_ok() {
+        remove_partial_files(dir, job);
+    }
     joined
+}
+
+/// Removes the temporary files that killed renders left in the job's segments folder and its
+/// cross-fade folders. A render still running (a duplicate of a finished task) whose file
+/// goes finds its segment done and stops.
+fn remove_partial_files(dir: &Path, job: &Job) {
+    let folders =
+        std::iter::once(Job::segments_dir(dir)).chain(job.segments.iter().map(|s| Job::fade_dir(dir, s.index)));
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        for entry in entries.filter_map(Result::ok) {
+            if is_temp_name(&entry.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// Encodes the cross-fade where segment `a` meets segment `b` inside a shot: `b`'s first

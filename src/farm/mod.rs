@@ -80,8 +80,14 @@ impl Job {
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!("cannot read {} (make it with `dreamvid plan INPUT -o {}`)", path.display(), dir.display())
         })?;
+        Self::parse(&text, &path)
+    }
+
+    /// Reads a job file's text (`path` names it in errors): a job of this version whose
+    /// segments are consistent with each other and with the input's frames.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
         let job: Job =
-            toml::from_str(&text).with_context(|| format!("{} is not a dreamvid job file", path.display()))?;
+            toml::from_str(text).with_context(|| format!("{} is not a dreamvid job file", path.display()))?;
         if job.version != JOB_VERSION {
             bail!(
                 "{} is a version {} job; this dreamvid reads version {JOB_VERSION}: plan it again",
@@ -89,7 +95,36 @@ impl Job {
                 job.version
             );
         }
+        job.check_segments().map_err(|why| {
+            anyhow::anyhow!("{} is damaged ({why}): delete the folder and plan again", path.display())
+        })?;
         Ok(job)
+    }
+
+    /// What is wrong with the segment list, if anything: every segment in order, inside the
+    /// input, its warm-up and cross-fades inside it as [`plan_segments`] makes them.
+    fn check_segments(&self) -> Result<(), String> {
+        if self.time_base[0] <= 0 || self.time_base[1] <= 0 {
+            return Err(format!("time base {}/{}", self.time_base[0], self.time_base[1]));
+        }
+        let mut next = 0;
+        for (i, s) in self.segments.iter().enumerate() {
+            let end = s.first.checked_add(s.frames).and_then(|e| e.checked_add(s.fade_out));
+            let fits = s.index == i
+                && s.first == next
+                && s.warmup <= s.first
+                && s.fade_in < s.frames
+                && s.fade_pts.len() == s.fade_in
+                && end.is_some_and(|e| e <= self.frames);
+            if !fits {
+                return Err(format!("segment {i} does not fit the plan's frames"));
+            }
+            next = s.first + s.frames;
+        }
+        if next != self.frames {
+            return Err(format!("its segments cover {next} of {} frames", self.frames));
+        }
+        Ok(())
     }
 
     /// Writes `dir/job.toml` atomically.
@@ -122,6 +157,11 @@ impl Job {
     /// Where segment `index` is written.
     pub fn segment_path(dir: &Path, index: usize) -> PathBuf {
         Self::segments_dir(dir).join(format!("{index}.mkv"))
+    }
+
+    /// Where the sha256 of segment `index`'s file is kept (written just before the file).
+    pub fn checksum_path(dir: &Path, index: usize) -> PathBuf {
+        Self::segments_dir(dir).join(format!("{index}.sha256"))
     }
 
     /// Where segment `index` sets aside the frames it cross-fades with its neighbours.
@@ -266,6 +306,7 @@ pub fn segment_render(dir: &Path, job: &Job, index: usize) -> anyhow::Result<Seg
         frames: s.frames - s.fade_in,
         tail: s.fade_out,
         aside: Job::fade_dir(dir, index),
+        checksum: Job::checksum_path(dir, index),
     };
     let tags = vec![
         (assemble::JOB_KEY.to_string(), job.settings_hash.clone()),
@@ -293,4 +334,57 @@ pub fn job_preset(job: &Job) -> anyhow::Result<Preset> {
     let flags = job.setting_flags()?;
     let (preset, _) = crate::plan::resolve_preset(&job.preset_origin, &job.preset, Some(job.model_kind()?), &flags)?;
     Ok(preset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job of 100 frames: a shot of 40, then one of 60 split in two with a warm-up.
+    fn job() -> Job {
+        let pts: Vec<i64> = (0..100).map(|i| 512 * i).collect();
+        let cutting = Cutting { max_frames: 40, min_frames: 5, warmup: 12, crossfade: 4 };
+        Job {
+            version: JOB_VERSION,
+            dreamvid: "0".into(),
+            input: "in.mp4".into(),
+            input_fingerprint: "1-0".into(),
+            frames: 100,
+            time_base: [1, 12800],
+            model: "vgg19".into(),
+            weights: "w.safetensors".into(),
+            weights_fingerprint: "1-0".into(),
+            preset_origin: "preset layer20".into(),
+            preset: String::new(),
+            flags: vec![],
+            settings_hash: "0".into(),
+            segments: plan_segments(&pts, &[40], cutting),
+        }
+    }
+
+    #[test]
+    fn a_job_file_whose_segments_do_not_fit_is_damaged() {
+        let path = Path::new("JOB/job.toml");
+        let good = job();
+        assert_eq!(good.segments.iter().map(|s| (s.first, s.warmup)).collect::<Vec<_>>(), [(0, 0), (40, 0), (70, 12)]);
+        assert_eq!(Job::parse(&toml::to_string(&good).unwrap(), path).unwrap(), good);
+        // Each of these would have made `render` compute frame numbers below 0 or past the
+        // input, or left frames out.
+        type Break = (&'static str, fn(&mut Job));
+        let breaks: [Break; 7] = [
+            ("warm-up before the input", |j| j.segments[2].warmup = 71),
+            ("cross-fade longer than the segment", |j| j.segments[2].fade_in = 30),
+            ("fade timestamps missing", |j| j.segments[2].fade_pts.clear()),
+            ("past the input", |j| j.frames = 90),
+            ("a gap", |j| j.segments[1].first = 41),
+            ("out of order", |j| j.segments.swap(0, 1)),
+            ("no time base", |j| j.time_base = [1, 0]),
+        ];
+        for (what, change) in breaks {
+            let mut bad = good.clone();
+            change(&mut bad);
+            let err = Job::parse(&toml::to_string(&bad).unwrap(), path).unwrap_err().to_string();
+            assert!(err.contains("JOB/job.toml is damaged") && err.contains("plan again"), "{what}: {err}");
+        }
+    }
 }

@@ -246,6 +246,20 @@ impl WeightFile {
         }
     }
 
+    /// The names and shapes of the tensors the file holds, sorted by name (a checkpoint's
+    /// entries that are no readable tensor are left out).
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out: Vec<(String, Vec<usize>)> = match &self.tensors {
+            Tensors::Safetensors(file) => {
+                file.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect()
+            }
+            Tensors::Pth(file) => file.views().map(|(name, view)| (name.to_string(), view.shape.clone())).collect(),
+            Tensors::Shapes(shapes) => shapes.iter().map(|(n, s)| (n.clone(), s.clone())).collect(),
+        };
+        out.sort();
+        out
+    }
+
     fn unreadable(&self, name: &str, reason: impl fmt::Display) -> WeightsError {
         WeightsError::Unreadable {
             path: self.path.clone(),

@@ -29,6 +29,7 @@ use crate::cancel::{Cancel, Cancelled};
 use crate::dream;
 use crate::dream::mask;
 use crate::image_io::{rgb_to_tensor, tensor_to_rgb};
+use crate::models::discovery::sha256_hex;
 use crate::nn::Network;
 use crate::output::{is_folder, write_atomically, write_folder_atomically};
 use crate::plan::mask::Mask;
@@ -164,7 +165,14 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>))
     };
     let rendered = match folder {
         true => write_folder_atomically(&job.output, render),
-        false => write_atomically(&job.output, render),
+        false => write_atomically(&job.output, |tmp| {
+            let stats = render(tmp)?;
+            if let Some(span) = &job.span {
+                let sum = sha256_hex(tmp).with_context(|| format!("cannot read back {}", tmp.display()))?;
+                write_atomically(&span.checksum, |t| Ok(std::fs::write(t, format!("{sum}\n"))?))?;
+            }
+            Ok(stats)
+        }),
     };
     let stats = match rendered {
         Ok(stats) => stats,
@@ -175,8 +183,12 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>))
                     e
                 }
                 n => e.context(format!(
-                    "{n} dreamed frames are kept in {}; rerun with --resume to continue",
-                    checkpoints.dir.display()
+                    "{n} dreamed frames are kept in {}; {} to continue",
+                    checkpoints.dir.display(),
+                    match job.resume {
+                        true => "run the same command again",
+                        false => "rerun with --resume",
+                    }
                 )),
             });
         }

@@ -25,6 +25,9 @@ pub struct Span {
     pub tail: usize,
     /// Where the frames set aside go.
     pub aside: PathBuf,
+    /// Where the sha256 of the written file goes, before the file is moved into place (so a
+    /// complete span's file always has it, and a file damaged later is told from a good one).
+    pub checksum: PathBuf,
 }
 
 impl Span {

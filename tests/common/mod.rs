@@ -89,15 +89,17 @@ pub fn fixture_weights(dir: &Path) -> String {
     p.display().to_string()
 }
 
-/// Runs the `dreamvid` binary (ignoring any weights folder of the environment, and never
-/// downloading weights).
+/// The `dreamvid` binary with `args`, ignoring any weights folder of the environment and never
+/// downloading weights.
+pub fn dreamvid_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dreamvid"));
+    command.args(args).env_remove("DREAMVID_WEIGHTS_DIR").env("DREAMVID_OFFLINE", "1");
+    command
+}
+
+/// Runs the `dreamvid` binary (see [`dreamvid_command`]).
 pub fn dreamvid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dreamvid"))
-        .args(args)
-        .env_remove("DREAMVID_WEIGHTS_DIR")
-        .env("DREAMVID_OFFLINE", "1")
-        .output()
-        .unwrap()
+    dreamvid_command(args).output().unwrap()
 }
 
 /// A finished command's standard error as text.

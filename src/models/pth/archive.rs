@@ -53,9 +53,13 @@ fn read_pickle<R: BufRead>(r: &mut R, start: u64, len: u64, what: &str) -> Resul
 /// Reads a zip checkpoint: `ARCHIVE/data.pkl` and the storages `ARCHIVE/data/KEY`.
 pub fn read_zip(path: &Path) -> Result<Contents, PthError> {
     let file = File::open(path).map_err(io_error)?;
+    let file_len = file.metadata().map_err(io_error)?.len();
     let mut zip = zip::ZipArchive::new(BufReader::new(file))
         .map_err(|e| damaged(format!("it starts like a zip archive but is not a readable one: {e}")))?;
     let names: Vec<String> = zip.file_names().filter_map(|n| n.ok().map(|n| n.into_owned())).collect();
+    if let Some(name) = names.iter().find(|n| n.starts_with('/') || n.split(['/', '\\']).any(|part| part == "..")) {
+        return Err(damaged(format!("it names a record {name} outside the archive, which torch never writes")));
+    }
     let pkl = names
         .iter()
         .filter(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
@@ -74,7 +78,15 @@ pub fn read_zip(path: &Path) -> Result<Contents, PthError> {
         }
     }
     let record = zip.by_name(&pkl).map_err(|e| damaged(format!("cannot read {pkl}: {e}")))?;
-    let size = record.size();
+    // torch stores every record as it is; a compressed pickle could unpack to any size.
+    if record.compression() != zip::CompressionMethod::Stored {
+        return Err(PthError::Unsupported(
+            format!("{pkl} is compressed ({}), which torch never does", record.compression()),
+            "save it again with torch.save (do not recompress the archive)".into(),
+        ));
+    }
+    // A record cannot hold more than the file (a header may claim it does).
+    let size = record.size().min(file_len);
     let pickle = read_pickle(&mut BufReader::new(record), 0, size, "data.pkl")?;
     let mut storages = HashMap::new();
     for pid in &pickle.persistent_ids {

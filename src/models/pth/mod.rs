@@ -103,6 +103,11 @@ impl PthFile {
         self.tensors.get(name).map(|t| t.as_ref().map_err(String::as_str))
     }
 
+    /// Every readable tensor of the state dict, by name.
+    pub fn views(&self) -> impl Iterator<Item = (&str, &TensorView)> {
+        self.tensors.iter().filter_map(|(name, t)| Some((name.as_str(), t.as_ref().ok()?)))
+    }
+
     /// Reads the elements of `view` into a row-major tensor of its storage's type.
     pub fn load(&self, view: &TensorView, device: &Device) -> Result<Tensor, String> {
         let kind = view.storage.kind;
@@ -112,6 +117,12 @@ impl PthFile {
         let damaged = || format!("its view of storage {key} reaches past the storage's {} bytes", span.len);
         if view.shape.contains(&0) {
             return Tensor::from_raw_buffer(&[], dtype, &view.shape, device).map_err(|e| e.to_string());
+        }
+        // A view may repeat elements (a stride of 0), never so many that it outgrows its
+        // storage: a few bytes claiming a huge tensor would take any amount of memory.
+        let numel = view.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+        if numel.and_then(|n| n.checked_mul(kind.size as u64)).is_none_or(|bytes| bytes > span.len) {
+            return Err(format!("its shape {:?} holds more elements than its storage {key}", view.shape));
         }
         let first = view.storage.view_offset.checked_add(view.offset);
         let extent = view

@@ -17,6 +17,18 @@ const MAX_DEPTH: u32 = 100;
 /// Longest text line accepted (protocol 0 opcodes and GLOBAL names).
 const MAX_LINE: u64 = 4096;
 
+/// Most opcodes run for one pickle. Each makes at most one value (some 32 bytes, and as many
+/// again in the memo), so this bounds the memory a pickle takes apart from its strings, which
+/// are no longer than the file. A state dict needs some 20 opcodes a tensor: 10,000 tensors
+/// are 200,000.
+const MAX_OPS: u64 = 1 << 19;
+
+/// Most container items copied because a container the memo shares is added to (APPEND after
+/// BINPUT copies the list); a pickle that adds to a shared list again and again would
+/// otherwise copy it each time, quadratic in its length. torch copies each dict once per
+/// batch of 1,000 items.
+const MAX_COPIED: u64 = 1 << 22;
+
 /// A pickled value.
 #[derive(Debug, Clone)]
 pub enum Value {
@@ -181,8 +193,17 @@ pub struct Pickle {
 
 /// Reads one pickle from `r`, which holds at most `limit` more bytes.
 pub fn read<R: BufRead>(r: &mut R, limit: u64) -> Result<Pickle, Error> {
-    let mut m =
-        Machine { r, pos: 0, limit, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), pids: Vec::new() };
+    let mut m = Machine {
+        r,
+        pos: 0,
+        limit,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        pids: Vec::new(),
+        ops: 0,
+        copied: 0,
+    };
     loop {
         let at = m.pos;
         match m.step() {
@@ -202,6 +223,10 @@ struct Machine<'r, R> {
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
     pids: Vec<Value>,
+    /// Opcodes run (at most [`MAX_OPS`]).
+    ops: u64,
+    /// Items copied (at most [`MAX_COPIED`]).
+    copied: u64,
 }
 
 fn invalid<T>(what: impl Into<String>) -> Result<T, Fault> {
@@ -297,9 +322,24 @@ impl<R: BufRead> Machine<'_, R> {
         self.stack.last_mut().ok_or(Fault::Invalid("an opcode needs an object on an empty stack".into()))
     }
 
+    /// Counts the items the next change of the container on top of the stack copies (none
+    /// unless the memo shares it).
+    fn charge_copy(&mut self) -> Result<(), Fault> {
+        if let Value::Node(_, node) = self.top()? {
+            if Rc::strong_count(node) > 1 {
+                self.copied += node.items.len() as u64;
+            }
+        }
+        if self.copied > MAX_COPIED {
+            return invalid(format!("it copies more than {MAX_COPIED} items adding to shared containers"));
+        }
+        Ok(())
+    }
+
     /// Adds `items` to the list or set on top of the stack; an object of an unknown class
     /// being appended to becomes a list.
     fn extend(&mut self, items: Vec<Value>) -> Result<(), Fault> {
+        self.charge_copy()?;
         let top = self.top()?;
         if matches!(top, Value::Node(Kind::Call, _)) {
             *top = Value::node(Kind::List, Vec::new())?;
@@ -319,6 +359,7 @@ impl<R: BufRead> Machine<'_, R> {
         if !pairs.len().is_multiple_of(2) {
             return invalid("SETITEMS with a key and no value");
         }
+        self.charge_copy()?;
         let top = self.top()?;
         if matches!(top, Value::Node(Kind::Call, _)) {
             *top = Value::node(Kind::Dict, Vec::new())?;
@@ -362,6 +403,10 @@ impl<R: BufRead> Machine<'_, R> {
 
     /// Runs one opcode; returns the pickled object at STOP.
     fn step(&mut self) -> Result<Option<Value>, Fault> {
+        self.ops += 1;
+        if self.ops > MAX_OPS {
+            return invalid(format!("more than {MAX_OPS} opcodes, far more than any state dict needs"));
+        }
         let op = self.u8()?;
         match op {
             0x80 => {
