@@ -59,6 +59,28 @@ pub enum Command {
     Zoom(ZoomArgs),
     /// List a model's layers with their output shapes, to choose a --layer.
     Layers(LayersArgs),
+    /// Dream a picture small with every layer of a model (or every channel of a layer) and
+    /// label the dreams in a grid, to choose a --layer or --channels by eye.
+    ///
+    /// Examples:
+    ///   dreamvid atlas photo.jpg -o atlas.png                            (every layer of efficientnet-lite0)
+    ///   dreamvid atlas photo.jpg -o atlas.png --model vgg19
+    ///   dreamvid atlas photo.jpg -o atlas.png --layer blocks.10 --channels top-16
+    ///   dreamvid atlas photo.jpg -o atlas.png --layer blocks.10 --channels 0..64
+    ///   dreamvid atlas photo.jpg -o atlas.png --layer blocks.10 --channels all   (pages of 64)
+    #[command(verbatim_doc_comment)]
+    Atlas(AtlasArgs),
+    /// Open the studio: a web app on this machine to see what every layer dreams on your
+    /// picture, tune the settings with a live preview, compare, and export a preset.
+    ///
+    /// It listens on 127.0.0.1 (this machine only) and prints a URL with a random token;
+    /// requests without the token are refused. Everything it writes goes into --dir.
+    ///
+    /// Examples:
+    ///   dreamvid studio --open
+    ///   dreamvid studio --port 8765 --dir ~/dreams
+    #[command(verbatim_doc_comment)]
+    Studio(StudioArgs),
     /// List the shipped presets.
     Presets,
     /// List, per model, every place weights are looked for and what is there (format, checksum).
@@ -360,6 +382,63 @@ pub struct LayersArgs {
     /// Input size (square) used to compute the output shapes.
     #[arg(long, default_value_t = 224)]
     pub size: usize,
+}
+
+/// Making an atlas.
+#[derive(Args)]
+pub struct AtlasArgs {
+    /// The picture: PNG, JPEG, WebP, TIFF or BMP.
+    pub input: PathBuf,
+    /// Where to write the atlas: .png, .jpg, .webp, .tif or .bmp. A channel atlas of more than
+    /// 64 tiles goes on pages: atlas.png, atlas-2.png, ...
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The network.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Preset whose settings every tile is dreamed with, but its layer and the octaves and
+    /// steps below (default: the model's picture preset).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// One tile per channel of this layer (a name from `dreamvid layers`, or its number),
+    /// instead of one per layer.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// With --layer: which channels get a tile: N..M (channels N to M-1), `top-K` (the K most
+    /// active on the picture, most active first; also `top K` in quotes) or `all`.
+    #[arg(long, requires = "layer", default_value = "top-16")]
+    pub channels: dreamvid::atlas::ChannelPick,
+    /// Longest side of a tile, in pixels.
+    #[arg(long, default_value_t = dreamvid::atlas::DEFAULT_TILE)]
+    pub tile: u32,
+    /// Octaves of each tile's dream.
+    #[arg(long, default_value_t = dreamvid::atlas::DEFAULT_OCTAVES)]
+    pub octaves: usize,
+    /// Gradient steps per octave of each tile's dream.
+    #[arg(long, default_value_t = dreamvid::atlas::DEFAULT_ITERATIONS)]
+    pub iterations: usize,
+}
+
+/// Running the studio.
+#[derive(Args)]
+pub struct StudioArgs {
+    /// Port to listen on (0: any free port).
+    #[arg(long, default_value_t = 8765)]
+    pub port: u16,
+    /// Address to listen on. The default, 127.0.0.1, reaches this machine only; another address
+    /// (0.0.0.0: every network this machine is on) lets anyone who can reach it and has the
+    /// URL's token use the studio, its CPU and its folder.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Working folder: uploads, atlases and previews go here, and nothing outside it is written.
+    #[arg(long, default_value = "dreamvid-studio")]
+    pub dir: PathBuf,
+    /// Open the URL in the default browser (xdg-open, open or start).
+    #[arg(long)]
+    pub open: bool,
+    /// Device and precision (the weights are found or downloaded as for any command).
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// Printing a completion script.

@@ -60,12 +60,17 @@ pub struct Picture {
 /// ones, so a larger picture would exhaust a workstation's memory (Rust aborts then).
 pub const MAX_PIXELS: u64 = 1 << 25;
 
+/// Most raw bytes a PNG file's byte can hold: deflate's limit (1032) with room for the chunk
+/// headers and filter bytes.
+const PNG_MAX_RATIO: u64 = 1100;
+
 /// Decodes an image file (PNG, JPEG, WebP, TIFF, BMP, whatever its extension says), upright
 /// (a JPEG's EXIF orientation applied); pictures over [`MAX_PIXELS`] are refused before any
 /// memory is taken for them.
 pub fn decode_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
     let cannot = || format!("cannot read image {} (dreamvid reads {FORMATS} files)", path.display());
     let mut reader = image::ImageReader::open(path).with_context(cannot)?.with_guessed_format()?;
+    let png = reader.format() == Some(image::ImageFormat::Png);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 8); // RGBA at 16 bits per channel
     reader.limits(limits);
@@ -77,6 +82,12 @@ pub fn decode_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
             path.display(),
             MAX_PIXELS / 1_000_000
         );
+    }
+    // Deflate packs at most 1032 bytes into one, so a PNG smaller than its pixels / 1032 is
+    // cut short: say so before its pixels' memory is taken, rather than after.
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if png && decoder.total_bytes() > PNG_MAX_RATIO * file_len {
+        anyhow::bail!("{} is damaged: {} bytes cannot hold a {w}x{h} PNG picture", path.display(), file_len);
     }
     let orientation = decoder.orientation().with_context(cannot)?;
     let mut img = image::DynamicImage::from_decoder(decoder).with_context(cannot)?;
@@ -192,6 +203,11 @@ mod tests {
         std::fs::write(&path, png_header(65535, 4096)).unwrap();
         let err = decode_image(&path).unwrap_err().to_string();
         assert!(err.contains("65535x4096 pixels") && err.contains("scale it down"), "{err}");
+        // Within the size limit, but far more pixels than the file can hold: refused before
+        // the decoder takes the picture's 100 MB (the fuzz target found such inputs).
+        std::fs::write(&path, png_header(8192, 4096)).unwrap();
+        let err = decode_image(&path).unwrap_err().to_string();
+        assert!(err.contains("is damaged") && err.contains("cannot hold a 8192x4096 PNG"), "{err}");
         // A small header gets past the size check and fails on the missing pixels instead.
         std::fs::write(&path, png_header(64, 64)).unwrap();
         let err = format!("{:#}", decode_image(&path).unwrap_err());

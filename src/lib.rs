@@ -6,7 +6,8 @@
 //! diagram against the sources, and that no files import each other in a circle.
 //!
 //! ```text
-//! farm                         render farms: plan segments, render them, join them
+//! studio                       the studio: a local web app on the library
+//! farm · atlas                 render farms: plan segments, render them, join them; layer atlases
 //! pipeline · zoom · session    the video render; infinite zoom; a model opened once
 //! plan                         settings -> DreamParams, EncodeSettings, CameraStep; masks, guides
 //! resume                       render records and checkpoints
@@ -31,6 +32,7 @@
 mod simd;
 
 pub mod animation;
+pub mod atlas;
 pub mod cancel;
 pub mod compare;
 pub mod device;
@@ -51,5 +53,6 @@ pub mod resume;
 pub mod runtime;
 pub mod session;
 pub mod settings;
+pub mod studio;
 pub mod video;
 pub mod zoom;

@@ -15,6 +15,8 @@ fn main() {
         Some(Command::Image(args)) => commands::image(args),
         Some(Command::Zoom(args)) => commands::zoom(args),
         Some(Command::Layers(args)) => commands::layers(args),
+        Some(Command::Atlas(args)) => commands::atlas(args),
+        Some(Command::Studio(args)) => commands::studio(args),
         Some(Command::Presets) => commands::presets(),
         Some(Command::Weights(args)) => commands::weights(args),
         Some(Command::Settings) => {

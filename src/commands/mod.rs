@@ -1,17 +1,21 @@
 //! What each command does: load the preset and the network, run the library, show progress.
 //! One file per group of commands; this one holds what they share.
 
+mod atlas;
 mod farm;
 mod image;
 mod inspect;
 mod shell;
+mod studio;
 mod video;
 mod zoom;
 
+pub use atlas::atlas;
 pub use farm::{assemble, plan, render, status};
 pub use image::image;
 pub use inspect::{compare, layers, presets, stability, weights};
 pub use shell::{completions, man};
+pub use studio::studio;
 pub use video::video;
 pub use zoom::zoom;
 

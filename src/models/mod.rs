@@ -24,7 +24,7 @@ use crate::nn::Network;
 pub const WEIGHTS_DIR_ENV: &str = "DREAMVID_WEIGHTS_DIR";
 
 /// A supported model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 pub enum ModelKind {
     /// EfficientNet-Lite0 (ImageNet, 4.7 M parameters): freely downloadable, the default.
     #[serde(rename = "efficientnet-lite0")]

@@ -1,0 +1,78 @@
+//! Atlases filled in the background, tile by tile, and kept on disk: a picture's atlas for a
+//! model is dreamed once, whichever page or tab asks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::atlas::{self, Subject, DEFAULT_ITERATIONS, DEFAULT_OCTAVES, DEFAULT_TILE};
+use crate::cancel::Cancel;
+use crate::image_io::read_picture;
+use crate::models::ModelKind;
+use crate::output::write_atomically;
+use crate::plan::{load_preset, Purpose};
+
+use super::Studio;
+
+/// An atlas being filled in: its tiles' labels (once known), how many are done, and what
+/// went wrong, if anything.
+#[derive(Default, serde::Serialize, Clone)]
+pub struct Progress {
+    /// Tile labels, in order.
+    pub labels: Vec<String>,
+    /// Tiles 0..done are on disk.
+    pub done: usize,
+    /// Why the atlas stopped, if it did.
+    pub error: Option<String>,
+}
+
+/// An atlas's progress, shared by the thread that fills it in and the requests that ask.
+type Shared = Arc<Mutex<Progress>>;
+
+/// Every atlas asked for since the studio started, by picture and model.
+#[derive(Default)]
+pub struct Atlases {
+    jobs: Mutex<HashMap<(String, ModelKind), Shared>>,
+}
+
+/// The atlas of picture `id` on `model`: started in the background on first request.
+pub fn progress(studio: &Arc<Studio>, id: &str, model: ModelKind) -> Progress {
+    let mut jobs = studio.atlases.jobs.lock().expect("no panic holds the lock");
+    if let Some(p) = jobs.get(&(id.to_string(), model)) {
+        return p.lock().expect("no panic holds the lock").clone();
+    }
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    jobs.insert((id.to_string(), model), progress.clone());
+    let (studio, id) = (studio.clone(), id.to_string());
+    std::thread::spawn(move || {
+        if let Err(e) = fill(&studio, &id, model, &progress) {
+            progress.lock().expect("no panic holds the lock").error = Some(format!("{e:#}"));
+        }
+    });
+    Progress::default()
+}
+
+/// Dreams the tiles one by one (each holding the studio's dream lock only for itself, so
+/// previews get their turn), skipping those already on disk.
+fn fill(studio: &Studio, id: &str, model: ModelKind, progress: &Mutex<Progress>) -> anyhow::Result<()> {
+    let session = studio.session(model)?;
+    let (preset, _) = load_preset(None, Purpose::Image, Some(model), &[])?;
+    let picture = read_picture(&studio.files.picture(id, false)?, &session.device)?;
+    let picture = atlas::shrink(&picture.rgb, DEFAULT_TILE)?;
+    let specs =
+        atlas::tiles(&session, &picture, &preset.at(0, 25.0), &Subject::Layers, (DEFAULT_OCTAVES, DEFAULT_ITERATIONS))?;
+    progress.lock().expect("no panic holds the lock").labels = specs.iter().map(|s| s.label.clone()).collect();
+    let dir = studio.files.atlas_dir(model, id)?;
+    std::fs::create_dir_all(&dir)?;
+    for (i, spec) in specs.iter().enumerate() {
+        let path = dir.join(format!("{i}.png"));
+        if !path.exists() {
+            let tile = {
+                let _turn = studio.busy.lock().expect("no panic holds the lock");
+                atlas::dream_tile(&session, &picture, spec, &Cancel::new())?
+            };
+            write_atomically(&path, |tmp| Ok(tile.save_with_format(tmp, image::ImageFormat::Png)?))?;
+        }
+        progress.lock().expect("no panic holds the lock").done = i + 1;
+    }
+    Ok(())
+}

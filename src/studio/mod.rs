@@ -1,0 +1,118 @@
+//! The studio: a local web app to see what every layer dreams on a picture, tune the settings
+//! with a live preview, and export a preset and command line that reproduce the result.
+//!
+//! ```text
+//! browser ──HTTP, token──▶ axum router (api.rs) ──spawn_blocking──▶ Session (one per model)
+//!   page.html (embedded)     pictures, atlas, preview,             atlas tiles, previews:
+//!                            export, settings table,               the library's own dream;
+//!                            videos and the render queue           renders: render_video
+//!                                   │
+//!                                   ▼
+//!                            DIR/pictures, DIR/atlas, DIR/previews (nothing outside DIR)
+//! ```
+//!
+//! Safe by default: the server binds 127.0.0.1 unless told otherwise, every request needs the
+//! random token of the URL it prints (403 without), uploads are capped and decoded with the
+//! same checks as any input, and the page names pictures and models only by identifiers the
+//! server made, never by paths.
+
+mod api;
+mod atlas_jobs;
+mod files;
+mod renders;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use crate::cancel::Cancel;
+use crate::models::ModelKind;
+use crate::session::Session;
+
+/// Largest picture upload accepted, in bytes.
+pub const MAX_UPLOAD: usize = 32 << 20;
+
+/// Largest video upload accepted, in bytes (the upload is held in memory until stored).
+pub const MAX_VIDEO_UPLOAD: usize = 256 << 20;
+
+/// Longest side of the pictures the preview dreams, in pixels.
+pub const PREVIEW_SIZE: u32 = 384;
+
+/// Opens the session of a model (the binary finds or downloads its weights).
+pub type Opener = dyn Fn(ModelKind) -> anyhow::Result<Session> + Send + Sync;
+
+/// How the studio runs.
+pub struct Config {
+    /// The working folder: every file the studio writes goes under it.
+    pub dir: PathBuf,
+    /// Address to listen on (127.0.0.1 unless the user exposes it).
+    pub host: IpAddr,
+    /// Port (0: any free one).
+    pub port: u16,
+    /// The token every request must carry.
+    pub token: String,
+    /// The model the page starts with.
+    pub model: ModelKind,
+}
+
+/// What every request handler shares.
+struct Studio {
+    files: files::Files,
+    token: String,
+    model: ModelKind,
+    open: Box<Opener>,
+    sessions: Mutex<HashMap<ModelKind, Arc<Session>>>,
+    /// Held while a dream runs: one at a time, each using every core.
+    busy: Mutex<()>,
+    /// The running preview's cancel flag: a newer preview stops it.
+    preview: Mutex<Cancel>,
+    atlases: atlas_jobs::Atlases,
+    renders: renders::Renders,
+}
+
+impl Studio {
+    /// The session of `model`, opened on first use.
+    fn session(&self, model: ModelKind) -> anyhow::Result<Arc<Session>> {
+        if let Some(s) = self.sessions.lock().expect("no panic holds the lock").get(&model) {
+            return Ok(s.clone());
+        }
+        let session = Arc::new((self.open)(model)?);
+        self.sessions.lock().expect("no panic holds the lock").insert(model, session.clone());
+        Ok(session)
+    }
+}
+
+/// A new random token (128 bits, hex).
+pub fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source for the token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Starts the server: returns the address it listens on and a future that serves until the
+/// process ends.
+pub async fn start(
+    config: Config,
+    open: Box<Opener>,
+) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = std::io::Result<()>>)> {
+    let files = files::Files::create(&config.dir)?;
+    let studio = Arc::new(Studio {
+        files,
+        token: config.token,
+        model: config.model,
+        open,
+        sessions: Mutex::new(HashMap::new()),
+        busy: Mutex::new(()),
+        preview: Mutex::new(Cancel::new()),
+        atlases: atlas_jobs::Atlases::default(),
+        renders: renders::Renders::default(),
+    });
+    let listener = tokio::net::TcpListener::bind((config.host, config.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{} (choose another --port)", config.host, config.port))?;
+    let addr = listener.local_addr()?;
+    Ok((addr, std::future::IntoFuture::into_future(axum::serve(listener, api::router(studio)))))
+}

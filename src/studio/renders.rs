@@ -1,0 +1,251 @@
+//! The studio's render queue: videos dreamed one after another by one worker thread, each
+//! with its progress (frames, ETA, stage times), its latest frame, a cancel that keeps its
+//! checkpoints, and a resume. The queue lives in the server, so a reloaded page or a second
+//! tab shows the same one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use image::RgbImage;
+use serde::Serialize;
+
+use super::Studio;
+use crate::cancel::Cancel;
+use crate::models::ModelKind;
+use crate::pipeline::{render_video, StageTimes, VideoJob};
+use crate::plan::{load_preset, open_files, Plan, Purpose};
+use crate::resume::render_record;
+use crate::settings::Setting;
+use crate::video::{EncodeSettings, Excerpt};
+
+/// Where a render stands.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Status {
+    /// Its number.
+    pub id: usize,
+    /// The video it dreams (an upload's file name) and the model.
+    pub input: String,
+    /// The model.
+    pub model: String,
+    /// The settings the page changed.
+    pub settings: BTreeMap<String, String>,
+    /// `queued`, `running`, `done`, `cancelled` or `failed`.
+    pub state: String,
+    /// Frames done.
+    pub done: usize,
+    /// Frames in all, when known.
+    pub total: Option<usize>,
+    /// Seconds left, estimated from the frames dreamed so far in this run.
+    pub eta_s: Option<f64>,
+    /// Seconds each stage has worked: decode, flow, dream, checkpoint, encode.
+    pub stages: [f64; 5],
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The finished video's name in the renders folder.
+    pub output: Option<String>,
+}
+
+/// One render of the queue.
+pub struct Render {
+    status: Mutex<Status>,
+    cancel: Mutex<Cancel>,
+    /// The last frame dreamed, as PNG.
+    latest: Mutex<Option<Vec<u8>>>,
+    flags: Vec<(&'static Setting, String)>,
+    kind: ModelKind,
+    input: std::path::PathBuf,
+}
+
+/// Every render since the studio started, and the queue of those waiting.
+#[derive(Default)]
+pub struct Renders {
+    all: Mutex<Vec<Arc<Render>>>,
+    waiting: Mutex<VecDeque<Arc<Render>>>,
+    wake: Condvar,
+    worker: std::sync::OnceLock<()>,
+}
+
+impl Renders {
+    /// Every render's status, oldest first.
+    pub fn list(&self) -> Vec<Status> {
+        self.all
+            .lock()
+            .expect("no panic holds the lock")
+            .iter()
+            .map(|r| r.status.lock().expect("no panic holds the lock").clone())
+            .collect()
+    }
+
+    /// Render `id`.
+    pub fn get(&self, id: usize) -> Option<Arc<Render>> {
+        self.all.lock().expect("no panic holds the lock").get(id).cloned()
+    }
+}
+
+impl Render {
+    /// Its latest frame, as PNG.
+    pub fn latest(&self) -> Option<Vec<u8>> {
+        self.latest.lock().expect("no panic holds the lock").clone()
+    }
+
+    /// Its status.
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("no panic holds the lock").clone()
+    }
+
+    /// Stops it before its next gradient step (its checkpoints are kept for a resume), or
+    /// takes it off the queue.
+    pub fn cancel(&self) {
+        self.cancel.lock().expect("no panic holds the lock").cancel();
+        let mut status = self.status.lock().expect("no panic holds the lock");
+        if status.state == "queued" {
+            status.state = "cancelled".into();
+        }
+    }
+}
+
+/// Queues a render of `input` (a stored video) on `kind` with `flags`; returns its number.
+pub fn queue(
+    studio: &Arc<Studio>,
+    input: std::path::PathBuf,
+    kind: ModelKind,
+    flags: Vec<(&'static Setting, String)>,
+) -> usize {
+    let mut all = studio.renders.all.lock().expect("no panic holds the lock");
+    let id = all.len();
+    let status = Status {
+        id,
+        input: input.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        model: kind.name().into(),
+        settings: flags.iter().map(|(r, v)| (r.name.to_string(), v.clone())).collect(),
+        state: "queued".into(),
+        ..Status::default()
+    };
+    let render = Arc::new(Render {
+        status: Mutex::new(status),
+        cancel: Mutex::new(Cancel::new()),
+        latest: Mutex::new(None),
+        flags,
+        kind,
+        input,
+    });
+    all.push(render.clone());
+    drop(all);
+    enqueue(studio, render);
+    id
+}
+
+/// Queues a cancelled or failed render again: it resumes from its checkpoints.
+pub fn resume(studio: &Arc<Studio>, render: Arc<Render>) -> bool {
+    {
+        let mut status = render.status.lock().expect("no panic holds the lock");
+        if !matches!(status.state.as_str(), "cancelled" | "failed") {
+            return false;
+        }
+        status.state = "queued".into();
+        status.error = None;
+    }
+    *render.cancel.lock().expect("no panic holds the lock") = Cancel::new();
+    enqueue(studio, render);
+    true
+}
+
+fn enqueue(studio: &Arc<Studio>, render: Arc<Render>) {
+    studio.renders.waiting.lock().expect("no panic holds the lock").push_back(render);
+    studio.renders.wake.notify_one();
+    let worker = studio.clone();
+    studio.renders.worker.get_or_init(move || {
+        std::thread::spawn(move || work(&worker));
+    });
+}
+
+/// The worker: renders the queue one by one, for as long as the studio runs.
+fn work(studio: &Studio) {
+    loop {
+        let render = {
+            let mut waiting = studio.renders.waiting.lock().expect("no panic holds the lock");
+            loop {
+                match waiting.pop_front() {
+                    Some(r) => break r,
+                    None => waiting = studio.renders.wake.wait(waiting).expect("no panic holds the lock"),
+                }
+            }
+        };
+        if render.status().state != "queued" {
+            continue; // cancelled while it waited
+        }
+        render.status.lock().expect("no panic holds the lock").state = "running".into();
+        let result = run(studio, &render);
+        let mut status = render.status.lock().expect("no panic holds the lock");
+        match result {
+            Ok(name) => {
+                status.state = "done".into();
+                status.output = Some(name);
+                status.eta_s = None;
+            }
+            Err(e) if e.is::<crate::cancel::Cancelled>() => status.state = "cancelled".into(),
+            Err(e) => {
+                status.state = "failed".into();
+                status.error = Some(format!("{e:#}"));
+            }
+        }
+    }
+}
+
+/// Renders one video into the renders folder; returns the output's file name.
+fn run(studio: &Studio, render: &Render) -> anyhow::Result<String> {
+    let session = studio.session(render.kind)?;
+    let (preset, _) = load_preset(None, Purpose::Video, Some(render.kind), &render.flags)?;
+    let (guide, mask) = open_files(&preset.base, Purpose::Video, &session.device)?;
+    let plan = Plan { preset: &preset, net: &session.net, vary_seed: false, guide };
+    let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
+    let id = render.status().id;
+    let name = format!("render-{id}.mp4");
+    let cancel = render.cancel.lock().expect("no panic holds the lock").clone();
+    let job = VideoJob {
+        record: render_record(&render.input, render.kind, &session.weights, &preset),
+        input: render.input.clone(),
+        input_fps: None,
+        output: studio.files.render(&name),
+        net: &session.net,
+        device: session.device.clone(),
+        frame_params: &frame_params,
+        coherence: preset.base.coherence,
+        scene_cut: preset.base.scene_cut as f32,
+        encode: EncodeSettings::from(&preset.base),
+        resume: true,
+        excerpt: Excerpt::default(),
+        span: None,
+        mask: mask.as_ref(),
+        cancel,
+    };
+    let (mut first, mut shown) = (None, None::<Instant>);
+    render_video(&job, &mut |p| {
+        let mut status = render.status.lock().expect("no panic holds the lock");
+        status.done = p.done;
+        status.total = p.total;
+        let StageTimes { decode, flow, dream, checkpoint, encode } = p.stages;
+        status.stages = [decode, flow, dream, checkpoint, encode].map(|d| d.as_secs_f64());
+        // The ETA counts the frames dreamed in this run (checkpointed ones come at once).
+        let (done_at_start, t0) = *first.get_or_insert((p.done, Instant::now()));
+        let dreamed = p.done.saturating_sub(done_at_start);
+        status.eta_s = p
+            .total
+            .filter(|_| dreamed > 0)
+            .map(|total| t0.elapsed().as_secs_f64() / dreamed as f64 * total.saturating_sub(p.done) as f64);
+        drop(status);
+        // The latest frame, at most twice a second (encoding it costs).
+        if shown.is_none_or(|t| t.elapsed().as_secs_f64() > 0.5) {
+            shown = Some(Instant::now());
+            *render.latest.lock().expect("no panic holds the lock") = png(p.image);
+        }
+    })?;
+    Ok(name)
+}
+
+fn png(img: &RgbImage) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).ok()?;
+    Some(out)
+}
