@@ -1519,6 +1519,13 @@ def hostile_pickle(rng, marker):
     return what, b"\x80\x02" + body + b"."
 
 
+# Mutations of any file's bytes, by name.
+BYTE_MUTATIONS = {
+    "truncate": truncate, "bitflip": flip_bits, "duplicate": duplicate_range, "delete": delete_range,
+    "overwrite": lambda rng, data: overwrite_runs(rng, data, 0, len(data)),
+}
+
+
 def pth_case(rng, seeds):
     layout = rng.choice(sorted(seeds.checkpoints))
     blob = seeds.checkpoints[layout]
@@ -1528,16 +1535,8 @@ def pth_case(rng, seeds):
     op = rng.choice(ops)
     case = Case("pth", "pth-" + op, f"fixture-{layout}.pth")
     case.detail = layout
-    if op == "truncate":
-        out = truncate(rng, blob)
-    elif op == "bitflip":
-        out = flip_bits(rng, blob)
-    elif op == "overwrite":
-        out = overwrite_runs(rng, blob, 0, len(blob))
-    elif op == "duplicate":
-        out = duplicate_range(rng, blob)
-    elif op == "delete":
-        out = delete_range(rng, blob)
+    if op in BYTE_MUTATIONS:
+        out = BYTE_MUTATIONS[op](rng, blob)
     elif op == "hostile":
         what, pkl = hostile_pickle(rng, case_marker())
         case.detail += f", {what}"

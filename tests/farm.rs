@@ -66,15 +66,22 @@ impl Farm {
         c
     }
 
-    /// A planned job in `name`, and the time its segment [`WARM`] takes to render there
-    /// uninterrupted (its frames are then the reference the fault tests compare with).
-    fn reference(&self, name: &str) -> (PathBuf, std::time::Duration) {
+    /// A planned job in `name` whose segment [`WARM`] is rendered uninterrupted: the frames the
+    /// fault tests compare with.
+    fn reference(&self, name: &str) -> PathBuf {
         let job = self.dir.join(name);
         assert!(self.plan(&job).status.success());
-        let t = std::time::Instant::now();
         let o = self.render(&job, WARM);
         assert!(o.status.success(), "{}", stderr(&o));
-        (job, t.elapsed())
+        job
+    }
+
+    /// A farm in `name` with a [`Farm::reference`] job, and another job planned in `job`.
+    fn with_reference(name: &str) -> (Self, PathBuf, PathBuf) {
+        let f = Farm::new(name);
+        let (reference, job) = (f.reference("reference"), f.dir.join("job"));
+        assert!(f.plan(&job).status.success());
+        (f, reference, job)
     }
 }
 
@@ -222,10 +229,7 @@ fn bad_jobs_fail_clearly_and_write_nothing() {
 
 #[test]
 fn a_render_killed_at_random_points_resumes_to_the_uninterrupted_frames() {
-    let f = Farm::new("farm-kill");
-    let (reference, _) = f.reference("reference");
-    let job = f.dir.join("job");
-    assert!(f.plan(&job).status.success());
+    let (f, reference, job) = Farm::with_reference("farm-kill");
     // Three SIGKILLs at seeded random points: once a random number of the segment's 32
     // dreamed frames are checkpointed (the first may be before any), plus 0-30 ms.
     let checkpoints = Job::segments_dir(&job).join(format!(".{WARM}.mkv.dreamvid-frames"));
@@ -275,10 +279,7 @@ fn a_render_killed_at_random_points_resumes_to_the_uninterrupted_frames() {
 
 #[test]
 fn one_segment_rendered_twice_at_once_ends_as_one_valid_segment() {
-    let f = Farm::new("farm-twice");
-    let (reference, _) = f.reference("reference");
-    let job = f.dir.join("job");
-    assert!(f.plan(&job).status.success());
+    let (f, reference, job) = Farm::with_reference("farm-twice");
     // A retried task whose first attempt is still alive: two processes, the same segment.
     let (a, b) = (f.render_command(&job, WARM).spawn().unwrap(), f.render_command(&job, WARM).spawn().unwrap());
     for child in [a, b] {
@@ -369,7 +370,7 @@ impl Drop for Tmpfs {
 #[ignore = "mounts a tmpfs, which needs root: scripts/test runs it as root"]
 fn a_full_job_folder_fails_the_task_clearly_and_the_retry_finishes_once_there_is_room() {
     let f = Farm::new("farm-full");
-    let (reference, _) = f.reference("reference");
+    let reference = f.reference("reference");
     let job = f.dir.join("job");
     let _fs = Tmpfs::mount(&job, 4 << 20);
     assert!(f.plan(&job).status.success());

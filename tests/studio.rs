@@ -310,6 +310,23 @@ fn the_atlas_fills_in_and_a_newer_preview_stops_an_older_one() {
     let tile = studio.get(&format!("/api/atlas/vgg19/{id}/3"));
     assert_eq!(tile.header("content-type"), Some("image/png"));
     assert!(image::load_from_memory(&bytes(tile)).unwrap().width() <= dreamvid::atlas::DEFAULT_TILE);
+    // A layer's channels: the most active ones (the fixture's layer 20 has 8), `layer:channel`.
+    let channels = loop {
+        let p = json(studio.get(&format!("/api/atlas?picture={id}&model=vgg19&layer=features.20")));
+        if p["labels"].as_array().is_some_and(|l| !l.is_empty()) && p["done"] == p["labels"].as_array().unwrap().len() {
+            break p;
+        }
+        assert!(p["error"].is_null() && start.elapsed() < Duration::from_secs(120), "{p}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let labels = channels["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 8);
+    assert!(labels.iter().all(|l| l.as_str().unwrap().starts_with("features.20:")), "{labels:?}");
+    assert_eq!(studio.get(&format!("/api/atlas/vgg19/{id}/7?layer=features.20")).status(), 200);
+    for bad in ["..%2F..%2Fpictures", "features.99", "%2Fetc"] {
+        assert_eq!(studio.get(&format!("/api/atlas?picture={id}&model=vgg19&layer={bad}")).status(), 400, "{bad}");
+        assert_eq!(studio.get(&format!("/api/atlas/vgg19/{id}/0?layer={bad}")).status(), 400, "{bad}");
+    }
     // A long preview, then another: the first stops with 409.
     let slow =
         serde_json::json!({ "picture": id, "model": "vgg19", "settings": { "iterations": "400", "octaves": "6" } });
@@ -345,7 +362,7 @@ fn wait_render(studio: &Studio, id: u64, state: &str, limit: Duration) -> serde_
 }
 
 #[test]
-fn a_render_queued_from_the_studio_reports_progress_cancels_resumes_and_downloads() {
+fn renders_queued_from_the_studio_report_progress_cancel_resume_and_download() {
     use dreamvid::fixture::clip::{moving_pattern, write_clip, ClipSpec};
     let (studio, dir) = Studio::fixture("studio-render");
     let clip = dir.join("clip.mp4");
@@ -396,9 +413,19 @@ fn a_render_queued_from_the_studio_reports_progress_cancels_resumes_and_download
     let resumed = wait_render(&studio, slow, "done", Duration::from_secs(300));
     assert_eq!(resumed["done"], 24);
     println!("cancelled at {}, resumed to {}", cancelled["done"], resumed["done"]);
+    // A zoom into a stored picture.
+    let picture = studio.upload(&chelsea());
+    let body = serde_json::json!({ "zoom": picture, "frames": 6, "model": "vgg19", "settings": { "iterations": "2", "octaves": "2" } });
+    let zoom = json(studio.post_json("/api/renders", body))["id"].as_u64().unwrap();
+    let done = wait_render(&studio, zoom, "done", Duration::from_secs(120));
+    assert_eq!(done["done"], 6, "{done}");
+    std::fs::write(dir.join("zoom.mp4"), bytes(studio.get(&format!("/api/renders/{zoom}/output")))).unwrap();
+    assert_eq!(dreamvid::compare::frames(&dir.join("zoom.mp4")).unwrap().len(), 6);
+    let body = serde_json::json!({ "zoom": picture, "frames": 0, "model": "vgg19", "settings": {} });
+    assert_eq!(studio.post_json("/api/renders", body).status(), 400);
     // The queue is the server's: a second client sees the same.
     let list = json(ureq::get(&studio.url("/api/renders")).set("x-dreamvid-token", &studio.token).call().unwrap());
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list.as_array().unwrap().len(), 3);
     assert!(list.as_array().unwrap().iter().all(|r| r["state"] == "done"));
     assert_eq!(studio.get("/api/renders/7/frame").status(), 404);
 }
@@ -456,7 +483,7 @@ async fn preview_bytes(client: &fantoccini::Client) -> Vec<u8> {
 
 #[test]
 #[ignore = "drives Debian's chromium (chromium-driver) with the real EfficientNet-Lite0 weights: scripts/test installs the browser and runs it"]
-fn the_page_in_headless_chromium_picks_a_layer_tunes_exports_and_renders() {
+fn the_page_in_headless_chromium_picks_a_layer_and_channel_tunes_exports_and_renders() {
     let dir = common::scratch("studio-browser");
     let weights = common::lite0_weights();
     let studio = Studio::start(&dir, &["--model", "efficientnet-lite0", "--weights", weights.to_str().unwrap()]);
@@ -534,6 +561,25 @@ fn the_page_in_headless_chromium_picks_a_layer_tunes_exports_and_renders() {
             std::fs::create_dir_all(shots).unwrap();
             std::fs::write(shots.join("studio.png"), client.screenshot().await.unwrap()).unwrap();
         }
+        // A layer's channels: its atlas of the most active ones, and a click picks one.
+        let channels = "button.channels";
+        let button = client.find(fantoccini::Locator::Css(&format!(".tile[data-layer='blocks.10'] {channels}"))).await.unwrap();
+        button.click().await.unwrap();
+        let ready = "document.querySelectorAll(\"#atlas .tile[data-layer^='blocks.10:']:not(.pending)\").length >= 4";
+        until(&client, ready, "channel tiles", Duration::from_secs(60)).await;
+        let before = client.execute("return document.getElementById('preview-img').src;", vec![]).await.unwrap();
+        client.find(fantoccini::Locator::Css("#atlas .tile:not(.pending)")).await.unwrap().click().await.unwrap();
+        let picked = client
+            .execute("return [document.getElementById('setting-layers').value, document.getElementById('setting-channels').value];", vec![])
+            .await
+            .unwrap();
+        assert_eq!(picked[0], "blocks.10", "{picked}");
+        assert!(picked[1].as_str().unwrap().parse::<usize>().is_ok(), "a channel: {picked}");
+        let changed = format!("document.getElementById('preview-img').src !== {before}");
+        until(&client, &changed, "a new preview for the picked channel", Duration::from_secs(30)).await;
+        if let Some(shots) = &shots {
+            std::fs::write(shots.join("studio-channels.png"), client.screenshot().await.unwrap()).unwrap();
+        }
         // Render a short video with these settings, and download it.
         client.find(fantoccini::Locator::Id("file")).await.unwrap().send_keys(clip.to_str().unwrap()).await.unwrap();
         until(&client, "!document.getElementById('render').disabled", "the render button", Duration::from_secs(10)).await;
@@ -552,6 +598,10 @@ fn the_page_in_headless_chromium_picks_a_layer_tunes_exports_and_renders() {
             assert!(start.elapsed() < Duration::from_secs(30), "no download at {}", file.display());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // And a zoom into the picture.
+        client.execute("document.getElementById('zoom-frames').value = '6';", vec![]).await.unwrap();
+        client.find(fantoccini::Locator::Id("zoom")).await.unwrap().click().await.unwrap();
+        until(&client, "document.querySelectorAll('#renders tr[data-state=done]').length === 2", "a finished zoom", Duration::from_secs(120)).await;
         client.close().await.unwrap();
     });
 }

@@ -181,26 +181,37 @@ async fn picture(State(studio): State<Arc<Studio>>, Path(id): Path<String>) -> R
 struct AtlasQuery {
     picture: String,
     model: String,
+    /// Of this layer's channels (else of every layer).
+    layer: Option<String>,
 }
 
-/// `GET /api/atlas?picture=ID&model=M`: the atlas's progress (started on first request).
+/// `GET /api/atlas?picture=ID&model=M[&layer=L]`: the atlas's progress (started on first
+/// request).
 async fn atlas(
     State(studio): State<Arc<Studio>>,
     Query(q): Query<AtlasQuery>,
 ) -> Result<Json<serde_json::Value>, Failure> {
     let (id, kind) = (Files::id(&q.picture).map_err(bad)?.to_string(), model(&q.model)?);
+    studio.files.atlas_dir(kind, &id, q.layer.as_deref()).map_err(bad)?;
     if !studio.files.picture(&id, false).map_err(bad)?.exists() {
         return Err(Failure(StatusCode::NOT_FOUND, "no such picture".into()));
     }
-    Ok(Json(json!(atlas_jobs::progress(&studio, &id, kind))))
+    Ok(Json(json!(atlas_jobs::progress(&studio, &id, kind, q.layer))))
 }
 
-/// `GET /api/atlas/MODEL/ID/N`: tile N.
+#[derive(Deserialize)]
+struct TileQuery {
+    layer: Option<String>,
+}
+
+/// `GET /api/atlas/MODEL/ID/N[?layer=L]`: tile N.
 async fn atlas_tile(
     State(studio): State<Arc<Studio>>,
     Path((name, id, index)): Path<(String, String, usize)>,
+    Query(q): Query<TileQuery>,
 ) -> Result<Response, Failure> {
-    read_file(studio.files.atlas_dir(model(&name)?, &id).map_err(bad)?.join(format!("{index}.png")))
+    let dir = studio.files.atlas_dir(model(&name)?, &id, q.layer.as_deref()).map_err(bad)?;
+    read_file(dir.join(format!("{index}.png")))
 }
 
 /// What the page asks a preview or an export of.
@@ -300,15 +311,20 @@ async fn upload_video(
     blocking(move || Ok(Json(json!(studio.files.store_video(&name, &body).map_err(bad)?)))).await
 }
 
-/// What the page asks a render of.
+/// What the page asks a render of: a stored video, or a zoom of `frames` into a stored picture.
 #[derive(Deserialize)]
 struct RenderRequest {
-    video: String,
+    video: Option<String>,
+    zoom: Option<String>,
+    frames: Option<usize>,
     model: String,
     settings: BTreeMap<String, String>,
 }
 
-/// `POST /api/renders`: queues a render of a stored video with the settings.
+/// Most frames of a studio zoom.
+const MAX_ZOOM_FRAMES: usize = 1000;
+
+/// `POST /api/renders`: queues a render of a stored video, or a zoom, with the settings.
 async fn start_render(
     State(studio): State<Arc<Studio>>,
     Json(request): Json<RenderRequest>,
@@ -316,11 +332,24 @@ async fn start_render(
     let kind = model(&request.model)?;
     let look = Look { picture: String::new(), model: request.model, settings: request.settings };
     let flags = look.flags(kind)?;
-    let input = studio.files.video(&request.video).map_err(bad)?;
+    let what = match (&request.video, &request.zoom) {
+        (Some(video), None) => renders::What::Video(studio.files.video(video).map_err(bad)?),
+        (None, Some(picture)) => {
+            let frames = request.frames.unwrap_or(48);
+            if !(1..=MAX_ZOOM_FRAMES).contains(&frames) {
+                return Err(bad(format!("a zoom has 1 to {MAX_ZOOM_FRAMES} frames (got {frames})")));
+            }
+            renders::What::Zoom { picture: studio.files.picture(picture, true).map_err(bad)?, frames }
+        }
+        _ => return Err(bad("give a video, or a picture to zoom into")),
+    };
+    let input = match &what {
+        renders::What::Video(path) | renders::What::Zoom { picture: path, .. } => path,
+    };
     if !input.exists() {
-        return Err(Failure(StatusCode::NOT_FOUND, "no such video".into()));
+        return Err(Failure(StatusCode::NOT_FOUND, "no such video or picture".into()));
     }
-    Ok(Json(json!({ "id": renders::queue(&studio, input, kind, flags) })))
+    Ok(Json(json!({ "id": renders::queue(&studio, what, kind, flags) })))
 }
 
 /// `GET /api/renders`: every render, oldest first.

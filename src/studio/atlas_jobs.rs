@@ -1,10 +1,11 @@
 //! Atlases filled in the background, tile by tile, and kept on disk: a picture's atlas for a
-//! model is dreamed once, whichever page or tab asks.
+//! model (of its layers, or of the 16 channels of a layer most active on it) is dreamed once,
+//! whichever page or tab asks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::atlas::{self, Subject, DEFAULT_ITERATIONS, DEFAULT_OCTAVES, DEFAULT_TILE};
+use crate::atlas::{self, ChannelPick, Subject, DEFAULT_ITERATIONS, DEFAULT_OCTAVES, DEFAULT_TILE};
 use crate::cancel::Cancel;
 use crate::image_io::read_picture;
 use crate::models::ModelKind;
@@ -28,23 +29,31 @@ pub struct Progress {
 /// An atlas's progress, shared by the thread that fills it in and the requests that ask.
 type Shared = Arc<Mutex<Progress>>;
 
-/// Every atlas asked for since the studio started, by picture and model.
+/// Channels in a channel atlas.
+pub const CHANNELS: usize = 16;
+
+/// An atlas: picture, model, and the layer whose channels it shows (none: every layer).
+type Key = (String, ModelKind, Option<String>);
+
+/// Every atlas asked for since the studio started.
 #[derive(Default)]
 pub struct Atlases {
-    jobs: Mutex<HashMap<(String, ModelKind), Shared>>,
+    jobs: Mutex<HashMap<Key, Shared>>,
 }
 
-/// The atlas of picture `id` on `model`: started in the background on first request.
-pub fn progress(studio: &Arc<Studio>, id: &str, model: ModelKind) -> Progress {
+/// The atlas of picture `id` on `model` (of `layer`'s channels, a name of the model's, or of
+/// every layer): started in the background on first request.
+pub fn progress(studio: &Arc<Studio>, id: &str, model: ModelKind, layer: Option<String>) -> Progress {
+    let key = (id.to_string(), model, layer);
     let mut jobs = studio.atlases.jobs.lock().expect("no panic holds the lock");
-    if let Some(p) = jobs.get(&(id.to_string(), model)) {
+    if let Some(p) = jobs.get(&key) {
         return p.lock().expect("no panic holds the lock").clone();
     }
     let progress = Arc::new(Mutex::new(Progress::default()));
-    jobs.insert((id.to_string(), model), progress.clone());
-    let (studio, id) = (studio.clone(), id.to_string());
+    jobs.insert(key.clone(), progress.clone());
+    let studio = studio.clone();
     std::thread::spawn(move || {
-        if let Err(e) = fill(&studio, &id, model, &progress) {
+        if let Err(e) = fill(&studio, &key, &progress) {
             progress.lock().expect("no panic holds the lock").error = Some(format!("{e:#}"));
         }
     });
@@ -53,15 +62,18 @@ pub fn progress(studio: &Arc<Studio>, id: &str, model: ModelKind) -> Progress {
 
 /// Dreams the tiles one by one (each holding the studio's dream lock only for itself, so
 /// previews get their turn), skipping those already on disk.
-fn fill(studio: &Studio, id: &str, model: ModelKind, progress: &Mutex<Progress>) -> anyhow::Result<()> {
-    let session = studio.session(model)?;
-    let (preset, _) = load_preset(None, Purpose::Image, Some(model), &[])?;
+fn fill(studio: &Studio, (id, model, layer): &Key, progress: &Mutex<Progress>) -> anyhow::Result<()> {
+    let session = studio.session(*model)?;
+    let (preset, _) = load_preset(None, Purpose::Image, Some(*model), &[])?;
     let picture = read_picture(&studio.files.picture(id, false)?, &session.device)?;
     let picture = atlas::shrink(&picture.rgb, DEFAULT_TILE)?;
-    let specs =
-        atlas::tiles(&session, &picture, &preset.at(0, 25.0), &Subject::Layers, (DEFAULT_OCTAVES, DEFAULT_ITERATIONS))?;
+    let subject = match layer {
+        None => Subject::Layers,
+        Some(layer) => Subject::Channels { layer: layer.clone(), pick: ChannelPick::Top(CHANNELS) },
+    };
+    let specs = atlas::tiles(&session, &picture, &preset.at(0, 25.0), &subject, (DEFAULT_OCTAVES, DEFAULT_ITERATIONS))?;
     progress.lock().expect("no panic holds the lock").labels = specs.iter().map(|s| s.label.clone()).collect();
-    let dir = studio.files.atlas_dir(model, id)?;
+    let dir = studio.files.atlas_dir(*model, id, layer.as_deref())?;
     std::fs::create_dir_all(&dir)?;
     for (i, spec) in specs.iter().enumerate() {
         let path = dir.join(format!("{i}.png"));

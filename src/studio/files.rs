@@ -3,7 +3,8 @@
 //! ```text
 //! DIR/pictures/ID.png        an upload, decoded and checked like any input, as RGB PNG
 //! DIR/pictures/ID-384.png    the same at preview size: what previews and exports dream
-//! DIR/atlas/MODEL/ID/N.png   atlas tile N of picture ID
+//! DIR/atlas/MODEL/ID/N.png   atlas tile N of picture ID (DIR/atlas/MODEL/ID/LAYER/N.png: of
+//!                            the channels of LAYER, one of the model's layer names)
 //! DIR/previews/KEY.png       a preview (KEY: hash of picture, model and settings)
 //! DIR/videos/ID.EXT          an uploaded video, opened and checked like any input
 //! DIR/renders/render-N.mp4   the studio's renders (their checkpoints beside them)
@@ -160,9 +161,15 @@ impl Files {
         Ok(self.root.join("pictures").join(name))
     }
 
-    /// The folder of picture `id`'s atlas tiles for `model`.
-    pub fn atlas_dir(&self, model: ModelKind, id: &str) -> anyhow::Result<PathBuf> {
-        Ok(self.root.join("atlas").join(model.name()).join(Self::id(id)?))
+    /// The folder of picture `id`'s atlas tiles for `model`: of its layers, or of the channels
+    /// of `layer`, which must be one of the model's layer names.
+    pub fn atlas_dir(&self, model: ModelKind, id: &str, layer: Option<&str>) -> anyhow::Result<PathBuf> {
+        let dir = self.root.join("atlas").join(model.name()).join(Self::id(id)?);
+        match layer {
+            None => Ok(dir),
+            Some(layer) if model.layer_names().iter().any(|n| n == layer) => Ok(dir.join(layer)),
+            Some(layer) => bail!("{} has no layer `{}`", model.name(), layer.chars().take(40).collect::<String>()),
+        }
     }
 
     /// Where the preview with hash `key` goes.

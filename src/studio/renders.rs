@@ -1,7 +1,7 @@
-//! The studio's render queue: videos dreamed one after another by one worker thread, each
-//! with its progress (frames, ETA, stage times), its latest frame, a cancel that keeps its
-//! checkpoints, and a resume. The queue lives in the server, so a reloaded page or a second
-//! tab shows the same one.
+//! The studio's render queue: videos and zooms dreamed one after another by one worker
+//! thread, each with its progress (frames, ETA, a video's stage times), its latest frame, a
+//! cancel, and a resume (a video's from its checkpoints; a zoom starts again). The queue lives
+//! in the server, so a reloaded page or a second tab shows the same one.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -11,13 +11,33 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::Studio;
-use crate::cancel::Cancel;
+use crate::animation::{write_frames, Format, Target};
+use crate::cancel::{Cancel, Cancelled};
+use crate::image_io::read_picture;
 use crate::models::ModelKind;
 use crate::pipeline::{render_video, StageTimes, VideoJob};
 use crate::plan::{load_preset, open_files, Plan, Purpose};
 use crate::resume::render_record;
 use crate::settings::Setting;
 use crate::video::{EncodeSettings, Excerpt};
+use crate::zoom::{generated_frames, stream_zoom, ZoomJob};
+
+/// Frames per second of the studio's zooms.
+pub const ZOOM_FPS: u32 = 12;
+
+/// What a render makes.
+#[derive(Debug, Clone)]
+pub enum What {
+    /// A stored video, dreamed.
+    Video(std::path::PathBuf),
+    /// An infinite zoom of `frames` frames into a stored picture (at preview size).
+    Zoom {
+        /// The picture.
+        picture: std::path::PathBuf,
+        /// Frames.
+        frames: usize,
+    },
+}
 
 /// Where a render stands.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -54,7 +74,7 @@ pub struct Render {
     latest: Mutex<Option<Vec<u8>>>,
     flags: Vec<(&'static Setting, String)>,
     kind: ModelKind,
-    input: std::path::PathBuf,
+    what: What,
 }
 
 /// Every render since the studio started, and the queue of those waiting.
@@ -105,18 +125,19 @@ impl Render {
     }
 }
 
-/// Queues a render of `input` (a stored video) on `kind` with `flags`; returns its number.
-pub fn queue(
-    studio: &Arc<Studio>,
-    input: std::path::PathBuf,
-    kind: ModelKind,
-    flags: Vec<(&'static Setting, String)>,
-) -> usize {
+/// Queues `what` on `kind` with `flags`; returns its number.
+pub fn queue(studio: &Arc<Studio>, what: What, kind: ModelKind, flags: Vec<(&'static Setting, String)>) -> usize {
     let mut all = studio.renders.all.lock().expect("no panic holds the lock");
     let id = all.len();
+    let input = match &what {
+        What::Video(path) => path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        What::Zoom { picture, frames } => {
+            format!("zoom of {frames} frames into {}", picture.file_name().unwrap_or_default().to_string_lossy())
+        }
+    };
     let status = Status {
         id,
-        input: input.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        input,
         model: kind.name().into(),
         settings: flags.iter().map(|(r, v)| (r.name.to_string(), v.clone())).collect(),
         state: "queued".into(),
@@ -128,7 +149,7 @@ pub fn queue(
         latest: Mutex::new(None),
         flags,
         kind,
-        input,
+        what,
     });
     all.push(render.clone());
     drop(all);
@@ -184,7 +205,7 @@ fn work(studio: &Studio) {
                 status.output = Some(name);
                 status.eta_s = None;
             }
-            Err(e) if e.is::<crate::cancel::Cancelled>() => status.state = "cancelled".into(),
+            Err(e) if e.is::<Cancelled>() => status.state = "cancelled".into(),
             Err(e) => {
                 status.state = "failed".into();
                 status.error = Some(format!("{e:#}"));
@@ -193,8 +214,70 @@ fn work(studio: &Studio) {
     }
 }
 
-/// Renders one video into the renders folder; returns the output's file name.
+/// Renders one video or zoom into the renders folder; returns the output's file name.
 fn run(studio: &Studio, render: &Render) -> anyhow::Result<String> {
+    match &render.what {
+        What::Video(input) => run_video(studio, render, input),
+        What::Zoom { picture, frames } => run_zoom(studio, render, picture, *frames),
+    }
+}
+
+/// Updates `render`'s frame count and ETA (`first`: frames done and time when this run's first
+/// frame was counted).
+fn count(render: &Render, first: &mut Option<(usize, Instant)>, done: usize, total: Option<usize>) {
+    let mut status = render.status.lock().expect("no panic holds the lock");
+    status.done = done;
+    status.total = total;
+    // The ETA counts the frames dreamed in this run (a video's checkpointed ones come at once).
+    let (done_at_start, t0) = *first.get_or_insert((done, Instant::now()));
+    let dreamed = done.saturating_sub(done_at_start);
+    status.eta_s = total
+        .filter(|_| dreamed > 0)
+        .map(|total| t0.elapsed().as_secs_f64() / dreamed as f64 * total.saturating_sub(done) as f64);
+}
+
+/// Keeps `image` as the render's latest frame, at most twice a second (encoding it costs).
+fn show(render: &Render, shown: &mut Option<Instant>, image: &RgbImage) {
+    if shown.is_none_or(|t| t.elapsed().as_secs_f64() > 0.5) {
+        *shown = Some(Instant::now());
+        *render.latest.lock().expect("no panic holds the lock") = png(image);
+    }
+}
+
+/// A zoom of `frames` frames into `picture`, as MP4; a cancel stops it before its next frame.
+fn run_zoom(studio: &Studio, render: &Render, picture: &std::path::Path, frames: usize) -> anyhow::Result<String> {
+    let session = studio.session(render.kind)?;
+    let (preset, _) = load_preset(None, Purpose::Zoom, Some(render.kind), &render.flags)?;
+    let (guide, mask) = open_files(&preset.base, Purpose::Zoom, &session.device)?;
+    let plan = Plan { preset: &preset, net: &session.net, vary_seed: true, guide };
+    let frame_settings = |i: usize| plan.frame(i, f64::from(ZOOM_FPS));
+    let seed_image = read_picture(picture, &session.device)?.rgb;
+    let job = ZoomJob {
+        net: &session.net,
+        seed_image,
+        frames,
+        looped: false,
+        frame_settings: &frame_settings,
+        mask: mask.as_ref(),
+    };
+    let name = format!("render-{}.mp4", render.status().id);
+    let format = Format { fps: ZOOM_FPS, gif_quality: 10, codec: EncodeSettings::from(&preset.base) };
+    let cancel = render.cancel.lock().expect("no panic holds the lock").clone();
+    let total = generated_frames(frames, false);
+    let (mut first, mut shown) = (None, None::<Instant>);
+    write_frames(&Target::for_path(&studio.files.render(&name))?, &format, |sink| {
+        let mut emit = |frame: RgbImage| {
+            cancel.check()?;
+            show(render, &mut shown, &frame);
+            sink(frame)
+        };
+        stream_zoom(&job, &mut emit, &mut |done| count(render, &mut first, done, Some(total)))
+    })?;
+    Ok(name)
+}
+
+/// A video, dreamed with a video preset's coherence; a cancel keeps its checkpoints.
+fn run_video(studio: &Studio, render: &Render, input: &std::path::Path) -> anyhow::Result<String> {
     let session = studio.session(render.kind)?;
     let (preset, _) = load_preset(None, Purpose::Video, Some(render.kind), &render.flags)?;
     let (guide, mask) = open_files(&preset.base, Purpose::Video, &session.device)?;
@@ -204,8 +287,8 @@ fn run(studio: &Studio, render: &Render) -> anyhow::Result<String> {
     let name = format!("render-{id}.mp4");
     let cancel = render.cancel.lock().expect("no panic holds the lock").clone();
     let job = VideoJob {
-        record: render_record(&render.input, render.kind, &session.weights, &preset),
-        input: render.input.clone(),
+        record: render_record(input, render.kind, &session.weights, &preset),
+        input: input.to_path_buf(),
         input_fps: None,
         output: studio.files.render(&name),
         net: &session.net,
@@ -222,24 +305,11 @@ fn run(studio: &Studio, render: &Render) -> anyhow::Result<String> {
     };
     let (mut first, mut shown) = (None, None::<Instant>);
     render_video(&job, &mut |p| {
-        let mut status = render.status.lock().expect("no panic holds the lock");
-        status.done = p.done;
-        status.total = p.total;
+        count(render, &mut first, p.done, p.total);
         let StageTimes { decode, flow, dream, checkpoint, encode } = p.stages;
-        status.stages = [decode, flow, dream, checkpoint, encode].map(|d| d.as_secs_f64());
-        // The ETA counts the frames dreamed in this run (checkpointed ones come at once).
-        let (done_at_start, t0) = *first.get_or_insert((p.done, Instant::now()));
-        let dreamed = p.done.saturating_sub(done_at_start);
-        status.eta_s = p
-            .total
-            .filter(|_| dreamed > 0)
-            .map(|total| t0.elapsed().as_secs_f64() / dreamed as f64 * total.saturating_sub(p.done) as f64);
-        drop(status);
-        // The latest frame, at most twice a second (encoding it costs).
-        if shown.is_none_or(|t| t.elapsed().as_secs_f64() > 0.5) {
-            shown = Some(Instant::now());
-            *render.latest.lock().expect("no panic holds the lock") = png(p.image);
-        }
+        render.status.lock().expect("no panic holds the lock").stages =
+            [decode, flow, dream, checkpoint, encode].map(|d| d.as_secs_f64());
+        show(render, &mut shown, p.image);
     })?;
     Ok(name)
 }
