@@ -592,10 +592,13 @@ fn the_page_in_headless_chromium_picks_a_layer_and_channel_tunes_exports_and_ren
             std::fs::write(shots.join("studio-render.png"), client.screenshot().await.unwrap()).unwrap();
         }
         client.find(fantoccini::Locator::Css("#renders a.download")).await.unwrap().click().await.unwrap();
-        let file = downloads.join("render-0.mp4");
         let start = Instant::now();
-        while !file.is_file() || dreamvid::compare::frames(&file).map_or(true, |f| f.len() != 12) {
-            assert!(start.elapsed() < Duration::from_secs(30), "no download at {}", file.display());
+        let downloaded = || {
+            let files = std::fs::read_dir(&downloads).into_iter().flatten().filter_map(Result::ok);
+            files.map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "mp4"))
+        };
+        while downloaded().is_none_or(|f| dreamvid::compare::frames(&f).map_or(true, |f| f.len() != 12)) {
+            assert!(start.elapsed() < Duration::from_secs(30), "no 12-frame MP4 downloaded into {}", downloads.display());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // And a zoom into the picture.

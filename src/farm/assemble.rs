@@ -12,7 +12,7 @@ use ffmpeg_next as ffmpeg;
 use super::{Job, Segment};
 use crate::models::discovery::sha256_hex;
 use crate::output::{is_temp_name, write_atomically};
-use crate::pipeline::aside_path;
+use crate::pipeline::{aside_path, checksum_path};
 use crate::video::encode::{add_copied_streams, set_metadata};
 use crate::video::{EncodeSettings, VideoReader, VideoWriter};
 
@@ -72,15 +72,13 @@ pub fn check_segment(dir: &Path, job: &Job, s: &Segment) -> anyhow::Result<Packe
     if meta(SEGMENT_KEY) != Some(s.index.to_string()) {
         bail!("{} is not segment {}", path.display(), s.index);
     }
-    let sum_path = Job::checksum_path(dir, s.index);
-    let recorded = std::fs::read_to_string(&sum_path)
-        .with_context(|| format!("{} has no checksum in {}", path.display(), sum_path.display()))?;
     let sum = sha256_hex(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    if sum != recorded.trim() {
+    let checksums = Job::checksums_dir(dir, s.index);
+    if !checksum_path(&checksums, &sum).is_file() {
         bail!(
-            "{} is damaged (truncated or changed since its render: its sha256 is not the one in {})",
+            "{} is damaged (truncated or changed since its render: no render recorded its sha256 in {})",
             path.display(),
-            sum_path.display()
+            checksums.display()
         );
     }
     let source = open_checked(&path, job, s.frames - s.fade_in, s.pts)?;

@@ -110,16 +110,22 @@ impl Job {
         let mut next = 0;
         for (i, s) in self.segments.iter().enumerate() {
             let end = s.first.checked_add(s.frames).and_then(|e| e.checked_add(s.fade_out));
+            // A segment fades in over as many frames as the one before it dreamed past its end.
+            let fade_before = if i == 0 { 0 } else { self.segments[i - 1].fade_out };
             let fits = s.index == i
                 && s.first == next
                 && s.warmup <= s.first
                 && s.fade_in < s.frames
+                && s.fade_in == fade_before
                 && s.fade_pts.len() == s.fade_in
                 && end.is_some_and(|e| e <= self.frames);
             if !fits {
                 return Err(format!("segment {i} does not fit the plan's frames"));
             }
             next = s.first + s.frames;
+        }
+        if self.segments.last().is_some_and(|s| s.fade_out > 0) {
+            return Err("the last segment fades into nothing".into());
         }
         if next != self.frames {
             return Err(format!("its segments cover {next} of {} frames", self.frames));
@@ -159,9 +165,10 @@ impl Job {
         Self::segments_dir(dir).join(format!("{index}.mkv"))
     }
 
-    /// Where the sha256 of segment `index`'s file is kept (written just before the file).
-    pub fn checksum_path(dir: &Path, index: usize) -> PathBuf {
-        Self::segments_dir(dir).join(format!("{index}.sha256"))
+    /// The folder of segment `index`'s checksum records: a file named by the sha256 of each
+    /// segment file a render completed (written just before the file).
+    pub fn checksums_dir(dir: &Path, index: usize) -> PathBuf {
+        Self::segments_dir(dir).join(format!("{index}.checksums"))
     }
 
     /// Where segment `index` sets aside the frames it cross-fades with its neighbours.
@@ -306,7 +313,7 @@ pub fn segment_render(dir: &Path, job: &Job, index: usize) -> anyhow::Result<Seg
         frames: s.frames - s.fade_in,
         tail: s.fade_out,
         aside: Job::fade_dir(dir, index),
-        checksum: Job::checksum_path(dir, index),
+        checksums: Job::checksums_dir(dir, index),
     };
     let tags = vec![
         (assemble::JOB_KEY.to_string(), job.settings_hash.clone()),
@@ -371,9 +378,11 @@ mod tests {
         // Each of these would have made `render` compute frame numbers below 0 or past the
         // input, or left frames out.
         type Break = (&'static str, fn(&mut Job));
-        let breaks: [Break; 7] = [
+        let breaks: [Break; 9] = [
             ("warm-up before the input", |j| j.segments[2].warmup = 71),
             ("cross-fade longer than the segment", |j| j.segments[2].fade_in = 30),
+            ("a fade into the first segment", |j| j.segments[0].fade_in = 1),
+            ("fades that do not meet", |j| j.segments[1].fade_out = 3),
             ("fade timestamps missing", |j| j.segments[2].fade_pts.clear()),
             ("past the input", |j| j.frames = 90),
             ("a gap", |j| j.segments[1].first = 41),

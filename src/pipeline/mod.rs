@@ -42,7 +42,7 @@ use crate::video::{EncodeSettings, Excerpt, Item, Sink, Source, SourceFrame, Vid
 pub use report::{peak_rss_bytes, FrameProgress, StageTimes, VideoReport};
 use report::{Stage, StageClock};
 use span::Role;
-pub use span::{aside_path, Span};
+pub use span::{aside_path, checksum_path, Span};
 
 /// The parameters of each frame: `(frame index, frames per second) -> parameters` (see
 /// [`crate::plan::Plan::frame`]).
@@ -169,7 +169,10 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>))
             let stats = render(tmp)?;
             if let Some(span) = &job.span {
                 let sum = sha256_hex(tmp).with_context(|| format!("cannot read back {}", tmp.display()))?;
-                write_atomically(&span.checksum, |t| Ok(std::fs::write(t, format!("{sum}\n"))?))?;
+                std::fs::create_dir_all(&span.checksums)
+                    .with_context(|| format!("cannot create {}", span.checksums.display()))?;
+                let record = checksum_path(&span.checksums, &sum);
+                write_atomically(&record, |t| Ok(std::fs::write(t, format!("{sum}\n"))?))?;
             }
             Ok(stats)
         }),
@@ -178,10 +181,13 @@ pub fn render_video(job: &VideoJob, progress: &mut dyn FnMut(FrameProgress<'_>))
         Ok(stats) => stats,
         Err(e) => {
             return Err(match checkpoints.saved_frames() {
-                0 => {
+                // A render that resumes may share its checkpoints with another process (a
+                // retried render-farm task): the folder is left for it.
+                0 if !job.resume => {
                     checkpoints.remove();
                     e
                 }
+                0 => e,
                 n => e.context(format!(
                     "{n} dreamed frames are kept in {}; {} to continue",
                     checkpoints.dir.display(),

@@ -25,9 +25,11 @@ pub struct Span {
     pub tail: usize,
     /// Where the frames set aside go.
     pub aside: PathBuf,
-    /// Where the sha256 of the written file goes, before the file is moved into place (so a
-    /// complete span's file always has it, and a file damaged later is told from a good one).
-    pub checksum: PathBuf,
+    /// The folder where the sha256 of the written file is recorded (a file named by it),
+    /// before the file is moved into place: a complete span's file always has its record, a
+    /// file damaged later is told from a good one, and processes that write the same span at
+    /// once never overwrite each other's record.
+    pub checksums: PathBuf,
 }
 
 impl Span {
@@ -53,6 +55,11 @@ pub(super) enum Role {
     Warmup,
     Aside,
     Written,
+}
+
+/// The record, in a span's `checksums` folder, of a file whose sha256 is `sum` (hex).
+pub fn checksum_path(checksums: &Path, sum: &str) -> PathBuf {
+    checksums.join(format!("{sum}.sha256"))
 }
 
 /// Where a span sets frame `index` aside (in its `aside` folder).

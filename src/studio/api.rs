@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::atlas_jobs;
 use super::files::Files;
+use super::lock;
 use super::renders;
 use super::{Studio, MAX_UPLOAD, MAX_VIDEO_UPLOAD};
 use crate::cancel::{Cancel, Cancelled};
@@ -243,7 +244,7 @@ impl Look {
 /// newer preview stops this one (409).
 async fn preview(State(studio): State<Arc<Studio>>, Json(look): Json<Look>) -> Result<Response, Failure> {
     let cancel = Cancel::new();
-    std::mem::replace(&mut *studio.preview.lock().expect("no panic holds the lock"), cancel.clone()).cancel();
+    std::mem::replace(&mut *lock(&studio.preview), cancel.clone()).cancel();
     blocking(move || {
         let kind = model(&look.model)?;
         let flags = look.flags(kind)?;
@@ -256,7 +257,7 @@ async fn preview(State(studio): State<Arc<Studio>>, Json(look): Json<Look>) -> R
             let source = read_picture(&input, &session.device)
                 .map_err(|_| Failure(StatusCode::NOT_FOUND, "no such picture".into()))?;
             let look = session.look(&preset.at(0, 25.0)).map_err(bad)?;
-            let _turn = studio.busy.lock().expect("no panic holds the lock");
+            let _turn = lock(&studio.busy);
             cancel.check().map_err(|e| failed(e.into()))?;
             let dreamed = session.dream_image(&source.rgb, &look, &cancel, &mut |_| {}).map_err(failed)?;
             write_picture(&dreamed, &source, &path).map_err(failed)?;
@@ -301,7 +302,7 @@ async fn export(State(studio): State<Arc<Studio>>, Json(look): Json<Look>) -> Re
     })))
 }
 
-/// `POST /api/videos`: the body is the video's file, `x-file-name` its name.
+/// `POST /api/videos`: the body is the video's file, `x-file-name` a name with its extension.
 async fn upload_video(
     State(studio): State<Arc<Studio>>,
     headers: axum::http::HeaderMap,
@@ -384,7 +385,8 @@ async fn resume_render(State(studio): State<Arc<Studio>>, Path(id): Path<usize>)
 async fn render_output(State(studio): State<Arc<Studio>>, Path(id): Path<usize>) -> Result<Response, Failure> {
     let name =
         render(&studio, id)?.status().output.ok_or_else(|| Failure(StatusCode::NOT_FOUND, "not finished".into()))?;
-    let bytes = std::fs::read(studio.files.render(&name)).map_err(|_| Failure(StatusCode::NOT_FOUND, "gone".into()))?;
+    let bytes =
+        tokio::fs::read(studio.files.render(&name)).await.map_err(|_| Failure(StatusCode::NOT_FOUND, "gone".into()))?;
     let disposition = format!("attachment; filename=\"{name}\"");
     Ok(([(header::CONTENT_TYPE, "video/mp4".to_string()), (header::CONTENT_DISPOSITION, disposition)], bytes)
         .into_response())

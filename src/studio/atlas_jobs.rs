@@ -12,6 +12,7 @@ use crate::models::ModelKind;
 use crate::output::write_atomically;
 use crate::plan::{load_preset, Purpose};
 
+use super::lock;
 use super::Studio;
 
 /// An atlas being filled in: its tiles' labels (once known), how many are done, and what
@@ -45,16 +46,16 @@ pub struct Atlases {
 /// every layer): started in the background on first request.
 pub fn progress(studio: &Arc<Studio>, id: &str, model: ModelKind, layer: Option<String>) -> Progress {
     let key = (id.to_string(), model, layer);
-    let mut jobs = studio.atlases.jobs.lock().expect("no panic holds the lock");
+    let mut jobs = lock(&studio.atlases.jobs);
     if let Some(p) = jobs.get(&key) {
-        return p.lock().expect("no panic holds the lock").clone();
+        return lock(p).clone();
     }
     let progress = Arc::new(Mutex::new(Progress::default()));
     jobs.insert(key.clone(), progress.clone());
     let studio = studio.clone();
     std::thread::spawn(move || {
-        if let Err(e) = fill(&studio, &key, &progress) {
-            progress.lock().expect("no panic holds the lock").error = Some(format!("{e:#}"));
+        if let Err(e) = super::contained(|| fill(&studio, &key, &progress)) {
+            lock(&progress).error = Some(format!("{e:#}"));
         }
     });
     Progress::default()
@@ -72,19 +73,19 @@ fn fill(studio: &Studio, (id, model, layer): &Key, progress: &Mutex<Progress>) -
         Some(layer) => Subject::Channels { layer: layer.clone(), pick: ChannelPick::Top(CHANNELS) },
     };
     let specs = atlas::tiles(&session, &picture, &preset.at(0, 25.0), &subject, (DEFAULT_OCTAVES, DEFAULT_ITERATIONS))?;
-    progress.lock().expect("no panic holds the lock").labels = specs.iter().map(|s| s.label.clone()).collect();
+    lock(progress).labels = specs.iter().map(|s| s.label.clone()).collect();
     let dir = studio.files.atlas_dir(*model, id, layer.as_deref())?;
     std::fs::create_dir_all(&dir)?;
     for (i, spec) in specs.iter().enumerate() {
         let path = dir.join(format!("{i}.png"));
         if !path.exists() {
             let tile = {
-                let _turn = studio.busy.lock().expect("no panic holds the lock");
+                let _turn = lock(&studio.busy);
                 atlas::dream_tile(&session, &picture, spec, &Cancel::new())?
             };
             write_atomically(&path, |tmp| Ok(tile.save_with_format(tmp, image::ImageFormat::Png)?))?;
         }
-        progress.lock().expect("no panic holds the lock").done = i + 1;
+        lock(progress).done = i + 1;
     }
     Ok(())
 }

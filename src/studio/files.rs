@@ -7,7 +7,7 @@
 //!                            the channels of LAYER, one of the model's layer names)
 //! DIR/previews/KEY.png       a preview (KEY: hash of picture, model and settings)
 //! DIR/videos/ID.EXT          an uploaded video, opened and checked like any input
-//! DIR/renders/render-N.mp4   the studio's renders (their checkpoints beside them)
+//! DIR/renders/render-R-N.mp4 render N of studio run R (their checkpoints beside them)
 //! ```
 //!
 //! IDs are 16 hex digits the studio computed; a request naming anything else is refused
@@ -91,8 +91,10 @@ impl Files {
                 )
             })
             .context("the upload is not a PNG, JPEG, WebP, TIFF or BMP picture")?;
-        let upload =
-            self.root.join("pictures").join(format!(".upload-{}.{}", std::process::id(), format.extensions_str()[0]));
+        // A name of its own: uploads run at once.
+        let upload = crate::output::temp_path(
+            &self.root.join("pictures").join(format!("upload.{}", format.extensions_str()[0])),
+        );
         std::fs::write(&upload, bytes).with_context(|| format!("cannot write {}", upload.display()))?;
         let decoded = decode_image(&upload);
         let _ = std::fs::remove_file(&upload);
@@ -103,8 +105,8 @@ impl Files {
         hash.update(height.to_le_bytes());
         hash.update(rgb.as_raw());
         let id: String = hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let full = self.picture(&id, false)?;
-        if !full.exists() {
+        let (full, small_path) = (self.picture(&id, false)?, self.picture(&id, true)?);
+        if !(full.exists() && small_path.exists()) {
             write_atomically(&full, |tmp| Ok(rgb.save_with_format(tmp, image::ImageFormat::Png)?))?;
             let scale = f64::from(PREVIEW_SIZE) / f64::from(width.max(height));
             let small = match scale < 1.0 {
@@ -114,8 +116,7 @@ impl Files {
                 }
                 false => rgb,
             };
-            let path = self.picture(&id, true)?;
-            write_atomically(&path, |tmp| Ok(small.save_with_format(tmp, image::ImageFormat::Png)?))?;
+            write_atomically(&small_path, |tmp| Ok(small.save_with_format(tmp, image::ImageFormat::Png)?))?;
         }
         Ok(Stored { id, width, height })
     }

@@ -24,7 +24,7 @@ mod renders;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context;
 
@@ -65,8 +65,12 @@ struct Studio {
     model: ModelKind,
     open: Box<Opener>,
     sessions: Mutex<HashMap<ModelKind, Arc<Session>>>,
-    /// Held while a dream runs: one at a time, each using every core.
+    /// Held while a preview or an atlas tile dreams: one at a time, each using every core
+    /// (renders run beside them, slowing them down rather than waiting for hours).
     busy: Mutex<()>,
+    /// Distinguishes this run's render outputs (and their checkpoints) from earlier runs' in
+    /// the same folder.
+    run: String,
     /// The running preview's cancel flag: a newer preview stops it.
     preview: Mutex<Cancel>,
     atlases: atlas_jobs::Atlases,
@@ -76,13 +80,29 @@ struct Studio {
 impl Studio {
     /// The session of `model`, opened on first use.
     fn session(&self, model: ModelKind) -> anyhow::Result<Arc<Session>> {
-        if let Some(s) = self.sessions.lock().expect("no panic holds the lock").get(&model) {
+        if let Some(s) = lock(&self.sessions).get(&model) {
             return Ok(s.clone());
         }
         let session = Arc::new((self.open)(model)?);
-        self.sessions.lock().expect("no panic holds the lock").insert(model, session.clone());
+        lock(&self.sessions).insert(model, session.clone());
         Ok(session)
     }
+}
+
+/// Locks `m`, also after a panic elsewhere poisoned it: the studio's shared state is plain
+/// data, valid between any two statements, and one failed request must not stop the others.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `work`, turning a panic into an error (a request's or a background job's failure,
+/// not the studio's).
+fn contained<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let what =
+            panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+        Err(anyhow::anyhow!("it failed unexpectedly ({})", what.unwrap_or_default()))
+    })
 }
 
 /// A new random token (128 bits, hex).
@@ -109,10 +129,31 @@ pub async fn start(
         preview: Mutex::new(Cancel::new()),
         atlases: atlas_jobs::Atlases::default(),
         renders: renders::Renders::default(),
+        run: new_token()?[..8].to_string(),
     });
     let listener = tokio::net::TcpListener::bind((config.host, config.port))
         .await
         .with_context(|| format!("cannot listen on {}:{} (choose another --port)", config.host, config.port))?;
     let addr = listener.local_addr()?;
     Ok((addr, std::future::IntoFuture::into_future(axum::serve(listener, api::router(studio)))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error_and_leaves_the_shared_state_usable() {
+        let state = Mutex::new(1);
+        let failed = contained(|| -> anyhow::Result<()> {
+            let _held = lock(&state);
+            panic!("boom");
+        });
+        assert!(failed.unwrap_err().to_string().contains("boom"));
+        assert!(state.is_poisoned());
+        *lock(&state) += 1;
+        assert_eq!(*lock(&state), 2, "the next request still gets the lock");
+        assert_eq!(new_token().unwrap().len(), 32);
+        assert_ne!(new_token().unwrap(), new_token().unwrap());
+    }
 }

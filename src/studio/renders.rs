@@ -10,6 +10,7 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 
+use super::lock;
 use super::Studio;
 use crate::animation::{write_frames, Format, Target};
 use crate::cancel::{Cancel, Cancelled};
@@ -89,36 +90,31 @@ pub struct Renders {
 impl Renders {
     /// Every render's status, oldest first.
     pub fn list(&self) -> Vec<Status> {
-        self.all
-            .lock()
-            .expect("no panic holds the lock")
-            .iter()
-            .map(|r| r.status.lock().expect("no panic holds the lock").clone())
-            .collect()
+        lock(&self.all).iter().map(|r| lock(&r.status).clone()).collect()
     }
 
     /// Render `id`.
     pub fn get(&self, id: usize) -> Option<Arc<Render>> {
-        self.all.lock().expect("no panic holds the lock").get(id).cloned()
+        lock(&self.all).get(id).cloned()
     }
 }
 
 impl Render {
     /// Its latest frame, as PNG.
     pub fn latest(&self) -> Option<Vec<u8>> {
-        self.latest.lock().expect("no panic holds the lock").clone()
+        lock(&self.latest).clone()
     }
 
     /// Its status.
     pub fn status(&self) -> Status {
-        self.status.lock().expect("no panic holds the lock").clone()
+        lock(&self.status).clone()
     }
 
     /// Stops it before its next gradient step (its checkpoints are kept for a resume), or
     /// takes it off the queue.
     pub fn cancel(&self) {
-        self.cancel.lock().expect("no panic holds the lock").cancel();
-        let mut status = self.status.lock().expect("no panic holds the lock");
+        lock(&self.cancel).cancel();
+        let mut status = lock(&self.status);
         if status.state == "queued" {
             status.state = "cancelled".into();
         }
@@ -127,7 +123,7 @@ impl Render {
 
 /// Queues `what` on `kind` with `flags`; returns its number.
 pub fn queue(studio: &Arc<Studio>, what: What, kind: ModelKind, flags: Vec<(&'static Setting, String)>) -> usize {
-    let mut all = studio.renders.all.lock().expect("no panic holds the lock");
+    let mut all = lock(&studio.renders.all);
     let id = all.len();
     let input = match &what {
         What::Video(path) => path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
@@ -160,20 +156,20 @@ pub fn queue(studio: &Arc<Studio>, what: What, kind: ModelKind, flags: Vec<(&'st
 /// Queues a cancelled or failed render again: it resumes from its checkpoints.
 pub fn resume(studio: &Arc<Studio>, render: Arc<Render>) -> bool {
     {
-        let mut status = render.status.lock().expect("no panic holds the lock");
+        let mut status = lock(&render.status);
         if !matches!(status.state.as_str(), "cancelled" | "failed") {
             return false;
         }
         status.state = "queued".into();
         status.error = None;
     }
-    *render.cancel.lock().expect("no panic holds the lock") = Cancel::new();
+    *lock(&render.cancel) = Cancel::new();
     enqueue(studio, render);
     true
 }
 
 fn enqueue(studio: &Arc<Studio>, render: Arc<Render>) {
-    studio.renders.waiting.lock().expect("no panic holds the lock").push_back(render);
+    lock(&studio.renders.waiting).push_back(render);
     studio.renders.wake.notify_one();
     let worker = studio.clone();
     studio.renders.worker.get_or_init(move || {
@@ -185,20 +181,22 @@ fn enqueue(studio: &Arc<Studio>, render: Arc<Render>) {
 fn work(studio: &Studio) {
     loop {
         let render = {
-            let mut waiting = studio.renders.waiting.lock().expect("no panic holds the lock");
+            let mut waiting = lock(&studio.renders.waiting);
             loop {
                 match waiting.pop_front() {
                     Some(r) => break r,
-                    None => waiting = studio.renders.wake.wait(waiting).expect("no panic holds the lock"),
+                    None => {
+                        waiting = studio.renders.wake.wait(waiting).unwrap_or_else(std::sync::PoisonError::into_inner)
+                    }
                 }
             }
         };
         if render.status().state != "queued" {
             continue; // cancelled while it waited
         }
-        render.status.lock().expect("no panic holds the lock").state = "running".into();
-        let result = run(studio, &render);
-        let mut status = render.status.lock().expect("no panic holds the lock");
+        lock(&render.status).state = "running".into();
+        let result = super::contained(|| run(studio, &render));
+        let mut status = lock(&render.status);
         match result {
             Ok(name) => {
                 status.state = "done".into();
@@ -225,7 +223,7 @@ fn run(studio: &Studio, render: &Render) -> anyhow::Result<String> {
 /// Updates `render`'s frame count and ETA (`first`: frames done and time when this run's first
 /// frame was counted).
 fn count(render: &Render, first: &mut Option<(usize, Instant)>, done: usize, total: Option<usize>) {
-    let mut status = render.status.lock().expect("no panic holds the lock");
+    let mut status = lock(&render.status);
     status.done = done;
     status.total = total;
     // The ETA counts the frames dreamed in this run (a video's checkpointed ones come at once).
@@ -240,7 +238,7 @@ fn count(render: &Render, first: &mut Option<(usize, Instant)>, done: usize, tot
 fn show(render: &Render, shown: &mut Option<Instant>, image: &RgbImage) {
     if shown.is_none_or(|t| t.elapsed().as_secs_f64() > 0.5) {
         *shown = Some(Instant::now());
-        *render.latest.lock().expect("no panic holds the lock") = png(image);
+        *lock(&render.latest) = png(image);
     }
 }
 
@@ -260,9 +258,9 @@ fn run_zoom(studio: &Studio, render: &Render, picture: &std::path::Path, frames:
         frame_settings: &frame_settings,
         mask: mask.as_ref(),
     };
-    let name = format!("render-{}.mp4", render.status().id);
+    let name = format!("render-{}-{}.mp4", studio.run, render.status().id);
     let format = Format { fps: ZOOM_FPS, gif_quality: 10, codec: EncodeSettings::from(&preset.base) };
-    let cancel = render.cancel.lock().expect("no panic holds the lock").clone();
+    let cancel = lock(&render.cancel).clone();
     let total = generated_frames(frames, false);
     let (mut first, mut shown) = (None, None::<Instant>);
     write_frames(&Target::for_path(&studio.files.render(&name))?, &format, |sink| {
@@ -283,9 +281,8 @@ fn run_video(studio: &Studio, render: &Render, input: &std::path::Path) -> anyho
     let (guide, mask) = open_files(&preset.base, Purpose::Video, &session.device)?;
     let plan = Plan { preset: &preset, net: &session.net, vary_seed: false, guide };
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
-    let id = render.status().id;
-    let name = format!("render-{id}.mp4");
-    let cancel = render.cancel.lock().expect("no panic holds the lock").clone();
+    let name = format!("render-{}-{}.mp4", studio.run, render.status().id);
+    let cancel = lock(&render.cancel).clone();
     let job = VideoJob {
         record: render_record(input, render.kind, &session.weights, &preset),
         input: input.to_path_buf(),
@@ -307,8 +304,7 @@ fn run_video(studio: &Studio, render: &Render, input: &std::path::Path) -> anyho
     render_video(&job, &mut |p| {
         count(render, &mut first, p.done, p.total);
         let StageTimes { decode, flow, dream, checkpoint, encode } = p.stages;
-        render.status.lock().expect("no panic holds the lock").stages =
-            [decode, flow, dream, checkpoint, encode].map(|d| d.as_secs_f64());
+        lock(&render.status).stages = [decode, flow, dream, checkpoint, encode].map(|d| d.as_secs_f64());
         show(render, &mut shown, p.image);
     })?;
     Ok(name)
