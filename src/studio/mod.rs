@@ -65,6 +65,8 @@ struct Studio {
     model: ModelKind,
     open: Box<Opener>,
     sessions: Mutex<HashMap<ModelKind, Arc<Session>>>,
+    /// Held while a model is opened.
+    opening: Mutex<()>,
     /// Held while a preview or an atlas tile dreams: one at a time, each using every core
     /// (renders run beside them, slowing them down rather than waiting for hours).
     busy: Mutex<()>,
@@ -80,6 +82,12 @@ struct Studio {
 impl Studio {
     /// The session of `model`, opened on first use.
     fn session(&self, model: ModelKind) -> anyhow::Result<Arc<Session>> {
+        if let Some(s) = lock(&self.sessions).get(&model) {
+            return Ok(s.clone());
+        }
+        // One model at a time is opened (and its weights perhaps downloaded): a request that
+        // waited here finds the model another one opened.
+        let _opening = lock(&self.opening);
         if let Some(s) = lock(&self.sessions).get(&model) {
             return Ok(s.clone());
         }
@@ -125,6 +133,7 @@ pub async fn start(
         model: config.model,
         open,
         sessions: Mutex::new(HashMap::new()),
+        opening: Mutex::new(()),
         busy: Mutex::new(()),
         preview: Mutex::new(Cancel::new()),
         atlases: atlas_jobs::Atlases::default(),
