@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use image::{imageops, Rgb, RgbImage};
 
 use crate::cancel::Cancel;
-use crate::image_io::{rgb_to_tensor, tensor_to_rgb};
+use crate::image_io::{rgb_to_tensor, shrunk, tensor_to_rgb};
 use crate::session::Session;
 use crate::settings::Settings;
 
@@ -91,15 +91,10 @@ pub struct TileSpec {
 
 /// The picture at tile size: its longest side `tile` pixels (never enlarged).
 pub fn shrink(picture: &Tensor, tile: u32) -> anyhow::Result<Tensor> {
-    let rgb = tensor_to_rgb(picture)?;
-    let (w, h) = rgb.dimensions();
-    let scale = f64::from(tile) / f64::from(w.max(h));
-    if scale >= 1.0 {
-        return Ok(picture.clone());
+    match shrunk(&tensor_to_rgb(picture)?, tile, imageops::FilterType::Triangle) {
+        Some(small) => Ok(rgb_to_tensor(&small, picture.device())?),
+        None => Ok(picture.clone()),
     }
-    let size = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
-    let small = imageops::resize(&rgb, size(w), size(h), imageops::FilterType::Triangle);
-    Ok(rgb_to_tensor(&small, picture.device())?)
 }
 
 /// The tiles of `subject` for `picture` (already at tile size): `base` with each tile's layer

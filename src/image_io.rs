@@ -95,6 +95,15 @@ pub fn decode_image(path: &Path) -> anyhow::Result<image::DynamicImage> {
     Ok(img)
 }
 
+/// `img` resized with `filter` so that its longer side is `side` pixels, or `None` when it is
+/// no larger than that already (pictures are never enlarged).
+pub fn shrunk(img: &RgbImage, side: u32, filter: image::imageops::FilterType) -> Option<RgbImage> {
+    let (w, h) = img.dimensions();
+    let scale = f64::from(side) / f64::from(w.max(h));
+    let size = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
+    (scale < 1.0).then(|| image::imageops::resize(img, size(w), size(h), filter))
+}
+
 /// Reads an image file as a [`Picture`] (see [`decode_image`]).
 pub fn read_picture(path: &Path, device: &Device) -> anyhow::Result<Picture> {
     let img = decode_image(path)?;

@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+/// What marks a [`temp_path`] name, between the output's name and the random part.
+const PARTIAL: &str = ".dreamvid-partial-";
+
 /// A temporary path beside `path` that keeps its extension (encoders pick formats from it),
 /// new at every call: processes writing the same output at once (a render-farm task retried
 /// while its first attempt still runs, on any machine sharing the folder) never write into
@@ -18,12 +21,12 @@ pub fn temp_path(path: &Path) -> PathBuf {
     hasher.write_u32(std::process::id());
     hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.dreamvid-partial-{:016x}.{}", hasher.finish(), extension(path)))
+    path.with_file_name(format!(".{name}{PARTIAL}{:016x}.{}", hasher.finish(), extension(path)))
 }
 
 /// Whether a file name is one [`temp_path`] makes.
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".dreamvid-partial-")
+    name.starts_with('.') && name.contains(PARTIAL)
 }
 
 fn extension(path: &Path) -> String {

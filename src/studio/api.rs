@@ -258,7 +258,6 @@ async fn preview(State(studio): State<Arc<Studio>>, Json(look): Json<Look>) -> R
                 .map_err(|_| Failure(StatusCode::NOT_FOUND, "no such picture".into()))?;
             let look = session.look(&preset.at(0, 25.0)).map_err(bad)?;
             let _turn = lock(&studio.busy);
-            cancel.check().map_err(|e| failed(e.into()))?;
             let dreamed = session.dream_image(&source.rgb, &look, &cancel, &mut |_| {}).map_err(failed)?;
             write_picture(&dreamed, &source, &path).map_err(failed)?;
         }

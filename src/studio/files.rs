@@ -20,7 +20,7 @@ use image::imageops;
 use sha2::{Digest, Sha256};
 
 use super::PREVIEW_SIZE;
-use crate::image_io::decode_image;
+use crate::image_io::{decode_image, shrunk};
 use crate::models::ModelKind;
 use crate::output::write_atomically;
 
@@ -108,14 +108,7 @@ impl Files {
         let (full, small_path) = (self.picture(&id, false)?, self.picture(&id, true)?);
         if !(full.exists() && small_path.exists()) {
             write_atomically(&full, |tmp| Ok(rgb.save_with_format(tmp, image::ImageFormat::Png)?))?;
-            let scale = f64::from(PREVIEW_SIZE) / f64::from(width.max(height));
-            let small = match scale < 1.0 {
-                true => {
-                    let size = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
-                    imageops::resize(&rgb, size(width), size(height), imageops::FilterType::Lanczos3)
-                }
-                false => rgb,
-            };
+            let small = shrunk(&rgb, PREVIEW_SIZE, imageops::FilterType::Lanczos3).unwrap_or(rgb);
             write_atomically(&small_path, |tmp| Ok(small.save_with_format(tmp, image::ImageFormat::Png)?))?;
         }
         Ok(Stored { id, width, height })
@@ -130,14 +123,13 @@ impl Files {
         }
         let id: String = Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect();
         let path = self.root.join("videos").join(format!("{id}.{ext}"));
-        if !path.exists() {
-            write_atomically(&path, |tmp| {
+        let info = match path.exists() {
+            true => crate::video::VideoReader::open(&path)?.info().clone(),
+            false => write_atomically(&path, |tmp| {
                 std::fs::write(tmp, bytes)?;
-                crate::video::VideoReader::open(tmp)?;
-                Ok(())
-            })?;
-        }
-        let info = crate::video::VideoReader::open(&path)?.info().clone();
+                Ok(crate::video::VideoReader::open(tmp)?.info().clone())
+            })?,
+        };
         Ok(StoredVideo { id: format!("{id}.{ext}"), frames: info.frames, width: info.width, height: info.height })
     }
 

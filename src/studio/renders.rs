@@ -4,6 +4,7 @@
 //! in the server, so a reloaded page or a second tab shows the same one.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -214,10 +215,13 @@ fn work(studio: &Studio) {
 
 /// Renders one video or zoom into the renders folder; returns the output's file name.
 fn run(studio: &Studio, render: &Render) -> anyhow::Result<String> {
+    let name = format!("render-{}-{}.mp4", studio.run, render.status().id);
+    let output = studio.files.render(&name);
     match &render.what {
-        What::Video(input) => run_video(studio, render, input),
-        What::Zoom { picture, frames } => run_zoom(studio, render, picture, *frames),
+        What::Video(input) => run_video(studio, render, input, output)?,
+        What::Zoom { picture, frames } => run_zoom(studio, render, (picture, *frames), &output)?,
     }
+    Ok(name)
 }
 
 /// Updates `render`'s frame count and ETA (`first`: frames done and time when this run's first
@@ -242,8 +246,14 @@ fn show(render: &Render, shown: &mut Option<Instant>, image: &RgbImage) {
     }
 }
 
-/// A zoom of `frames` frames into `picture`, as MP4; a cancel stops it before its next frame.
-fn run_zoom(studio: &Studio, render: &Render, picture: &std::path::Path, frames: usize) -> anyhow::Result<String> {
+/// A zoom of `frames` frames into `picture`, as the MP4 `output`; a cancel stops it before
+/// its next frame.
+fn run_zoom(
+    studio: &Studio,
+    render: &Render,
+    (picture, frames): (&std::path::Path, usize),
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
     let session = studio.session(render.kind)?;
     let (preset, _) = load_preset(None, Purpose::Zoom, Some(render.kind), &render.flags)?;
     let (guide, mask) = open_files(&preset.base, Purpose::Zoom, &session.device)?;
@@ -258,12 +268,11 @@ fn run_zoom(studio: &Studio, render: &Render, picture: &std::path::Path, frames:
         frame_settings: &frame_settings,
         mask: mask.as_ref(),
     };
-    let name = format!("render-{}-{}.mp4", studio.run, render.status().id);
     let format = Format { fps: ZOOM_FPS, gif_quality: 10, codec: EncodeSettings::from(&preset.base) };
     let cancel = lock(&render.cancel).clone();
     let total = generated_frames(frames, false);
     let (mut first, mut shown) = (None, None::<Instant>);
-    write_frames(&Target::for_path(&studio.files.render(&name))?, &format, |sink| {
+    write_frames(&Target::for_path(output)?, &format, |sink| {
         let mut emit = |frame: RgbImage| {
             cancel.check()?;
             show(render, &mut shown, &frame);
@@ -271,23 +280,23 @@ fn run_zoom(studio: &Studio, render: &Render, picture: &std::path::Path, frames:
         };
         stream_zoom(&job, &mut emit, &mut |done| count(render, &mut first, done, Some(total)))
     })?;
-    Ok(name)
+    Ok(())
 }
 
-/// A video, dreamed with a video preset's coherence; a cancel keeps its checkpoints.
-fn run_video(studio: &Studio, render: &Render, input: &std::path::Path) -> anyhow::Result<String> {
+/// A video, dreamed into `output` with a video preset's coherence; a cancel keeps its
+/// checkpoints.
+fn run_video(studio: &Studio, render: &Render, input: &std::path::Path, output: PathBuf) -> anyhow::Result<()> {
     let session = studio.session(render.kind)?;
     let (preset, _) = load_preset(None, Purpose::Video, Some(render.kind), &render.flags)?;
     let (guide, mask) = open_files(&preset.base, Purpose::Video, &session.device)?;
     let plan = Plan { preset: &preset, net: &session.net, vary_seed: false, guide };
     let frame_params = |i: usize, fps: f64| plan.frame(i, fps);
-    let name = format!("render-{}-{}.mp4", studio.run, render.status().id);
     let cancel = lock(&render.cancel).clone();
     let job = VideoJob {
         record: render_record(input, render.kind, &session.weights, &preset),
         input: input.to_path_buf(),
         input_fps: None,
-        output: studio.files.render(&name),
+        output,
         net: &session.net,
         device: session.device.clone(),
         frame_params: &frame_params,
@@ -307,7 +316,7 @@ fn run_video(studio: &Studio, render: &Render, input: &std::path::Path) -> anyho
         lock(&render.status).stages = [decode, flow, dream, checkpoint, encode].map(|d| d.as_secs_f64());
         show(render, &mut shown, p.image);
     })?;
-    Ok(name)
+    Ok(())
 }
 
 fn png(img: &RgbImage) -> Option<Vec<u8>> {
